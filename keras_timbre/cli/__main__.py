@@ -1,0 +1,5 @@
+import sys
+
+from keras_timbre.cli import main
+
+sys.exit(main())
