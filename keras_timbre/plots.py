@@ -1,0 +1,214 @@
+"""Every figure keras-timbre draws, with matplotlib (Agg) and librosa.display axes.
+
+Each function takes arrays (log-mel in dB, as the frontend computes them),
+draws one figure and writes it atomically to `path` as PNG.
+
+Example:
+>>> import numpy as np
+>>> from keras_timbre.frontend import FrontendConfig
+>>> config = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+>>> spec = np.full((1, 32, 64), -60.0)
+>>> plot_reconstructions("recon.png", spec, {"skip+grad": spec}, config)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_timbre import atomic  # noqa: E402
+from keras_timbre.frontend import FrontendConfig  # noqa: E402
+from keras_timbre.metrics import onset_frames  # noqa: E402
+
+DPI = 80
+
+
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """Writes `figure` as PNG atomically and closes it."""
+    path = Path(path)
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _specshow(ax, log_mel_db, config: FrontendConfig, vmin: float, vmax: float, **kwargs):
+    import librosa.display
+
+    image = librosa.display.specshow(
+        np.asarray(log_mel_db),
+        ax=ax,
+        sr=config.sample_rate,
+        hop_length=config.hop_length,
+        n_fft=config.n_fft,
+        x_axis="time",
+        y_axis="mel",
+        fmin=config.fmin,
+        fmax=config.fmax,
+        vmin=vmin,
+        vmax=vmax,
+        cmap="magma",
+        **kwargs,
+    )
+    # librosa's default time ticks overlap in small panels.
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+    ax.tick_params(labelsize=8)
+    return image
+
+
+def _as_notes(spectrograms) -> np.ndarray:
+    spectrograms = np.asarray(spectrograms, np.float32)
+    if spectrograms.ndim == 4:
+        spectrograms = spectrograms[..., 0]
+    if spectrograms.ndim == 2:
+        spectrograms = spectrograms[None]
+    if spectrograms.ndim != 3:
+        raise ValueError(f"expected log-mel (notes, n_mels, n_frames), got shape {spectrograms.shape}")
+    return spectrograms
+
+
+def plot_reconstructions(
+    path: str | os.PathLike,
+    targets,
+    reconstructions: Mapping[str, np.ndarray],
+    config: FrontendConfig,
+    titles: Sequence[str] | None = None,
+    zoom: bool = False,
+) -> Path:
+    """A grid: one row per note (input, then each reconstruction in columns).
+
+    With `zoom=True`, each note gets two more rows: the high-frequency
+    partials (fmax / 4 to 0.8 fmax, first 1.5 s) and the onset
+    (0.05 s before to 0.3 s after the attack, below fmax / 2).
+
+    Args:
+        path: PNG to write.
+        targets: (notes, n_mels, n_frames) input log-mel in dB.
+        reconstructions: Name -> array of the same shape (e.g. one per variant).
+        config: Frontend config (for the time and mel axes).
+        titles: Optional label per note (e.g. its note name).
+        zoom: Add the high-frequency and onset zoom rows.
+    """
+    targets = _as_notes(targets)
+    columns = {"input": targets}
+    columns.update({name: _as_notes(value) for name, value in reconstructions.items()})
+    for name, value in columns.items():
+        if value.shape != targets.shape:
+            raise ValueError(f"reconstruction {name!r} has shape {value.shape}, input has {targets.shape}")
+    views = ["full", "high partials", "onset"] if zoom else ["full"]
+    rows = len(targets) * len(views)
+    figure, axes = plt.subplots(
+        rows, len(columns), figsize=(3.2 * len(columns), 2.4 * rows), squeeze=False, constrained_layout=True
+    )
+    vmax = float(targets.max())
+    vmin = max(float(targets.min()), vmax - 80.0)
+    onsets = np.argmax(onset_frames(targets, attack_frames=1, pre_frames=0), axis=1)
+    frame_s = config.hop_length / config.sample_rate
+    image = None
+    for note in range(len(targets)):
+        onset_s = onsets[note] * frame_s
+        for v, view in enumerate(views):
+            row = note * len(views) + v
+            for col, (name, value) in enumerate(columns.items()):
+                ax = axes[row, col]
+                image = _specshow(ax, value[note], config, vmin, vmax)
+                if view == "high partials":
+                    ax.set_ylim(config.fmax / 4, config.fmax * 0.8)
+                    ax.set_xlim(0, min(1.5, config.duration))
+                elif view == "onset":
+                    ax.set_ylim(config.fmin, config.fmax / 2)
+                    ax.set_xlim(max(0.0, onset_s - 0.05), min(config.duration, onset_s + 0.3))
+                label = titles[note] if titles is not None else f"note {note}"
+                ax.set_title(f"{name}" + (f" ({view})" if view != "full" else f"\n{label}" if col == 0 else ""), fontsize=9)
+                if col:
+                    ax.set_ylabel("")
+                if v < len(views) - 1 or note < len(targets) - 1:
+                    ax.set_xlabel("")
+    figure.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.6)
+    return save_figure(figure, path)
+
+
+def read_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of a Keras CSVLogger file as float arrays."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No training history at {path}")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path} has no epochs")
+    return {key: np.array([float(row[key]) if row[key] not in ("", None) else np.nan for row in rows]) for key in rows[0]}
+
+
+def plot_history(path: str | os.PathLike, history_csv: str | os.PathLike) -> Path:
+    """Training curves: one panel per loss term, training and validation."""
+    history = read_history(history_csv)
+    epochs = history.get("epoch", np.arange(len(next(iter(history.values())))))
+    terms = [k for k in history if k != "epoch" and not k.startswith("val_") and k not in ("learning_rate", "lr")]
+    terms = [k for k in terms if np.isfinite(history[k]).any()]
+    if not terms:
+        raise ValueError(f"{history_csv} has no loss columns")
+    figure, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3.0), squeeze=False, constrained_layout=True)
+    for ax, term in zip(axes[0], terms):
+        ax.plot(epochs + 1, history[term], marker=".", label="train")
+        if f"val_{term}" in history:
+            ax.plot(epochs + 1, history[f"val_{term}"], marker=".", label="validation")
+        ax.set_title(term.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    return save_figure(figure, path)
+
+
+def plot_latent_pca(path: str | os.PathLike, z_mean, families: Sequence[str], title: str = "") -> Path:
+    """The latent means projected on their first two principal components, coloured by family."""
+    from sklearn.decomposition import PCA
+
+    z_mean = np.asarray(z_mean, np.float64)
+    families = np.asarray(families)
+    if len(z_mean) != len(families):
+        raise ValueError(f"{len(z_mean)} latent rows but {len(families)} family labels")
+    pca = PCA(n_components=2).fit(z_mean)
+    points = pca.transform(z_mean)
+    figure, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    cmap = plt.get_cmap("tab10")
+    for i, family in enumerate(sorted(set(families.tolist()))):
+        chosen = families == family
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=14, color=cmap(i % 10), label=family, alpha=0.8)
+    ratio = pca.explained_variance_ratio_
+    ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
+    ax.set_title(title or "Latent means (PCA) by instrument family")
+    ax.legend(fontsize=8, markerscale=1.5, loc="best")
+    return save_figure(figure, path)
+
+
+def plot_interpolation(
+    path: str | os.PathLike, spectrograms, config: FrontendConfig, alphas: Sequence[float], names: Sequence[str] = ("A", "B")
+) -> Path:
+    """A strip of decoded spectrograms from note A (alpha 0) to note B (alpha 1)."""
+    spectrograms = _as_notes(spectrograms)
+    if len(alphas) != len(spectrograms):
+        raise ValueError(f"{len(spectrograms)} spectrograms but {len(alphas)} alphas")
+    figure, axes = plt.subplots(
+        1, len(spectrograms), figsize=(2.6 * len(spectrograms), 2.8), squeeze=False, constrained_layout=True
+    )
+    vmax = float(spectrograms.max())
+    vmin = max(float(spectrograms.min()), vmax - 80.0)
+    for i, (ax, alpha) in enumerate(zip(axes[0], alphas)):
+        image = _specshow(ax, spectrograms[i], config, vmin, vmax)
+        ax.set_title(f"α={alpha:.2f}" + (f"\n{names[0]}" if i == 0 else f"\n{names[1]}" if i == len(alphas) - 1 else "\n"), fontsize=9)
+        if i:
+            ax.set_ylabel("")
+    figure.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.8)
+    return save_figure(figure, path)
