@@ -1,0 +1,176 @@
+"""The run directory: everything one training run leaves on disk.
+
+```
+RUN/
+  model.keras    frontend.json    stats.npz    config.json    metrics.json
+  history.csv    checkpoints/     logs/        figures/       audio/
+```
+
+The API is small:
+
+- `create_run(path, frontend, stats, config)` makes the folder and writes
+  `frontend.json`, `stats.npz` and `config.json` (atomically). Calling it again
+  on an existing run with the same frontend and variant is how training resumes;
+  a different one is a clear error.
+- `save_model(path, model)` writes `model.keras` atomically.
+- `load_run(path)` returns `Run(path, model, frontend, stats, config)`, with a
+  clear error naming whatever is missing.
+- `run_config(...)` builds the `config.json` dict (variant, hyperparameters,
+  data source, split, seed, package versions).
+
+Example:
+>>> run = load_run("runs/demo")  # doctest: +SKIP
+>>> run.frontend.feature_shape, run.config["variant"]  # doctest: +SKIP
+((128, 256), 'skip+grad')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from keras_timbre import atomic
+from keras_timbre.frontend import FeatureStats, FrontendConfig
+
+MODEL_FILE = "model.keras"
+FRONTEND_FILE = "frontend.json"
+STATS_FILE = "stats.npz"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+SUBDIRS = ("checkpoints", "logs", "figures", "audio")
+
+
+@dataclasses.dataclass
+class Run:
+    """A loaded run directory. `model` is None when loaded with `load_model=False`."""
+
+    path: Path
+    model: Any
+    frontend: FrontendConfig
+    stats: FeatureStats
+    config: dict[str, Any]
+
+    @property
+    def variant(self) -> str:
+        return str(self.config.get("variant", "unknown"))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on, for config.json."""
+    import importlib.metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("keras", "tensorflow", "jax", "torch", "numpy", "librosa", "keras-timbre"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        import keras
+
+        versions["keras_backend"] = keras.backend.backend()
+    except ImportError:
+        pass
+    return versions
+
+
+def run_config(
+    variant: str,
+    hyperparameters: dict[str, Any],
+    data: str,
+    split: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """The dict written to config.json."""
+    return {
+        "variant": variant,
+        "hyperparameters": dict(hyperparameters),
+        "data": str(data),
+        "split": dict(split),
+        "seed": int(seed),
+        "versions": package_versions(),
+    }
+
+
+def create_run(
+    path: str | os.PathLike,
+    frontend: FrontendConfig,
+    stats: FeatureStats,
+    config: dict[str, Any],
+) -> Path:
+    """Creates (or re-opens, to resume) a run directory and writes its metadata.
+
+    Raises:
+        ValueError: if `path` already holds a run with another frontend or variant.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"Run path {path} exists and is not a directory")
+    existing = path / CONFIG_FILE
+    if existing.is_file():
+        old = json.loads(existing.read_text())
+        if old.get("variant") != config.get("variant"):
+            raise ValueError(
+                f"{path} already holds a {old.get('variant')!r} run; cannot resume it as "
+                f"{config.get('variant')!r}. Use another --out directory."
+            )
+        if (path / FRONTEND_FILE).is_file():
+            FrontendConfig.load(path / FRONTEND_FILE).check_matches(frontend, "new training data")
+    for sub in SUBDIRS:
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    frontend.save(path / FRONTEND_FILE)
+    stats.save(path / STATS_FILE)
+    atomic.write_json(path / CONFIG_FILE, config)
+    return path
+
+
+def save_model(path: str | os.PathLike, model) -> Path:
+    """Writes `RUN/model.keras` atomically (a reader never sees half a model)."""
+    target = Path(path) / MODEL_FILE
+    with atomic.atomic_path(target) as tmp:
+        model.save(tmp)
+    return target
+
+
+def load_run(path: str | os.PathLike, load_model: bool = True) -> Run:
+    """Loads a run directory written by `keras_timbre.training.train`.
+
+    Args:
+        path: The run directory.
+        load_model: Load `model.keras` too (needs the Keras backend).
+
+    Raises:
+        FileNotFoundError: naming the missing directory or file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"Run directory {path} does not exist")
+    needed = [FRONTEND_FILE, STATS_FILE, CONFIG_FILE] + ([MODEL_FILE] if load_model else [])
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Run directory {path} is incomplete: missing {', '.join(missing)} "
+            "(was training interrupted before the first epoch finished?)"
+        )
+    model = None
+    if load_model:
+        import keras
+
+        import keras_timbre.model  # noqa: F401  (registers TimbreVAE and its layers)
+
+        model = keras.saving.load_model(path / MODEL_FILE)
+    return Run(
+        path=path,
+        model=model,
+        frontend=FrontendConfig.load(path / FRONTEND_FILE),
+        stats=FeatureStats.load(path / STATS_FILE),
+        config=json.loads((path / CONFIG_FILE).read_text()),
+    )

@@ -1,0 +1,51 @@
+"""Run directory: metadata round trip, resume checks, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_timbre import runs
+from keras_timbre.frontend import FeatureStats, FrontendConfig
+
+CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+STATS = FeatureStats(mean=np.linspace(-60, -20, 32), std=np.full(32, 10.0))
+
+
+def make(path, variant="skip+grad", frontend=CONFIG):
+    config = runs.run_config(variant, {"beta": 0.5}, "synthetic", {"val_fraction": 0.2}, seed=3)
+    return runs.create_run(path, frontend, STATS, config)
+
+
+def test_create_and_load_metadata(tmp_path):
+    path = make(tmp_path / "run")
+    for sub in runs.SUBDIRS:
+        assert (path / sub).is_dir()
+    run = runs.load_run(path, load_model=False)
+    assert run.frontend == CONFIG
+    np.testing.assert_allclose(run.stats.mean, STATS.mean)
+    assert run.variant == "skip+grad"
+    assert run.config["hyperparameters"] == {"beta": 0.5}
+    assert run.config["seed"] == 3
+    assert "keras" in run.config["versions"]
+    assert json.loads((path / "config.json").read_text())["data"] == "synthetic"
+
+
+def test_resume_same_variant_but_not_another(tmp_path):
+    make(tmp_path / "run")
+    make(tmp_path / "run")  # resuming is allowed
+    with pytest.raises(ValueError, match="already holds a 'skip\\+grad' run"):
+        make(tmp_path / "run", variant="baseline")
+    with pytest.raises(ValueError, match="n_mels: run has 32, new training data has 64"):
+        make(tmp_path / "run", frontend=FrontendConfig(n_mels=64, duration=1.0, n_fft=512, hop_length=250))
+
+
+def test_load_errors_name_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        runs.load_run(tmp_path / "nowhere")
+    path = make(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="missing model.keras"):
+        runs.load_run(path)
+    (path / "stats.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="missing stats.npz"):
+        runs.load_run(path, load_model=False)
