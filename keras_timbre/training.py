@@ -1,0 +1,300 @@
+"""`train(...)`: one resumable training run of a TimbreVAE, written to a run directory.
+
+The CLI (`keras-timbre train`), the examples and the ablation all call it.
+It reads notes, holds out pitches per instrument for validation, computes the
+normalisation statistics on the training split, fits the model with Keras' own
+`fit`, and leaves a complete run directory (see `keras_timbre.runs`):
+the model, frontend config, statistics, `history.csv`, TensorBoard logs,
+reconstruction figures every few epochs and training curves.
+
+Rerunning the same call after an interruption continues from the last finished
+epoch (`keras.callbacks.BackupAndRestore`); a finished run is left as it is.
+
+Example:
+>>> run = train("runs/demo", epochs=2)  # doctest: +SKIP
+>>> sorted(p.name for p in run.path.iterdir())  # doctest: +SKIP
+['audio', 'checkpoints', 'config.json', 'figures', 'frontend.json', 'history.csv', ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_timbre import runs
+from keras_timbre.frontend import FeatureStats, FrontendConfig
+
+VARIANTS = ("baseline", "skip", "grad", "skip+grad")
+DEFAULT_VARIANT = "skip+grad"
+DEFAULT_EPOCHS = 20
+DEFAULT_BATCH_SIZE = 16
+FIGURE_NOTES = 3
+
+
+def check_variant(variant: str) -> str:
+    """Returns `variant` or raises a ValueError listing the known ones."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def check_data_dir(data: str | os.PathLike) -> Path:
+    """Returns the data directory as a Path, or raises naming the missing path."""
+    path = Path(data)
+    if not path.exists():
+        raise FileNotFoundError(f"Data path {path} does not exist")
+    return path
+
+
+def resolve_data(data: str | os.PathLike | None) -> Path:
+    """The data directory: `data`, or the built-in synthetic set (generated on first use)."""
+    if data is not None:
+        return check_data_dir(data)
+    from keras_timbre.data import default_data_dir
+
+    return Path(default_data_dir())
+
+
+def load_split(data: Path, frontend: FrontendConfig, val_fraction: float, seed: int, max_per_instrument=None):
+    """Reads and splits notes, and computes their log-mel (dB).
+
+    Returns:
+        `(train_records, train_db, val_records, val_db)`; files that fail to
+        decode are skipped (and reported by the data module).
+    """
+    from keras_timbre.data import read_notes, split_notes
+
+    key = (str(Path(data).resolve()), frontend, val_fraction, seed, max_per_instrument)
+    if key not in _SPLIT_CACHE:
+        records = read_notes(data, max_per_instrument=max_per_instrument)
+        if not records:
+            raise ValueError(f"No notes found in {data}")
+        train_records, val_records = split_notes(records, val_fraction=val_fraction, seed=seed)
+        train_db, train_records = load_log_mel(train_records, frontend)
+        val_db, val_records = load_log_mel(val_records, frontend)
+        if len(train_records) == 0:
+            raise ValueError(f"No readable training notes in {data}")
+        # The ablation trains and evaluates several models on one split: read it once.
+        _SPLIT_CACHE.clear()
+        _SPLIT_CACHE[key] = (train_records, train_db, val_records, val_db)
+    return _SPLIT_CACHE[key]
+
+
+_SPLIT_CACHE: dict = {}
+
+
+def load_log_mel(records, frontend: FrontendConfig) -> tuple[np.ndarray, list]:
+    """`(log_mel_db (N, mels, frames) float32, kept_records)`; unreadable files are skipped and reported."""
+    from keras_timbre.data import load_features
+
+    records = list(records)
+    if not records:
+        return np.zeros((0, *frontend.feature_shape), np.float32), []
+    features, kept = load_features(records, frontend)
+    return np.asarray(features, np.float32)[..., 0], kept
+
+
+def as_model_input(log_mel_db: np.ndarray, stats: FeatureStats) -> np.ndarray:
+    """dB log-mel (notes, mels, frames) -> normalised float32 (notes, mels, frames, 1)."""
+    return stats.normalize(np.asarray(log_mel_db, np.float32))[..., None].astype(np.float32)
+
+
+def reconstruct_db(model, log_mel_db: np.ndarray, stats: FeatureStats, batch_size: int = 32, skips: bool = True):
+    """Deterministic reconstructions in dB, optionally with the decoder's skips zeroed."""
+    x = as_model_input(log_mel_db, stats)
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        if skips:
+            out = model(batch, training=False)["reconstruction"]
+        else:
+            out = model.reconstruct(batch, use_skips=False)
+        outputs.append(np.asarray(_to_numpy(out))[..., 0])
+    return stats.denormalize(np.concatenate(outputs)) if outputs else np.zeros_like(log_mel_db)
+
+
+def _to_numpy(value):
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
+
+
+def completed_epochs(history_csv: Path) -> int:
+    """Epochs recorded in a CSVLogger file (0 if none)."""
+    if not history_csv.is_file():
+        return 0
+    with open(history_csv, newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def _callbacks(run_path: Path, model, stats, figure_db, figure_titles, frontend, figure_every, epochs, warmup_epochs):
+    import keras
+
+    from keras_timbre import callbacks as timbre_callbacks
+    from keras_timbre import plots
+
+    class SaveAndPlot(keras.callbacks.Callback):
+        """Saves model.keras after every epoch and draws reconstructions every few."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            runs.save_model(run_path, self.model)
+            if figure_db is not None and ((epoch + 1) % figure_every == 0 or epoch + 1 == epochs):
+                recon = reconstruct_db(self.model, figure_db, stats)
+                plots.plot_reconstructions(
+                    run_path / "figures" / f"reconstruction_epoch_{epoch + 1:03d}.png",
+                    figure_db, {f"epoch {epoch + 1}": recon}, frontend, titles=figure_titles,
+                )
+
+    return [
+        keras.callbacks.BackupAndRestore(str(run_path / "checkpoints"), delete_checkpoint=True),
+        timbre_callbacks.BetaWarmup(warmup_epochs=warmup_epochs),
+        timbre_callbacks.NaNGuard(),
+        keras.callbacks.CSVLogger(str(run_path / runs.HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(str(run_path / "logs"), write_graph=False, profile_batch=0),
+        SaveAndPlot(),
+    ]
+
+
+def train(
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    variant: str = DEFAULT_VARIANT,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    learning_rate: float = 1e-3,
+    beta: float | None = None,
+    grad_weight: float | None = None,
+    latent_dim: int | None = None,
+    warmup_epochs: int = 5,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    split_seed: int = 0,
+    frontend: FrontendConfig | None = None,
+    max_per_instrument: int | None = None,
+    figure_every: int = 5,
+    distribute: str = "none",
+    model_kwargs: dict[str, Any] | None = None,
+    verbose: int | str = "auto",
+) -> runs.Run:
+    """Trains one TimbreVAE variant and writes the run directory `out`.
+
+    Args:
+        out: Run directory; created, or resumed if it holds an unfinished run.
+        data: NSynth-format data directory; None for the built-in synthetic set.
+        variant: "baseline", "skip", "grad" or "skip+grad".
+        epochs: Total epochs (a resumed run trains only the missing ones).
+        batch_size: Global batch size.
+        learning_rate: Adam learning rate (gradients clipped at norm 1).
+        beta: KL weight after warm-up; None keeps the model's default.
+        grad_weight: Mel-gradient loss weight for grad variants; None keeps the default.
+        latent_dim: Latent size; None keeps the model's default.
+        warmup_epochs: Epochs of linear beta warm-up from 0.
+        val_fraction: Fraction of each instrument's pitches held out for validation.
+        seed: Seed of the weights, the shuffling and the sampling noise.
+        split_seed: Seed of the choice of held-out pitches (kept apart from
+            `seed` so runs with different seeds share their validation notes).
+        frontend: Feature config; the default `FrontendConfig()` if None.
+        max_per_instrument: Keep at most this many notes per instrument.
+        figure_every: Draw reconstructions every this many epochs.
+        distribute: "none", "auto" or "data-parallel" (see `keras_timbre.distribute`).
+        model_kwargs: More `TimbreVAE.from_variant` arguments.
+        verbose: Keras `fit` verbosity (progress bar by default).
+
+    Returns:
+        The finished run (`keras_timbre.runs.Run`).
+    """
+    import keras
+
+    from keras_timbre import plots
+    from keras_timbre.model import TimbreVAE
+
+    check_variant(variant)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    out = Path(out)
+    data_path = resolve_data(data)
+    frontend = frontend or FrontendConfig()
+    if (out / runs.FRONTEND_FILE).is_file():
+        FrontendConfig.load(out / runs.FRONTEND_FILE).check_matches(frontend, "requested frontend")
+    done = completed_epochs(out / runs.HISTORY_FILE)
+    if done >= epochs and (out / runs.MODEL_FILE).is_file() and not any((out / "checkpoints").glob("*")):
+        print(f"{out} already has {done} finished epochs (asked for {epochs}); nothing to train.")
+        return runs.load_run(out)
+
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    train_records, train_db, val_records, val_db = load_split(
+        data_path, frontend, val_fraction, split_seed, max_per_instrument
+    )
+    stats = FeatureStats.from_features(train_db)
+    hyperparameters = {
+        "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
+        "grad_weight": grad_weight, "latent_dim": latent_dim, "warmup_epochs": warmup_epochs,
+        "max_per_instrument": max_per_instrument, **(model_kwargs or {}),
+    }
+    split = {
+        "method": "pitch held out per instrument", "val_fraction": val_fraction, "split_seed": split_seed,
+        "train_notes": len(train_records), "val_notes": len(val_records),
+    }
+    config = runs.run_config(variant, hyperparameters, str(data_path), split, seed)
+    runs.create_run(out, frontend, stats, config)
+    print(
+        f"Training {variant} on {len(train_records)} notes ({len(val_records)} held out) from {data_path}; "
+        f"features {frontend.feature_shape}; run directory {out}"
+    )
+
+    x_train = as_model_input(train_db, stats)
+    x_val = as_model_input(val_db, stats) if len(val_db) else None
+    figure_db = (val_db if len(val_db) else train_db)[:FIGURE_NOTES]
+    figure_records = (val_records if len(val_db) else train_records)[:FIGURE_NOTES]
+    kwargs = dict(model_kwargs or {})
+    for name, value in (("beta", beta), ("grad_weight", grad_weight), ("latent_dim", latent_dim)):
+        if value is not None:
+            kwargs[name] = value
+
+    with _distribution(distribute) as info:
+        if info is not None:
+            info.check_global_batch_size(batch_size)
+        model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0))
+        callbacks = _callbacks(
+            out, model, stats, figure_db, [r.note_str for r in figure_records], frontend,
+            figure_every, epochs, warmup_epochs,
+        )
+        model.fit(
+            x_train, x_train,
+            validation_data=(x_val, x_val) if x_val is not None else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    runs.save_model(out, model)
+    with contextlib.suppress(ValueError, FileNotFoundError):
+        plots.plot_history(out / "figures" / "training_curves.png", out / runs.HISTORY_FILE)
+    print(f"Trained {variant} in {time.perf_counter() - started:.0f} s; model at {out / runs.MODEL_FILE}")
+    return runs.Run(path=out, model=model, frontend=frontend, stats=stats, config=config)
+
+
+@contextlib.contextmanager
+def _distribution(mode: str):
+    """`keras_timbre.distribute.distribution_scope` where it exists; nothing for "none"."""
+    if mode == "none":
+        yield None
+        return
+    try:
+        from keras_timbre.distribute import distribution_scope
+    except ImportError:
+        if mode == "data-parallel":
+            raise ValueError("data-parallel training needs keras_timbre.distribute, which is not installed")
+        yield None
+        return
+    with distribution_scope(mode) as info:
+        yield info
