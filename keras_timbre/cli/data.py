@@ -1,0 +1,146 @@
+"""Data commands: `make-dataset KIND ...` and `inspect DATA_DIR`.
+
+`make-dataset` has one sub-command per kind of dataset (`synthetic`,
+`nsynth-mini`, ...), so new kinds are new sub-parsers of `kinds` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from keras_timbre.data.synthetic import DEFAULT_NOTES
+
+
+def register(subparsers) -> None:
+    make = subparsers.add_parser(
+        "make-dataset",
+        help="write a dataset: the synthetic default data, or a subset of an NSynth download",
+        description="Write a dataset. KIND is one of the sub-commands below.",
+    )
+    kinds = make.add_subparsers(dest="kind", metavar="KIND", required=True)
+
+    synthetic = kinds.add_parser(
+        "synthetic",
+        help="deterministic synthetic NSynth-format notes (the built-in default data)",
+    )
+    synthetic.add_argument("--out", required=True, type=Path, help="output folder")
+    synthetic.add_argument("--notes", type=int, default=DEFAULT_NOTES, help="number of notes (default: %(default)s)")
+    synthetic.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same files")
+    synthetic.set_defaults(func=_make_synthetic)
+
+    mini = kinds.add_parser(
+        "nsynth-mini",
+        help="a filtered subset of an NSynth download (jsonwav, TFRecord or audio folder), written as jsonwav",
+    )
+    mini.add_argument("--source", required=True, type=Path, help="the NSynth download")
+    mini.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
+    add_filter_arguments(mini)
+    mini.add_argument("--per-family", type=int, default=None, help="at most N notes per family")
+    mini.set_defaults(func=_make_nsynth_mini)
+
+    inspect = subparsers.add_parser(
+        "inspect",
+        help="read every note through the training pipeline and report",
+        description="Reads every note of DATA_DIR through the training pipeline and prints notes per "
+        "family and source, every skipped file with its reason, feature statistics and notes/s. "
+        "Exits 0 when at least one note was read.",
+    )
+    inspect.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    inspect.add_argument("--frontend", type=Path, default=None, help="frontend.json (default: FrontendConfig())")
+    add_filter_arguments(inspect)
+    inspect.set_defaults(func=_inspect)
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `read_notes` filters as options."""
+    parser.add_argument("--families", nargs="+", default=None, metavar="FAMILY", help="keep these families")
+    parser.add_argument("--sources", nargs="+", default=None, metavar="SOURCE", help="keep these sources")
+    parser.add_argument("--pitch-range", nargs=2, type=int, default=None, metavar=("LOW", "HIGH"),
+                        help="keep MIDI pitches in [LOW, HIGH]")
+    parser.add_argument("--velocities", nargs="+", type=int, default=None, metavar="V", help="keep these velocities")
+    parser.add_argument("--per-instrument", type=int, default=None, metavar="N", help="at most N notes per instrument")
+
+
+def filter_kwargs(args: argparse.Namespace) -> dict:
+    """`read_notes` keyword arguments from `add_filter_arguments` options."""
+    return dict(
+        families=args.families,
+        sources=args.sources,
+        pitch_range=tuple(args.pitch_range) if args.pitch_range else None,
+        velocities=args.velocities,
+        max_per_instrument=args.per_instrument,
+    )
+
+
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from keras_timbre.data import synthetic
+
+    start = time.perf_counter()
+    path = synthetic.make_synthetic_dataset(args.out, notes=args.notes, seed=args.seed)
+    print(f"Wrote {args.notes} synthetic notes (seed {args.seed}) to {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _make_nsynth_mini(args: argparse.Namespace) -> int:
+    from keras_timbre.data.readers import read_notes
+    from keras_timbre.data.subset import make_subset
+
+    start = time.perf_counter()
+    path = make_subset(args.source, args.out, max_per_family=args.per_family, **filter_kwargs(args))
+    count = len(read_notes(path))
+    print(f"Wrote {count} notes to {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from keras_timbre.data.pipeline import SkipReport
+    from keras_timbre.data.pipeline import feature_dataset
+    from keras_timbre.data.readers import count_labels
+    from keras_timbre.data.readers import read_notes
+    from keras_timbre.frontend import FrontendConfig
+
+    import tensorflow  # noqa: F401  (imported before the clock starts)
+
+    frontend = FrontendConfig.load(args.frontend) if args.frontend else FrontendConfig()
+    start = time.perf_counter()
+    records = read_notes(args.data_dir, **filter_kwargs(args))
+    counts = count_labels(records)
+    print(f"{args.data_dir}: {len(records)} notes listed")
+    for label in ("family", "source"):
+        print(f"  notes per {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts[label].items())))
+
+    skips = SkipReport(verbose=False)
+    dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, with_labels=True, skips=skips)
+    total = np.zeros(frontend.n_mels)
+    squares = np.zeros(frontend.n_mels)
+    low, high, at_floor, read, frames = np.inf, -np.inf, 0, 0, 0
+    for x, _ in tqdm(dataset, total=-(-len(records) // 64), desc="reading", unit="batch", disable=None):
+        x = x.numpy()[..., 0].astype(np.float64)
+        total += x.sum(axis=(0, 2))
+        squares += np.square(x).sum(axis=(0, 2))
+        low, high = min(low, x.min()), max(high, x.max())
+        at_floor += int(np.sum(x <= frontend.floor_db + 1e-3))
+        read += x.shape[0]
+        frames += x.shape[0] * x.shape[2]
+    seconds = time.perf_counter() - start
+
+    print(skips.summary())
+    if read == 0:
+        print(f"No note of {args.data_dir} could be read.", file=sys.stderr)
+        return 1
+    mean = total / frames
+    std = np.sqrt(np.maximum(squares / frames - mean**2, 0))
+    print(f"features: {read} notes x {frontend.feature_shape} log-mel (dB)")
+    print(f"  mean {mean.mean():.1f} dB, std {np.sqrt(np.mean(std**2 + (mean - mean.mean())**2)):.1f} dB, "
+          f"min {low:.1f} dB, max {high:.1f} dB, {100 * at_floor / (frames * frontend.n_mels):.1f}% of bins "
+          f"at the floor ({frontend.floor_db:.0f} dB)")
+    quarters = np.array_split(np.arange(frontend.n_mels), 4)
+    print("  mean dB by mel quarter (low to high): " + ", ".join(f"{mean[q].mean():.1f}" for q in quarters))
+    print(f"read {read} of {len(records)} notes in {seconds:.1f} s: {read / seconds:.0f} notes/s")
+    return 0

@@ -1,0 +1,410 @@
+"""Readers: a data directory to a list of `NoteRecord`s (paths plus labels).
+
+Three layouts are detected automatically:
+
+- NSynth's jsonwav release: `examples.json` plus `audio/*.wav`.
+- NSynth's TFRecord release: `nsynth-*.tfrecord` (or any `*.tfrecord`). A
+  record's `path` is then `"<file.tfrecord>#<note_str>"`; the pipeline reads
+  its audio from the TFRecord.
+- A plain folder of audio files (wav, flac, ogg, mp3), searched recursively.
+  Labels come from NSynth-style names, `<family>_<source>_<NNN>-<pitch>-<velocity>`,
+  where present; other names keep the file stem as `note_str` and unknown
+  labels (`""` and `-1`).
+
+Readers only list notes; decoding (and skipping undecodable files) happens in
+`keras_timbre.data.pipeline`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import warnings
+from collections import Counter
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+# NSynth's label vocabularies, in NSynth's index order.
+FAMILIES = (
+    "bass", "brass", "flute", "guitar", "keyboard", "mallet",
+    "organ", "reed", "string", "synth_lead", "vocal",
+)
+SOURCES = ("acoustic", "electronic", "synthetic")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+TFRECORD_SEPARATOR = "#"
+
+_NSYNTH_NAME = re.compile(
+    r"^(?P<instrument>(?P<family>[a-z]+(?:_[a-z]+)*?)_(?P<source>[a-z]+)_(?P<number>\d+))"
+    r"-(?P<pitch>\d+)-(?P<velocity>\d+)$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoteRecord:
+    """One note: where its audio is and its labels.
+
+    Args:
+        path: Audio file, or `"<file.tfrecord>#<note_str>"` for a TFRecord note.
+        note_str: NSynth note name, e.g. `"bass_electronic_000-029-100"`.
+        family: Instrument family, e.g. `"bass"`; `""` if unknown.
+        source: `"acoustic"`, `"electronic"` or `"synthetic"`; `""` if unknown.
+        instrument: Instrument name, e.g. `"bass_electronic_000"`.
+        pitch: MIDI pitch, -1 if unknown.
+        velocity: MIDI velocity, -1 if unknown.
+
+    Example:
+    >>> NoteRecord.from_path("audio/bass_electronic_000-029-100.flac").pitch
+    29
+    """
+
+    path: str
+    note_str: str
+    family: str = ""
+    source: str = ""
+    instrument: str = ""
+    pitch: int = -1
+    velocity: int = -1
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> "NoteRecord":
+        """A record with labels parsed from the file name (unknown where it is not NSynth-style)."""
+        path = Path(path)
+        labels = parse_note_name(path.stem)
+        if labels is None:
+            return cls(path=str(path), note_str=path.stem, instrument=path.stem)
+        return cls(path=str(path), **labels)
+
+    @property
+    def family_index(self) -> int:
+        """Index into `FAMILIES`, -1 if unknown."""
+        return FAMILIES.index(self.family) if self.family in FAMILIES else -1
+
+    @property
+    def source_index(self) -> int:
+        """Index into `SOURCES`, -1 if unknown."""
+        return SOURCES.index(self.source) if self.source in SOURCES else -1
+
+
+def parse_note_name(name: str) -> dict | None:
+    """Labels from an NSynth note name, or None if it is not one.
+
+    Example:
+    >>> parse_note_name("synth_lead_synthetic_004-060-127")["family"]
+    'synth_lead'
+    """
+    match = _NSYNTH_NAME.match(name)
+    if not match:
+        return None
+    return dict(
+        note_str=name,
+        family=match["family"],
+        source=match["source"],
+        instrument=match["instrument"],
+        pitch=int(match["pitch"]),
+        velocity=int(match["velocity"]),
+    )
+
+
+def split_tfrecord_path(path: str) -> tuple[str, str] | None:
+    """`(file, note_str)` for a TFRecord note's path, None for an audio file."""
+    file, sep, key = str(path).rpartition(TFRECORD_SEPARATOR)
+    if sep and (file.endswith(".tfrecord") or ".tfrecord-" in Path(file).name):
+        return file, key
+    return None
+
+
+def read_notes(
+    path: str | os.PathLike,
+    *,
+    families: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
+    pitch_range: tuple[int, int] | None = None,
+    velocities: Iterable[int] | None = None,
+    max_per_instrument: int | None = None,
+) -> list[NoteRecord]:
+    """Lists the notes of a data directory, with labels, after filters.
+
+    Args:
+        path: A directory in one of the three layouts (see the module
+            docstring), an `examples.json`, or a `.tfrecord` file.
+        families: Keep only these families (e.g. `["bass", "flute"]`).
+        sources: Keep only these sources.
+        pitch_range: Keep MIDI pitches in `[low, high]`, inclusive.
+        velocities: Keep only these velocities.
+        max_per_instrument: Keep at most this many notes per instrument,
+            spread evenly over its pitches.
+
+    Returns:
+        Records sorted by `note_str`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: No notes found, or none pass the filters, or a filter
+            names an unknown family or source.
+
+    Example:
+    >>> records = read_notes(default_data_dir(), families=["flute"])  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"Data directory {path} does not exist")
+    if path.is_file() and path.name == "examples.json":
+        records = _read_jsonwav(path)
+    elif path.is_file() and _is_tfrecord(path):
+        records = _read_tfrecords([path])
+    elif path.is_file():
+        raise ValueError(f"{path} is a file; expected a data directory, an examples.json or a .tfrecord")
+    elif (path / "examples.json").is_file():
+        records = _read_jsonwav(path / "examples.json")
+    elif tfrecords := sorted(p for p in path.iterdir() if _is_tfrecord(p)):
+        records = _read_tfrecords(tfrecords)
+    else:
+        records = _read_audio_folder(path)
+    if not records:
+        raise ValueError(
+            f"No notes found in {path}: expected examples.json + audio/*.wav, "
+            f"nsynth-*.tfrecord, or audio files ({', '.join(AUDIO_EXTENSIONS)})"
+        )
+    filtered = filter_notes(
+        records,
+        families=families,
+        sources=sources,
+        pitch_range=pitch_range,
+        velocities=velocities,
+        max_per_instrument=max_per_instrument,
+    )
+    if not filtered:
+        raise ValueError(f"None of the {len(records)} notes in {path} pass the filters")
+    return filtered
+
+
+def filter_notes(
+    records: Sequence[NoteRecord],
+    *,
+    families: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
+    pitch_range: tuple[int, int] | None = None,
+    velocities: Iterable[int] | None = None,
+    max_per_instrument: int | None = None,
+) -> list[NoteRecord]:
+    """The filters of `read_notes`, on a list of records."""
+    keep = list(records)
+    if families is not None:
+        families = set(families)
+        _check_known("families", families, FAMILIES)
+        keep = [r for r in keep if r.family in families]
+    if sources is not None:
+        sources = set(sources)
+        _check_known("sources", sources, SOURCES)
+        keep = [r for r in keep if r.source in sources]
+    if pitch_range is not None:
+        low, high = pitch_range
+        keep = [r for r in keep if low <= r.pitch <= high]
+    if velocities is not None:
+        velocities = {int(v) for v in velocities}
+        keep = [r for r in keep if r.velocity in velocities]
+    if max_per_instrument is not None:
+        if max_per_instrument < 1:
+            raise ValueError(f"max_per_instrument must be >= 1, got {max_per_instrument}")
+        by_instrument = defaultdict(list)
+        for record in keep:
+            by_instrument[record.instrument].append(record)
+        keep = []
+        for notes in by_instrument.values():
+            notes.sort(key=lambda r: (r.pitch, r.velocity, r.note_str))
+            if len(notes) > max_per_instrument:
+                # Evenly spaced over the sorted pitches, so the range is kept.
+                picks = np.linspace(0, len(notes) - 1, max_per_instrument).round().astype(int)
+                notes = [notes[i] for i in sorted(set(picks))]
+            keep.extend(notes)
+    return sorted(keep, key=lambda r: r.note_str)
+
+
+def split_notes(
+    records: Sequence[NoteRecord], val_fraction: float = 0.15, seed: int = 0
+) -> tuple[list[NoteRecord], list[NoteRecord]]:
+    """Splits notes into training and validation, holding out pitches per instrument.
+
+    For each instrument, about `val_fraction` of its distinct pitches go to
+    validation with all their velocities, so no validation pitch of an
+    instrument was seen in training. Instruments with one pitch stay in training.
+
+    Args:
+        records: The notes.
+        val_fraction: Fraction of each instrument's pitches held out, in [0, 1).
+        seed: Seed of the choice of pitches.
+
+    Returns:
+        `(train, val)`, each in the order of `records`.
+
+    Example:
+    >>> train, val = split_notes(records, val_fraction=0.2)  # doctest: +SKIP
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    pitches = defaultdict(set)
+    for record in records:
+        pitches[record.instrument].add(record.pitch)
+    held_out = set()
+    for instrument in sorted(pitches):
+        candidates = sorted(pitches[instrument])
+        count = int(round(val_fraction * len(candidates)))
+        count = min(count, len(candidates) - 1)
+        if count <= 0:
+            continue
+        # A seed per instrument: adding an instrument does not change the others' split.
+        rng = np.random.default_rng([seed, _stable_hash(instrument)])
+        for pitch in rng.choice(candidates, size=count, replace=False):
+            held_out.add((instrument, int(pitch)))
+    train = [r for r in records if (r.instrument, r.pitch) not in held_out]
+    val = [r for r in records if (r.instrument, r.pitch) in held_out]
+    return train, val
+
+
+def _stable_hash(text: str) -> int:
+    # Python's hash() is salted per process; this is not.
+    return int.from_bytes(text.encode()[:32].ljust(32, b"\0"), "little") % (2**63)
+
+
+def _check_known(what: str, values: set, known: Sequence[str]) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown {what} {unknown}; known: {list(known)}")
+
+
+def _is_tfrecord(path: Path) -> bool:
+    return path.is_file() and (path.suffix == ".tfrecord" or ".tfrecord-" in path.name)
+
+
+def _warn_counts(what: str, path: Path, names: list[str]) -> None:
+    if names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        warnings.warn(f"{path}: skipped {len(names)} {what}: {shown}", stacklevel=3)
+
+
+def _read_jsonwav(examples_path: Path) -> list[NoteRecord]:
+    root = examples_path.parent
+    audio_dir = root / "audio"
+    try:
+        examples = json.loads(examples_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{examples_path} is not valid JSON: {error}") from error
+    if not isinstance(examples, dict):
+        raise ValueError(f"{examples_path} must map note names to entries, got {type(examples).__name__}")
+    on_disk = {p.stem: p for p in audio_dir.glob("*") if p.suffix.lower() in AUDIO_EXTENSIONS}
+    records, missing_audio, unknown_family = [], [], []
+    for note_str, entry in sorted(examples.items()):
+        entry = entry if isinstance(entry, dict) else {}
+        audio = on_disk.get(note_str)
+        if audio is None:
+            missing_audio.append(note_str)
+            continue
+        parsed = parse_note_name(note_str) or {}
+        family = entry.get("instrument_family_str", parsed.get("family", ""))
+        if family not in FAMILIES:
+            unknown_family.append(f"{note_str} ({family!r})")
+            continue
+        records.append(
+            NoteRecord(
+                path=str(audio),
+                note_str=note_str,
+                family=family,
+                source=entry.get("instrument_source_str", parsed.get("source", "")),
+                instrument=entry.get("instrument_str", parsed.get("instrument", note_str)),
+                pitch=int(entry.get("pitch", parsed.get("pitch", -1))),
+                velocity=int(entry.get("velocity", parsed.get("velocity", -1))),
+            )
+        )
+    without_entries = sorted(set(on_disk) - set(examples))
+    _warn_counts("examples.json entries without audio", examples_path, missing_audio)
+    _warn_counts("audio files without examples.json entries", examples_path, without_entries)
+    _warn_counts("notes with unknown family names", examples_path, unknown_family)
+    return records
+
+
+def _read_audio_folder(root: Path) -> list[NoteRecord]:
+    records, unknown_family = [], []
+    for file in sorted(root.rglob("*")):
+        if file.suffix.lower() not in AUDIO_EXTENSIONS or not file.is_file():
+            continue
+        record = NoteRecord.from_path(file)
+        if record.family and record.family not in FAMILIES:
+            unknown_family.append(f"{file.name} ({record.family!r})")
+            continue
+        records.append(record)
+    _warn_counts("notes with unknown family names", root, unknown_family)
+    return records
+
+
+def _read_tfrecords(files: Sequence[Path]) -> list[NoteRecord]:
+    import tensorflow as tf
+
+    # Only the label features: audio is parsed later, by the pipeline.
+    spec = {
+        "note_str": tf.io.FixedLenFeature([], tf.string),
+        "pitch": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "velocity": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "instrument_str": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "instrument_family_str": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "instrument_source_str": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+    records, unknown_family = [], []
+    for file in files:
+        dataset = tf.data.TFRecordDataset(str(file)).map(
+            lambda x: tf.io.parse_single_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        try:
+            for example in dataset.as_numpy_iterator():
+                note_str = example["note_str"].decode()
+                parsed = parse_note_name(note_str) or {}
+                family = example["instrument_family_str"].decode() or parsed.get("family", "")
+                if family not in FAMILIES:
+                    unknown_family.append(f"{note_str} ({family!r})")
+                    continue
+                records.append(
+                    NoteRecord(
+                        path=f"{file}{TFRECORD_SEPARATOR}{note_str}",
+                        note_str=note_str,
+                        family=family,
+                        source=example["instrument_source_str"].decode() or parsed.get("source", ""),
+                        instrument=example["instrument_str"].decode() or parsed.get("instrument", ""),
+                        pitch=int(example["pitch"]),
+                        velocity=int(example["velocity"]),
+                    )
+                )
+        except tf.errors.OpError as error:
+            raise ValueError(f"{file} is not a readable NSynth TFRecord: {error.message}") from error
+    _warn_counts("notes with unknown family names", Path(files[0]).parent, unknown_family)
+    return records
+
+
+def example_entry(record: NoteRecord, index: int, sample_rate: int = 16000) -> dict:
+    """The `examples.json` entry of a note, in NSynth's jsonwav format."""
+    return {
+        "note": index,
+        "note_str": record.note_str,
+        "sample_rate": sample_rate,
+        "pitch": record.pitch,
+        "velocity": record.velocity,
+        "instrument_str": record.instrument,
+        "instrument_family": FAMILIES.index(record.family) if record.family in FAMILIES else -1,
+        "instrument_family_str": record.family,
+        "instrument_source": SOURCES.index(record.source) if record.source in SOURCES else -1,
+        "instrument_source_str": record.source,
+        "qualities": [0] * 10,
+        "qualities_str": [],
+    }
+
+
+def count_labels(records: Iterable[NoteRecord]) -> dict[str, Counter]:
+    """Notes per family and per source: `{"family": Counter, "source": Counter}`."""
+    records = list(records)
+    return {
+        "family": Counter(r.family or "?" for r in records),
+        "source": Counter(r.source or "?" for r in records),
+    }

@@ -1,0 +1,119 @@
+"""Subsets: a filtered copy of an NSynth download, in the jsonwav layout.
+
+`make_subset` builds an "nsynth-mini"-style set from a full NSynth release
+(jsonwav, TFRecord or a folder of audio): the notes passing the filters are
+written as `examples.json` + `audio/*.wav`. WAV files are copied byte for
+byte; other formats and TFRecord notes are decoded and written as 16-bit WAV.
+The output folder appears only when complete (built in a temporary folder,
+then renamed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from keras_timbre import atomic
+from keras_timbre.data.pipeline import SkipReport
+from keras_timbre.data.pipeline import waveform_dataset
+from keras_timbre.data.readers import NoteRecord
+from keras_timbre.data.readers import example_entry
+from keras_timbre.data.readers import read_notes
+from keras_timbre.data.synthetic import write_wav
+from keras_timbre.frontend import FrontendConfig
+
+
+def make_subset(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    families: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
+    pitch_range: tuple[int, int] | None = None,
+    velocities: Iterable[int] | None = None,
+    max_per_instrument: int | None = None,
+    max_per_family: int | None = None,
+    sample_rate: int = 16000,
+    duration: float = 4.0,
+) -> Path:
+    """Writes the notes of `source` that pass the filters to `out_dir` (jsonwav).
+
+    Args:
+        source: An NSynth download in any layout `read_notes` reads.
+        out_dir: New folder; it must not exist or be empty.
+        families, sources, pitch_range, velocities, max_per_instrument: As in
+            `read_notes`.
+        max_per_family: Keep at most this many notes per family, spread
+            evenly over its (sorted) notes.
+        sample_rate: Rate of re-encoded (non-WAV) notes.
+        duration: Seconds of re-encoded notes (cropped or padded).
+
+    Returns:
+        `out_dir`.
+
+    Example:
+    >>> make_subset("nsynth-train", "nsynth-mini", families=["flute", "reed"],
+    ...             max_per_family=110)  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"Output folder {out_dir} exists and is not empty")
+    records = read_notes(
+        source,
+        families=families,
+        sources=sources,
+        pitch_range=pitch_range,
+        velocities=velocities,
+        max_per_instrument=max_per_instrument,
+    )
+    if max_per_family is not None:
+        records = _limit_per_family(records, max_per_family)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        audio_dir = tmp / "audio"
+        audio_dir.mkdir()
+        copied = [r for r in records if Path(r.path).suffix.lower() == ".wav" and Path(r.path).is_file()]
+        decoded = sorted(set(records) - set(copied), key=lambda r: r.note_str)
+        written = []
+        for record in tqdm(copied, desc="copying", unit="note", disable=None):
+            shutil.copyfile(record.path, audio_dir / f"{record.note_str}.wav")
+            written.append(record)
+        if decoded:
+            skips = SkipReport()
+            frontend = FrontendConfig(sample_rate=sample_rate, duration=duration, fmax=sample_rate / 2)
+            for waveform, index in tqdm(waveform_dataset(decoded, frontend, skips).as_numpy_iterator(),
+                                        total=len(decoded), desc="re-encoding", unit="note", disable=None):
+                record = decoded[int(index)]
+                write_wav(audio_dir / f"{record.note_str}.wav", np.asarray(waveform), sample_rate)
+                written.append(record)
+        written.sort(key=lambda r: r.note_str)
+        examples = {r.note_str: example_entry(r, i, sample_rate) for i, r in enumerate(written)}
+        atomic.write_json(tmp / "examples.json", examples)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _limit_per_family(records: list[NoteRecord], limit: int) -> list[NoteRecord]:
+    if limit < 1:
+        raise ValueError(f"max_per_family must be >= 1, got {limit}")
+    by_family = defaultdict(list)
+    for record in records:
+        by_family[record.family].append(record)
+    kept = []
+    for notes in by_family.values():
+        picks = np.unique(np.linspace(0, len(notes) - 1, min(limit, len(notes))).round().astype(int))
+        kept.extend(notes[i] for i in picks)
+    return sorted(kept, key=lambda r: r.note_str)
