@@ -1,0 +1,155 @@
+"""`keras-timbre search`: a KerasTuner search over β, the loss weights and the model size.
+
+A thin argparse wrapper over `keras_timbre.tuning.run_search`. Bad input (an
+unknown or inverted range, a missing data directory, an objective no trial
+reports, a directory holding another search) exits with status 2 and one
+clear line before any trial runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_EPILOG = """\
+examples:
+  keras-timbre search --out searches/quick --max-trials 8 --epochs 5
+  keras-timbre search --data ../shared/nsynth-mini --tuner bayesian --max-trials 30 \\
+      --fix reconstruction=l1 --range beta=1e-3:0.1 --range latent_dim=32,64 --out searches/bo
+  # distributed (KerasTuner's chief/worker mode; same command in every process):
+  KERASTUNER_TUNER_ID=chief  KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 keras-timbre search ...
+  KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 keras-timbre search ...
+
+hyperparameters: beta, grad_weight, reconstruction, latent_dim, learning_rate,
+use_skips, skip_dropout, time_grad_weight, free_bits (see docs/tuning.md)
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _range_value(name: str, text: str):
+    """`LOW:HIGH` is a float range; `A,B,C` a list of choices."""
+    from keras_timbre.tuning import DEFAULT_SPACE
+
+    if ":" in text:
+        if isinstance(DEFAULT_SPACE.get(name), tuple):
+            raise ValueError(f"--range {name}={text}: {name} is a choice; list its values, e.g. {name}=A,B")
+        low, _, high = text.partition(":")
+        try:
+            return (float(low), float(high))
+        except ValueError:
+            raise ValueError(f"--range {name}={text}: expected LOW:HIGH numbers") from None
+    return [_scalar(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def _scalar(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _filters(text: str) -> tuple[int, ...]:
+    try:
+        filters = tuple(int(f) for f in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel counts, got {text!r}") from None
+    if not filters or min(filters) < 1:
+        raise argparse.ArgumentTypeError(f"channel counts must be >= 1, got {text!r}")
+    return filters
+
+
+def register(subparsers) -> None:
+    from keras_timbre.tuning import DEFAULT_OBJECTIVE, TUNERS
+
+    parser = subparsers.add_parser(
+        "search",
+        help="hyperparameter search (KerasTuner) over beta, loss weights and model size",
+        description=(
+            "Runs, or resumes, a KerasTuner search over TimbreVAE hyperparameters. Writes OUT/trials.csv, "
+            "OUT/trials.md, OUT/figures/objective_vs_beta_and_grad_weight.png and OUT/best (a run "
+            "directory for `evaluate` and `export`). Rerun the same command to continue an interrupted search."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="search directory")
+    parser.add_argument("--data", help="NSynth-format data directory (default: the built-in synthetic notes)")
+    parser.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default: %(default)s)")
+    parser.add_argument("--max-trials", type=_positive_int, default=10, help="trials in all, earlier runs included (default: %(default)s)")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial; Hyperband: the most (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="(default: %(default)s)")
+    parser.add_argument("--objective", default=DEFAULT_OBJECTIVE,
+                        help="metric to minimise (default: %(default)s, held-out log-spectral distance in dB)")
+    parser.add_argument("--fix", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
+                        help="pin a hyperparameter, e.g. --fix beta=0.01 --fix use_skips=true (repeatable)")
+    parser.add_argument("--range", type=_assignment, action="append", default=[], metavar="NAME=LOW:HIGH|A,B",
+                        help="narrow a range, e.g. --range beta=1e-3:0.1 --range latent_dim=32,64 (repeatable)")
+    parser.add_argument("--filters", type=_filters, help="encoder channels, e.g. 16,32,64,128 (default: the model's)")
+    parser.add_argument("--n-mels", type=_positive_int, help="mel bands (default: the frontend's, 128)")
+    parser.add_argument("--duration", type=float, help="seconds per note (default: the frontend's, 4.0)")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="fraction of each instrument's pitches held out (default: %(default)s)")
+    parser.add_argument("--max-per-instrument", type=_positive_int, help="keep at most this many notes per instrument")
+    parser.add_argument("--max-failures", type=_positive_int, default=5, help="stop after this many failed trials in a row (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, oracle and models (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing search in OUT first")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from keras_timbre.frontend import FrontendConfig
+    from keras_timbre.tuning import run_search
+
+    fixed = {}
+    for name, value in args.fix:
+        if name in fixed:
+            raise ValueError(f"--fix {name} given twice")
+        fixed[name] = _scalar(value)
+    ranges = {}
+    for name, value in args.range:
+        if name in ranges:
+            raise ValueError(f"--range {name} given twice")
+        ranges[name] = _range_value(name, value)
+    overrides = {k: v for k, v in (("n_mels", args.n_mels), ("duration", args.duration)) if v is not None}
+    try:
+        result = run_search(
+            args.out,
+            data=args.data,
+            tuner=args.tuner,
+            max_trials=args.max_trials,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            objective_name=args.objective,
+            ranges=ranges,
+            fixed=fixed,
+            frontend=FrontendConfig(**overrides) if overrides else None,
+            filters=args.filters,
+            val_fraction=args.val_fraction,
+            max_per_instrument=args.max_per_instrument,
+            seed=args.seed,
+            max_consecutive_failed_trials=args.max_failures,
+            overwrite=args.overwrite,
+            verbose=0 if args.quiet else "auto",
+        )
+    except RuntimeError as error:  # the search stopped: too many failed trials in a row
+        print(f"keras-timbre search: error: {error}", file=sys.stderr)
+        return 1
+    print(f"{result.role}: ran trials {', '.join(result.trials_run) or 'none'}")
+    if result.role == "worker":
+        return 0
+    return 0 if result.best_run is not None else 1

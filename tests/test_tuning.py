@@ -1,0 +1,231 @@
+"""Hyperparameter search: the space, its checks, and tiny real searches on each backend."""
+
+import csv
+import json
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from keras_timbre import runs, training, tuning
+from keras_timbre.cli import main
+from keras_timbre.frontend import FeatureStats, FrontendConfig
+from keras_timbre.metrics import lsd_db
+
+FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+TINY = dict(frontend=FRONTEND, filters=(4, 8), epochs=1, batch_size=8, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory):
+    from keras_timbre.data import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("notes"), notes=32, seed=0, progress=False)
+
+
+def _stats():
+    return FeatureStats(mean=np.full(32, -40.0), std=np.full(32, 20.0))
+
+
+# ------------------------------------------------------------------ the space
+
+
+def test_space_defaults_ranges_and_pins():
+    space = tuning.resolve_space(
+        ranges={"beta": (1e-3, 0.1), "latent_dim": [32, 64], "time_grad_weight": (0.0, 1.0)},
+        fixed={"reconstruction": "l1", "use_skips": "false", "learning_rate": "3e-4"},
+    )
+    assert space["beta"] == tuning.Range(1e-3, 0.1, log=True)  # keeps the default's log scale
+    assert space["latent_dim"] == (32, 64)
+    assert space["time_grad_weight"] == tuning.Range(0.0, 1.0)  # fixed by default, opened up
+    assert space["reconstruction"] == "l1" and space["use_skips"] is False
+    assert space["learning_rate"] == pytest.approx(3e-4)
+    assert tuning.DEFAULT_SPACE["beta"] == tuning.Range(1e-4, 1.0, log=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(fixed={"betta": 0.1}), "Unknown hyperparameter.*betta.*known: beta"),
+        (dict(ranges={"beta": (1.0, 0.1)}), "beta: minimum 1.0 is above maximum 0.1"),
+        (dict(ranges={"beta": (0.0, 0.1)}), "beta is sampled on a log scale"),
+        (dict(ranges={"grad_weight": (2.0,)}), "grad_weight: a range is \\(low, high\\)"),
+        (dict(fixed={"reconstruction": "huber"}), "reconstruction must be one of mse, l1"),
+        (dict(fixed={"use_skips": "maybe"}), "use_skips must be true or false"),
+        (dict(fixed={"latent_dim": 12.5}), "latent_dim must be a positive integer"),
+        (dict(fixed={"beta": -1.0}), "beta must be a finite number >= 0"),
+        (dict(fixed={"beta": 0.1}, ranges={"beta": (0.01, 1.0)}), "both fixed and given a range: beta"),
+    ],
+)
+def test_invalid_space_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tuning.resolve_space(**kwargs)
+
+
+def test_build_gives_a_built_compiled_model_with_the_pinned_values():
+    hypermodel = tuning.TimbreHyperModel(
+        FRONTEND, _stats(), filters=(4, 8),
+        fixed={"beta": 0.02, "grad_weight": 1.5, "reconstruction": "l1", "latent_dim": 8,
+               "learning_rate": 5e-4, "use_skips": True, "skip_dropout": 0.25},
+    )
+    hp = kt.HyperParameters()
+    model = hypermodel.build(hp)
+    assert model.built and model.compiled  # get_best_models() loads checkpoints into it
+    assert float(keras.ops.convert_to_numpy(model.beta)) == pytest.approx(0.02)
+    assert float(keras.ops.convert_to_numpy(model.grad_weight)) == pytest.approx(1.5)
+    assert (model.reconstruction, model.latent_dim, model.use_skips, model.skip_dropout) == ("l1", 8, True, 0.25)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(5e-4)
+    assert {p.name: type(p).__name__ for p in hp.space}["beta"] == "Fixed"  # nothing left to sample
+
+
+def test_skip_dropout_is_only_sampled_with_skips():
+    hypermodel = tuning.TimbreHyperModel(FRONTEND, _stats(), filters=(4, 8), fixed={"use_skips": False})
+    hp = kt.HyperParameters()
+    model = hypermodel.build(hp)
+    assert not model.use_skips and model.skip_dropout == 0.0
+    assert "skip_dropout" not in hp.values  # inactive: not part of this trial
+    assert tuning.variant_of({"use_skips": False, "grad_weight": 0.3}) == "grad"
+
+
+def test_objective_must_be_reported_and_independent_of_the_searched_space():
+    searched = tuning.TimbreHyperModel(FRONTEND, _stats(), filters=(4, 8))
+    tuning.check_objective("val_lsd", searched)
+    with pytest.raises(ValueError, match="No trial reports the objective 'val_accuracy'.*val_reconstruction_loss"):
+        tuning.check_objective("val_accuracy", searched)
+    with pytest.raises(ValueError, match="'val_loss' changes with beta, grad_weight.*reconstruction"):
+        tuning.check_objective("val_loss", searched)
+    with pytest.raises(ValueError, match="changes with reconstruction"):
+        tuning.check_objective("val_reconstruction_loss", searched)
+    pinned = tuning.TimbreHyperModel(FRONTEND, _stats(), filters=(4, 8), fixed={"reconstruction": "mse"})
+    tuning.check_objective("val_reconstruction_loss", pinned)
+    assert tuning.objective().direction == "min"
+
+
+# ------------------------------------------------------------ bad input, early
+
+
+def test_missing_data_dir_fails_before_any_trial(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such_notes"):
+        tuning.run_search(tmp_path / "out", data=tmp_path / "no_such_notes", **TINY)
+    assert not (tmp_path / "out" / tuning.PROJECT_NAME).exists()
+
+
+def test_bad_space_fails_before_reading_data(tmp_path):
+    with pytest.raises(ValueError, match="beta: minimum"):
+        tuning.run_search(tmp_path / "out", data=tmp_path / "no_such_notes", ranges={"beta": (1.0, 0.5)}, **TINY)
+
+
+def test_unknown_objective_fails_before_any_trial(notes, tmp_path):
+    with pytest.raises(ValueError, match="No trial reports the objective 'val_lsd_db'"):
+        tuning.run_search(tmp_path / "out", data=notes, objective_name="val_lsd_db", **TINY)
+    assert not (tmp_path / "out" / tuning.PROJECT_NAME).exists()
+
+
+def test_cli_rejects_bad_input_with_one_line(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["search", "--data", str(tmp_path / "missing"), "--out", out]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    assert main(["search", "--fix", "nope=1", "--out", out]) == 2
+    assert "Unknown hyperparameter(s) in fixed: nope" in capsys.readouterr().err
+    assert main(["search", "--range", "beta=1:0.1", "--out", out]) == 2
+    assert "beta: minimum 1.0 is above maximum 0.1" in capsys.readouterr().err
+    assert main(["search", "--range", "latent_dim=16:64", "--out", out]) == 2
+    assert "latent_dim is a choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- real searches
+
+
+class _InterruptSecondTrial(keras.callbacks.Callback):
+    """Stands in for Ctrl-C (or a lost machine) during the second trial."""
+
+    trials_started = 0
+
+    def on_train_begin(self, logs=None):
+        type(self).trials_started += 1
+        if type(self).trials_started == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.backend
+def test_random_search_resumes_and_saves_the_best_run(notes, tmp_path):
+    out = tmp_path / "search"
+    _InterruptSecondTrial.trials_started = 0
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_search(out, data=notes, max_trials=3, callbacks=[_InterruptSecondTrial()], **TINY)
+    assert (out / tuning.PROJECT_NAME / "trial_0" / "checkpoint.weights.h5").is_file()
+
+    # Rerunning continues: trial 0 is kept, the interrupted trial 1 is rerun, then trial 2.
+    result = tuning.run_search(out, data=notes, max_trials=3, **TINY)
+    assert result.role == "single" and result.trials_run == ["1", "2"]
+    assert [row["status"] for row in result.rows] == ["COMPLETED"] * 3
+
+    with open(out / tuning.TRIALS_CSV, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["trial"] for row in table] == ["0", "1", "2"]
+    assert set(tuning.DEFAULT_SPACE) <= set(table[0]) and "val_lsd" in table[0]
+    scores = [float(row["val_lsd"]) for row in table]
+    assert all(0 < s < 100 for s in scores)  # dB
+    assert 1e-4 <= float(table[0]["beta"]) <= 1.0
+    assert "| trial | status | beta |" in (out / tuning.TRIALS_MD).read_text()
+    assert (out / "figures" / tuning.FIGURE_FILE).read_bytes()[:4] == b"\x89PNG"
+
+    # The best run is the best trial's checkpoint: its held-out LSD is the table's minimum.
+    assert result.best["val_lsd"] == pytest.approx(min(scores))
+    run = runs.load_run(result.best_run)
+    assert run.config["search"]["trial"] == result.best["trial"]
+    assert run.config["hyperparameters"]["beta"] == pytest.approx(result.best["beta"])
+    assert run.config["variant"] == tuning.variant_of(result.best)
+    _, _, _, val_db = training.load_split(notes, FRONTEND, 0.15, 0)
+    reconstructed = training.reconstruct_db(run.model, val_db, run.stats)
+    assert lsd_db(val_db, reconstructed, floor_db=FRONTEND.floor_db) == pytest.approx(min(scores), rel=1e-4)
+    assert (result.best_run / runs.HISTORY_FILE).is_file()
+
+    # A finished search reruns nothing; a different one in the same directory is refused.
+    assert tuning.run_search(out, data=notes, max_trials=3, **TINY).trials_run == []
+    with pytest.raises(ValueError, match="holds a different search.*fixed"):
+        tuning.run_search(out, data=notes, max_trials=3, fixed={"beta": 0.1}, **TINY)
+
+
+class _DivergeWithLatent8(keras.callbacks.Callback):
+    """Makes the trial with latent_dim 8 diverge: its loss is NaN from the first step."""
+
+    def on_train_begin(self, logs=None):
+        if self.model.latent_dim == 8:
+            for variable in self.model.trainable_variables:
+                variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+
+def test_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(notes, tmp_path):
+    fixed = {"beta": 1e-3, "grad_weight": 0.5, "reconstruction": "mse", "learning_rate": 1e-3, "use_skips": False}
+    result = tuning.run_search(
+        tmp_path / "search", data=notes, tuner="bayesian", max_trials=2, fixed=fixed,
+        ranges={"latent_dim": [4, 8]}, callbacks=[_DivergeWithLatent8()], **TINY,
+    )
+    by_latent = {row["latent_dim"]: row for row in result.rows}
+    assert sorted(by_latent) == [4, 8]
+    assert by_latent[8]["status"] == "FAILED" and "diverged" in by_latent[8]["error"]
+    assert by_latent[8]["val_lsd"] is None
+    assert by_latent[4]["status"] == "COMPLETED" and np.isfinite(by_latent[4]["val_lsd"])
+    assert result.best["latent_dim"] == 4 and runs.load_run(result.best_run).model.latent_dim == 4
+    assert "## Failed trials" in (tmp_path / "search" / tuning.TRIALS_MD).read_text()
+
+
+def test_cli_hyperband_search(notes, tmp_path, capsys):
+    out = tmp_path / "search"
+    code = main([
+        "search", "--data", str(notes), "--tuner", "hyperband", "--max-trials", "2", "--epochs", "3",
+        "--n-mels", "32", "--duration", "1.0", "--filters", "4,8", "--batch-size", "8",
+        "--fix", "use_skips=true", "--range", "beta=1e-3:1e-2", "--quiet", "--out", str(out),
+    ])
+    assert code == 0
+    assert "single: ran trials 0, 1" in capsys.readouterr().out
+    with open(out / tuning.TRIALS_CSV, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 2
+    assert all(row["tuner/epochs"] == "1" for row in table)  # Hyperband's first, shortest round
+    assert all(1e-3 <= float(row["beta"]) <= 1e-2 and row["use_skips"] == "True" for row in table)
+    settings = json.loads((out / tuning.SEARCH_FILE).read_text())
+    assert settings["tuner"] == "hyperband" and settings["fixed"] == {"use_skips": "true"}
+    assert runs.load_run(out / tuning.BEST_RUN, load_model=False).config["variant"] in ("skip", "skip+grad")
