@@ -154,18 +154,23 @@ class EncoderBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DecoderBlock(keras.layers.Layer):
-    """Nearest up-sampling → optional U-Net concat of an encoder feature → conv.
+    """Transposed-conv up-sampling → optional U-Net concat + 1x1 conv → norm → act.
 
-    Call it as `block(x)` or `block(x, skip)`. A block built with
-    `skip_channels > 0` expects a skip of that many channels; without one
-    (`decode(z)` from the latent alone) it concatenates zeros, exactly what the
-    model sees in training when skip dropout drops the skips.
+    Call it as `block(x)` or `block(x, skip)`. The up-sampling is a strided
+    transposed convolution whose kernel is a multiple of the stride (no
+    checkerboard); with `skip_channels > 0` the encoder feature of the same
+    resolution is concatenated and mixed in by a 1x1 convolution. This costs
+    about a quarter of the FLOPs of nearest up-sampling followed by a 3x3
+    convolution at the output resolution. Without a skip (`decode(z)` from the
+    latent alone) the block concatenates zeros, exactly what the model sees in
+    training when skip dropout drops the skips.
 
     Args:
         filters: output channels.
         skip_channels: channels of the encoder feature concatenated after
             up-sampling; 0 for no skip.
-        kernel_size: convolution kernel size.
+        kernel_size: transposed-convolution kernel size; a multiple of
+            `up_sampling` avoids checkerboard artefacts.
         up_sampling: up-sampling factor (int or pair).
         normalization: "batch", "group" or None (see `EncoderBlock`).
         activation: any name `keras.activations.get` accepts.
@@ -183,7 +188,7 @@ class DecoderBlock(keras.layers.Layer):
         self,
         filters: int,
         skip_channels: int = 0,
-        kernel_size: int = 3,
+        kernel_size: int = 4,
         up_sampling: int | tuple[int, int] = 2,
         normalization: str | None = "batch",
         activation: str = "leaky_relu",
@@ -202,26 +207,21 @@ class DecoderBlock(keras.layers.Layer):
         self.activation = activation
         self._activation_fn = keras.activations.get(activation)
 
-    def build(self, input_shape, skip_shape=None):
-        batch, height, width, channels = input_shape
-        self.upsample = keras.layers.UpSampling2D(self.up_sampling, interpolation="nearest", name="upsample")
-        conv_input = (
-            batch,
-            None if height is None else height * self.up_sampling[0],
-            None if width is None else width * self.up_sampling[1],
-            channels + self.skip_channels,
+    def build(self, inputs_shape, skip_shape=None):
+        input_shape = inputs_shape
+        use_bias = self.normalization is None
+        self.upsample = keras.layers.Conv2DTranspose(
+            self.filters, self.kernel_size, strides=self.up_sampling, padding="same", use_bias=use_bias,
+            name="upsample",
         )
-        self.conv = keras.layers.Conv2D(
-            self.filters,
-            self.kernel_size,
-            padding="same",
-            use_bias=self.normalization is None,
-            name="conv",
-        )
-        self.conv.build(conv_input)
+        self.upsample.build(input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        if self.skip_channels:
+            self.skip_conv = keras.layers.Conv2D(self.filters, 1, use_bias=use_bias, name="skip_conv")
+            self.skip_conv.build(output_shape[:3] + (self.filters + self.skip_channels,))
         self.norm = _normalization(self.normalization, self.filters)
         if self.norm is not None:
-            self.norm.build(conv_input[:3] + (self.filters,))
+            self.norm.build(output_shape)
 
     def call(self, inputs, skip=None, training=None):
         x = self.upsample(inputs)
@@ -232,16 +232,15 @@ class DecoderBlock(keras.layers.Layer):
                 raise ValueError(
                     f"{self.name}: skip has {skip.shape[-1]} channels, expected skip_channels={self.skip_channels}"
                 )
-            x = ops.concatenate([x, ops.cast(skip, x.dtype)], axis=-1)
+            x = self.skip_conv(ops.concatenate([x, ops.cast(skip, x.dtype)], axis=-1))
         elif skip is not None:
             raise ValueError(f"{self.name} was built with skip_channels=0 but got a skip tensor")
-        x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x, training=training)
         return self._activation_fn(x)
 
-    def compute_output_shape(self, input_shape, skip_shape=None):
-        batch, height, width, _ = input_shape
+    def compute_output_shape(self, inputs_shape, skip_shape=None):
+        batch, height, width, _ = inputs_shape
         return (
             batch,
             None if height is None else height * self.up_sampling[0],

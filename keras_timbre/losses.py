@@ -35,6 +35,8 @@ def kl_divergence(z_mean, z_log_var, free_bits: float = 0.0):
     """
     if free_bits < 0:
         raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+    z_mean = ops.convert_to_tensor(z_mean)
+    z_log_var = ops.convert_to_tensor(z_log_var, dtype=z_mean.dtype)
     kl_per_dim = -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
     kl_per_dim = ops.mean(kl_per_dim, axis=0)
     if free_bits:
@@ -50,7 +52,8 @@ def reconstruction_loss(y_true, y_pred, kind: str = "mse"):
     >>> float(reconstruction_loss(np.ones((1, 2, 2, 1)), np.zeros((1, 2, 2, 1)), kind="l1"))
     1.0
     """
-    error = ops.cast(y_true, y_pred.dtype) - y_pred
+    y_pred = ops.convert_to_tensor(y_pred)
+    error = ops.convert_to_tensor(y_true, dtype=y_pred.dtype) - y_pred
     if kind == "mse":
         return ops.mean(ops.square(error))
     if kind == "l1":
@@ -67,7 +70,8 @@ def _finite_difference(x, axis: int):
 
 def gradient_difference_loss(y_true, y_pred, axis: int):
     """L1 distance between the finite differences of target and prediction along `axis`."""
-    y_true = ops.cast(y_true, y_pred.dtype)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.convert_to_tensor(y_true, dtype=y_pred.dtype)
     return ops.mean(ops.abs(_finite_difference(y_true, axis) - _finite_difference(y_pred, axis)))
 
 

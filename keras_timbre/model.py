@@ -64,9 +64,9 @@ class TimbreVAE(keras.Model):
 
     Encoder: `len(filters)` strided `EncoderBlock`s, then dense heads for the
     posterior mean and log-variance. Decoder: a dense layer back to the
-    smallest feature map, `DecoderBlock`s that up-sample (and, with
-    `use_skips`, concatenate the encoder feature of the same resolution), and a
-    final up-sampling convolution to one channel.
+    smallest feature map, `DecoderBlock`s that up-sample by transposed
+    convolution (and, with `use_skips`, concatenate the encoder feature of the
+    same resolution), and a final transposed convolution to one channel.
 
     Loss: `reconstruction + beta * KL + grad_weight * mel_gradient
     + time_grad_weight * time_gradient`. `beta`, `grad_weight` and
@@ -187,8 +187,7 @@ class TimbreVAE(keras.Model):
             DecoderBlock(f, skip_channels=f if self.use_skips else 0, name=f"decoder_block_{i}", **block_kwargs)
             for i, f in enumerate(reversed(filters[:-1]))
         ]
-        self.output_upsample = keras.layers.UpSampling2D(2, name="output_upsample")
-        self.output_conv = keras.layers.Conv2D(input_shape[-1], 3, padding="same", name="output_conv")
+        self.output_conv = keras.layers.Conv2DTranspose(input_shape[-1], 4, strides=2, padding="same", name="output_conv")
         self.dropout_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
 
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
@@ -214,7 +213,6 @@ class TimbreVAE(keras.Model):
         for block in self.decoder_blocks:
             block.build(shape)
             shape = block.compute_output_shape(shape)
-        shape = self.output_upsample.compute_output_shape(shape)
         self.output_conv.build(shape)
         self.built = True
 
@@ -266,7 +264,7 @@ class TimbreVAE(keras.Model):
         for i, block in enumerate(self.decoder_blocks):
             skip = skips[-(i + 1)] if (self.use_skips and skips is not None) else None
             x = block(x, skip, training=training)
-        return self.output_conv(self.output_upsample(x))
+        return self.output_conv(x)
 
     def encode(self, x, training=False):
         """Returns `(z_mean, z_log_var)` of the posterior for spectrograms `x`."""
