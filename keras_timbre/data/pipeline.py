@@ -153,7 +153,11 @@ def waveform_dataset(records: Sequence[NoteRecord], frontend: FrontendConfig, sk
     dataset = parts[0]
     for part in parts[1:]:
         dataset = dataset.concatenate(part)
-    return dataset.filter(_is_ok).map(_drop_ok)
+    if python_files or tfrecord_notes:
+        return dataset.filter(_is_ok).map(_drop_ok)
+    # All files were checked by the probe and decode in the graph: none is
+    # dropped, so the count is known (Keras then knows the steps per epoch).
+    return dataset.map(_drop_ok).apply(tf.data.experimental.assert_cardinality(len(graph_wavs)))
 
 
 def _is_ok(waveform, index, ok):
@@ -296,12 +300,11 @@ def feature_dataset(
             log_mel_db = stats.normalize(log_mel_db)
         return log_mel_db[..., None], indices
 
-    dataset = (
-        waveform_dataset(records, frontend, skips)
-        .batch(_FEATURE_BATCH)
-        .map(features, num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-    )
+    waveforms = waveform_dataset(records, frontend, skips)
+    count = int(waveforms.cardinality())
+    dataset = waveforms.batch(_FEATURE_BATCH).map(features, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    if count >= 0:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
     if with_labels:
         columns = {
             "family": [r.family_index for r in records],

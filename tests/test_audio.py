@@ -1,0 +1,160 @@
+"""Decoding notes: formats, downmixing, resampling, crop/pad, and every kind of bad file."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from keras_timbre.data import AudioError
+from keras_timbre.data import load_audio
+from keras_timbre.data import probe_audio
+
+RATE = 16000
+
+
+def tone(seconds=1.0, rate=RATE, frequency=440.0, amplitude=0.5):
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def write_bad_files(folder):
+    """Writes one file per bad-input case; returns {case: path}. Names are NSynth-style."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+
+    def name(case, pitch):
+        return folder / f"guitar_acoustic_{case}-{pitch:03d}-100"
+
+    paths["empty"] = name("001", 60).with_suffix(".wav")
+    paths["empty"].write_bytes(b"")
+    paths["not_audio"] = name("002", 60).with_suffix(".wav")
+    paths["not_audio"].write_text("this is not audio\n" * 20)
+    paths["not_audio_flac"] = name("003", 60).with_suffix(".flac")
+    paths["not_audio_flac"].write_bytes(b"\x00\x01garbage" * 100)
+    good = name("004", 60).with_suffix(".wav")
+    sf.write(good, tone(), RATE, subtype="PCM_16")
+    paths["truncated"] = name("005", 60).with_suffix(".wav")
+    paths["truncated"].write_bytes(good.read_bytes()[: 44 + 1000])
+    paths["corrupt_header"] = name("006", 60).with_suffix(".wav")
+    paths["corrupt_header"].write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + b"\x00" * 200)
+    nan = tone()
+    nan[100] = np.nan
+    nan[200] = np.inf
+    paths["nan"] = name("007", 60).with_suffix(".wav")
+    sf.write(paths["nan"], nan, RATE, subtype="FLOAT")
+    good.unlink()
+    return paths
+
+
+def write_odd_but_usable_files(folder, seconds=1.0):
+    """Files the pipeline must accept with a change: {case: path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def name(case, pitch):
+        return folder / f"flute_acoustic_{case}-{pitch:03d}-100"
+
+    paths = {
+        "good": name("000", 60).with_suffix(".wav"),
+        "rate_44k": name("001", 60).with_suffix(".wav"),
+        "stereo": name("002", 60).with_suffix(".wav"),
+        "short": name("003", 60).with_suffix(".wav"),
+        "long": name("004", 60).with_suffix(".wav"),
+        "silent": name("005", 60).with_suffix(".wav"),
+        "flac": name("006", 60).with_suffix(".flac"),
+        "pcm24": name("007", 60).with_suffix(".wav"),
+        "ogg": name("008", 60).with_suffix(".ogg"),
+    }
+    sf.write(paths["good"], tone(seconds), RATE, subtype="PCM_16")
+    sf.write(paths["rate_44k"], tone(seconds, rate=44100), 44100, subtype="PCM_16")
+    sf.write(paths["stereo"], np.stack([tone(seconds), np.zeros(int(seconds * RATE), np.float32)], 1), RATE,
+             subtype="PCM_16")
+    sf.write(paths["short"], tone(seconds / 4), RATE, subtype="PCM_16")
+    sf.write(paths["long"], tone(seconds * 3), RATE, subtype="PCM_16")
+    sf.write(paths["silent"], np.zeros(int(seconds * RATE), np.float32), RATE, subtype="PCM_16")
+    sf.write(paths["flac"], tone(seconds), RATE, subtype="PCM_16")
+    sf.write(paths["pcm24"], tone(seconds), RATE, subtype="PCM_24")
+    sf.write(paths["ogg"], tone(seconds), RATE)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    return write_bad_files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def usable_files(tmp_path_factory):
+    return write_odd_but_usable_files(tmp_path_factory.mktemp("usable"))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty", "empty file"),
+        ("not_audio", "not a readable audio file"),
+        ("not_audio_flac", "not a readable audio file"),
+        ("truncated", "truncated WAV: header promises 32000 bytes of audio, the file holds 1000"),
+        ("corrupt_header", "corrupt WAV"),
+        ("nan", "2 NaN or Inf samples"),
+    ],
+)
+def test_bad_files_raise_naming_the_file(bad_files, case, message):
+    path = bad_files[case]
+    with pytest.raises(AudioError, match=message) as error:
+        load_audio(path, RATE, RATE)
+    assert str(error.value).startswith(str(path))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AudioError, match="file not found") as error:
+        load_audio(tmp_path / "nope.wav", RATE)
+    assert "nope.wav" in str(error.value)
+
+
+def test_probe_says_what_tf_decodes(usable_files):
+    assert probe_audio(usable_files["good"]).tf_decodable
+    assert probe_audio(usable_files["stereo"]).tf_decodable
+    assert not probe_audio(usable_files["pcm24"]).tf_decodable
+    assert not probe_audio(usable_files["flac"]).tf_decodable
+    info = probe_audio(usable_files["rate_44k"])
+    assert (info.sample_rate, info.channels, info.frames) == (44100, 1, 44100)
+    assert info.changes(RATE, RATE) == ["resampled from 44100 Hz to 16000 Hz"]
+    assert probe_audio(usable_files["stereo"]).changes(RATE, RATE) == ["downmixed 2 channels to mono"]
+    assert probe_audio(usable_files["short"]).changes(RATE, RATE) == ["padded from 0.250 s to 1.000 s"]
+    assert probe_audio(usable_files["long"]).changes(RATE, RATE) == ["cropped from 3.000 s to 1.000 s"]
+    assert probe_audio(usable_files["good"]).changes(RATE, RATE) == []
+
+
+def test_formats_decode_to_the_same_waveform(usable_files):
+    reference = load_audio(usable_files["good"], RATE)
+    assert reference.dtype == np.float32 and reference.shape == (RATE,)
+    # 16-bit encoders may round differently: within one LSB.
+    np.testing.assert_allclose(load_audio(usable_files["flac"], RATE), reference, atol=1.01 / 32768)
+    np.testing.assert_allclose(load_audio(usable_files["pcm24"], RATE), reference, atol=1e-4)
+    ogg = load_audio(usable_files["ogg"], RATE, RATE)  # lossy: same length and loudness
+    assert ogg.shape == (RATE,) and abs(np.std(ogg) - np.std(reference)) < 0.05
+
+
+def test_stereo_is_averaged(usable_files):
+    mono = load_audio(usable_files["stereo"], RATE)
+    np.testing.assert_allclose(mono, load_audio(usable_files["good"], RATE) / 2, atol=1e-4)
+
+
+def test_other_rates_are_resampled(usable_files):
+    resampled = load_audio(usable_files["rate_44k"], RATE)
+    assert resampled.shape == (RATE,)
+    spectrum = np.abs(np.fft.rfft(resampled))
+    assert np.argmax(spectrum) == 440  # 1 Hz bins: the tone stays at 440 Hz
+    reference = load_audio(usable_files["good"], RATE)
+    assert np.abs(resampled[100:-100] - reference[100:-100]).max() < 0.01
+
+
+def test_crop_and_pad(usable_files):
+    short = load_audio(usable_files["short"], RATE, RATE)
+    assert short.shape == (RATE,) and np.all(short[RATE // 4:] == 0) and np.any(short[: RATE // 4] != 0)
+    long = load_audio(usable_files["long"], RATE, RATE)
+    np.testing.assert_allclose(long, load_audio(usable_files["good"], RATE), atol=1e-4)
+
+
+def test_silence_loads_as_zeros(usable_files):
+    silent = load_audio(usable_files["silent"], RATE, RATE)
+    assert silent.shape == (RATE,) and not np.any(silent)
