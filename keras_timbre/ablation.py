@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from keras_timbre import atomic, evaluation, runs
-from keras_timbre.training import VARIANTS, check_variant, load_split, reconstruct_db, train
+from keras_timbre.training import VARIANTS, check_variant, diverse_notes, load_split, reconstruct_db, train
 
 TABLE_METRICS = (
     ("lsd_db", "LSD (dB) ↓"),
@@ -155,7 +155,7 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     )
     if not len(records):
         return
-    picks = evaluation.diverse_notes(records, GRID_NOTES)
+    picks = diverse_notes(records, GRID_NOTES)
     targets = log_mel_db[picks]
     recons = {variant: reconstruct_db(run.model, targets, run.stats) for variant, run in loaded.items()}
     titles = [records[i].note_str for i in picks]

@@ -25,7 +25,14 @@ import numpy as np
 
 from keras_timbre import atomic, metrics, runs
 from keras_timbre.frontend import FrontendConfig
-from keras_timbre.training import as_model_input, check_data_dir, load_log_mel, load_split, reconstruct_db
+from keras_timbre.training import (
+    as_model_input,
+    check_data_dir,
+    diverse_notes,
+    load_log_mel,
+    load_split,
+    reconstruct_db,
+)
 
 METRIC_KEYS = (
     "lsd_db",
@@ -144,17 +151,6 @@ def evaluate(
         write_examples(run, records, log_mel_db)
     print(f"Evaluated in {time.perf_counter() - started:.0f} s; metrics at {out}")
     return result
-
-
-def diverse_notes(records, count: int) -> list[int]:
-    """Indices of up to `count` notes, from different families first, so figures show different timbres."""
-    picks, seen = [], set()
-    for i, record in enumerate(records):
-        if record.family not in seen:
-            picks.append(i)
-            seen.add(record.family)
-    picks += [i for i in range(len(records)) if i not in picks]
-    return picks[:count]
 
 
 def write_examples(run: runs.Run, records, log_mel_db: np.ndarray) -> None:

@@ -32,7 +32,7 @@ from keras_timbre.frontend import FeatureStats, FrontendConfig
 
 VARIANTS = ("baseline", "skip", "grad", "skip+grad")
 DEFAULT_VARIANT = "skip+grad"
-DEFAULT_EPOCHS = 20
+DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
 FIGURE_NOTES = 3
 
@@ -119,6 +119,17 @@ def reconstruct_db(model, log_mel_db: np.ndarray, stats: FeatureStats, batch_siz
     return stats.denormalize(np.concatenate(outputs)) if outputs else np.zeros_like(log_mel_db)
 
 
+def diverse_notes(records, count: int) -> list[int]:
+    """Indices of up to `count` notes, from different families first, so figures show different timbres."""
+    picks, seen = [], set()
+    for i, record in enumerate(records):
+        if record.family not in seen:
+            picks.append(i)
+            seen.add(record.family)
+    picks += [i for i in range(len(records)) if i not in picks]
+    return picks[:count]
+
+
 def _to_numpy(value):
     import keras
 
@@ -180,6 +191,7 @@ def train(
     figure_every: int = 5,
     distribute: str = "none",
     model_kwargs: dict[str, Any] | None = None,
+    callbacks: list | None = None,
     verbose: int | str = "auto",
 ) -> runs.Run:
     """Trains one TimbreVAE variant and writes the run directory `out`.
@@ -204,6 +216,7 @@ def train(
         figure_every: Draw reconstructions every this many epochs.
         distribute: "none", "auto" or "data-parallel" (see `keras_timbre.distribute`).
         model_kwargs: More `TimbreVAE.from_variant` arguments.
+        callbacks: Extra Keras callbacks, run after the built-in ones.
         verbose: Keras `fit` verbosity (progress bar by default).
 
     Returns:
@@ -251,8 +264,9 @@ def train(
 
     x_train = as_model_input(train_db, stats)
     x_val = as_model_input(val_db, stats) if len(val_db) else None
-    figure_db = (val_db if len(val_db) else train_db)[:FIGURE_NOTES]
-    figure_records = (val_records if len(val_db) else train_records)[:FIGURE_NOTES]
+    shown_db, shown_records = (val_db, val_records) if len(val_db) else (train_db, train_records)
+    picks = diverse_notes(shown_records, FIGURE_NOTES)
+    figure_db, figure_records = shown_db[picks], [shown_records[i] for i in picks]
     kwargs = dict(model_kwargs or {})
     for name, value in (("beta", beta), ("grad_weight", grad_weight), ("latent_dim", latent_dim)):
         if value is not None:
@@ -263,17 +277,17 @@ def train(
             info.check_global_batch_size(batch_size)
         model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0))
-        callbacks = _callbacks(
+        all_callbacks = _callbacks(
             out, model, stats, figure_db, [r.note_str for r in figure_records], frontend,
             figure_every, epochs, warmup_epochs,
-        )
+        ) + list(callbacks or [])
         model.fit(
             x_train, x_train,
             validation_data=(x_val, x_val) if x_val is not None else None,
             epochs=epochs,
             batch_size=batch_size,
             shuffle=True,
-            callbacks=callbacks,
+            callbacks=all_callbacks,
             verbose=verbose,
         )
     runs.save_model(out, model)

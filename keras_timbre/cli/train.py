@@ -134,10 +134,18 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
+    import sys
+
+    from keras_timbre.callbacks import NonFiniteLossError
     from keras_timbre.training import train
 
-    train(args.out, variant=args.variant, seed=args.seed, distribute=args.distribute,
-          figure_every=args.figure_every, **_training_kwargs(args))
+    try:
+        train(args.out, variant=args.variant, seed=args.seed, distribute=args.distribute,
+              figure_every=args.figure_every, **_training_kwargs(args))
+    except NonFiniteLossError as error:
+        print(f"keras-timbre train: {error}\nThe last finished epoch is kept in {args.out}; "
+              "lower --learning-rate or --beta and rerun to resume.", file=sys.stderr)
+        return 3
     return 0
 
 

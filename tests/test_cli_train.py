@@ -1,0 +1,88 @@
+"""keras-timbre train/evaluate/reconstruct/interpolate/ablation: help, outputs, exit codes."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from keras_timbre import training
+from keras_timbre.cli import main
+from keras_timbre.data import make_synthetic_dataset
+from keras_timbre.frontend import FrontendConfig
+
+COMMANDS = ("train", "evaluate", "reconstruct", "interpolate", "ablation")
+TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+
+
+@pytest.fixture(scope="module")
+def notes_dir(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), notes=20, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, notes_dir):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    training.train(out, data=notes_dir, frontend=TINY_FRONTEND, model_kwargs={"filters": (4, 8), "latent_dim": 4},
+                   epochs=1, batch_size=4, val_fraction=0.5, verbose=0)
+    return out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: keras-timbre " + command in capsys.readouterr().out
+
+
+def test_train_cli_on_tiny_frontend(tmp_path, notes_dir, capsys):
+    # The default model on 32 x 64 features: small enough for a test.
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(notes_dir), "--out", str(out), "--epochs", "1", "--n-mels", "32",
+            "--duration", "1.0", "--variant", "grad", "--val-fraction", "0.5", "--batch-size", "8"]
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["variant"] == "grad"
+    assert "Training grad on 10 notes (10 held out)" in capsys.readouterr().out
+    # Resuming the run with another frontend is refused, naming the field.
+    argv[argv.index("32")] = "16"
+    assert main(argv) == 2
+    assert "n_mels: run has 32, requested frontend has 16" in capsys.readouterr().err
+
+
+def test_evaluate_cli(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", str(tiny_run), "--out", str(tmp_path / "m.json")]) == 0
+    assert '"lsd_db"' in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["notes"] == 10 and np.isfinite(metrics["lsd_db"])
+
+
+def test_reconstruct_and_interpolate(tiny_run, notes_dir, tmp_path):
+    wavs = sorted((notes_dir / "audio").glob("*.wav"))
+    out = tmp_path / "recon.wav"
+    assert main(["reconstruct", str(tiny_run), str(wavs[0]), "--out", str(out), "--griffin-lim-iters", "4"]) == 0
+    audio, rate = sf.read(out)
+    assert rate == 16000 and audio.shape == (16000,) and np.isfinite(audio).all()
+    assert out.with_suffix(".png").stat().st_size > 5000
+    morph = tmp_path / "morph"
+    assert main(["interpolate", str(tiny_run), str(wavs[0]), str(wavs[-1]), "--steps", "3", "--out", str(morph),
+                 "--griffin-lim-iters", "4"]) == 0
+    assert sorted(p.name for p in morph.iterdir()) == ["step_00.wav", "step_01.wav", "step_02.wav", "strip.png"]
+
+
+def test_bad_input_exits_non_zero_with_a_clear_message(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing_run")]) == 2
+    assert "missing_run does not exist" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "r")]) == 2
+    assert "no_data does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--variant", "unet"])
+    assert exit_info.value.code == 2
+    assert "unknown variant 'unet'" in capsys.readouterr().err
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 100)
+    assert main(["reconstruct", str(tiny_run), str(text), "--out", str(tmp_path / "x.wav")]) == 2
+    assert "notes.wav" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+    assert main(["reconstruct", str(tiny_run), str(tmp_path / "gone.wav"), "--out", str(tmp_path / "y.wav")]) == 2
+    assert "gone.wav does not exist" in capsys.readouterr().err

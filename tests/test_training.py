@@ -1,0 +1,124 @@
+"""train / evaluate / ablation on a tiny model and a few synthetic notes."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_timbre import ablation, evaluation, runs, training
+from keras_timbre.data import make_synthetic_dataset
+from keras_timbre.frontend import FrontendConfig
+
+TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+TINY_MODEL = {"filters": (4, 8), "latent_dim": 4}
+
+
+@pytest.fixture(scope="module")
+def notes_dir(tmp_path_factory):
+    # 20 notes over 10 families, 2 pitches each: one pitch per instrument is held out.
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), notes=20, seed=0, progress=False)
+
+
+def tiny_train(out, data, **kwargs):
+    kwargs.setdefault("epochs", 2)
+    return training.train(
+        out, data=data, frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5,
+        warmup_epochs=1, figure_every=1, verbose=0, **kwargs,
+    )
+
+
+def history_rows(path):
+    with open(path / runs.HISTORY_FILE, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.backend
+def test_train_then_evaluate_writes_a_complete_run(tmp_path, notes_dir):
+    run = tiny_train(tmp_path / "run", notes_dir, variant="skip+grad")
+    for name in ("model.keras", "frontend.json", "stats.npz", "config.json", "history.csv"):
+        assert (run.path / name).is_file(), name
+    assert (run.path / "figures" / "reconstruction_epoch_002.png").is_file()
+    assert (run.path / "figures" / "training_curves.png").is_file()
+    assert any((run.path / "logs").rglob("events.out.tfevents*"))
+    rows = history_rows(run.path)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert "val_loss" in rows[0] and np.isfinite(float(rows[-1]["loss"]))
+    assert run.config["split"]["val_notes"] == 10 and run.config["split"]["train_notes"] == 10
+
+    metrics = evaluation.evaluate(run.path)
+    assert set(evaluation.METRIC_KEYS) <= set(metrics)
+    assert metrics["notes"] == 10
+    assert metrics["lsd_db"] > 0 and metrics["mel_grad_error"] > 0
+    assert 0 <= metrics["active_units"] <= 4
+    assert metrics["skip_reliance"] == pytest.approx(metrics["decode_z_lsd_db"] - metrics["lsd_db"])
+    on_disk = json.loads((run.path / "metrics.json").read_text())
+    assert on_disk["lsd_db"] == pytest.approx(metrics["lsd_db"])
+    assert list((run.path / "audio").glob("*_reconstruction.wav"))
+    assert (run.path / "figures" / "evaluation_reconstructions.png").is_file()
+
+
+def test_evaluation_held_out_pitches_were_not_trained_on(tmp_path, notes_dir):
+    run = tiny_train(tmp_path / "run", notes_dir, variant="baseline", epochs=1)
+    records, _ = evaluation.held_out_notes(run)
+    train_records, _, val_records, _ = training.load_split(notes_dir, TINY_FRONTEND, 0.5, 0)
+    assert [r.note_str for r in records] == [r.note_str for r in val_records]
+    seen = {(r.instrument, r.pitch) for r in train_records}
+    assert not any((r.instrument, r.pitch) in seen for r in records)
+    # Without skips, decode(z) is the reconstruction: no reliance on skips.
+    metrics = evaluation.evaluate(run, write_media=False)
+    assert metrics["skip_reliance"] == pytest.approx(0.0, abs=1e-6)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Simulates an interruption (Ctrl-C) once `epochs` epochs have finished."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_without_losing_epochs(tmp_path, notes_dir):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        tiny_train(out, notes_dir, epochs=3, callbacks=[StopAfter(2)])
+    assert [int(r["epoch"]) for r in history_rows(out)] == [0, 1]
+    assert (out / "model.keras").is_file()  # the last finished epoch's model is on disk
+    tiny_train(out, notes_dir, epochs=3)
+    assert [int(r["epoch"]) for r in history_rows(out)] == [0, 1, 2]
+    # A finished run is left alone by the same command.
+    before = (out / "model.keras").stat().st_mtime_ns
+    tiny_train(out, notes_dir, epochs=3)
+    assert (out / "model.keras").stat().st_mtime_ns == before
+    assert len(history_rows(out)) == 3
+
+
+def test_bad_arguments_are_clear(tmp_path, notes_dir):
+    with pytest.raises(ValueError, match="Unknown variant 'unet'"):
+        tiny_train(tmp_path / "a", notes_dir, variant="unet")
+    with pytest.raises(FileNotFoundError, match="Data path .*nowhere does not exist"):
+        tiny_train(tmp_path / "b", tmp_path / "nowhere")
+    tiny_train(tmp_path / "c", notes_dir, epochs=1)
+    other = FrontendConfig(n_mels=16, duration=1.0, n_fft=512, hop_length=250)
+    with pytest.raises(ValueError, match="n_mels: run has 32, requested frontend has 16"):
+        training.train(tmp_path / "c", data=notes_dir, frontend=other, epochs=2, verbose=0)
+
+
+def test_ablation_table_and_media(tmp_path, notes_dir):
+    table = ablation.run_ablation(
+        tmp_path / "abl", data=notes_dir, seeds=[0, 1], variants=["baseline", "skip+grad"], epochs=1,
+        frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5, verbose=0,
+    )
+    assert "| baseline |" in table and "| skip+grad |" in table and " ± " in table
+    results = json.loads((tmp_path / "abl" / "results.json").read_text())
+    assert set(results["summary"]) == {"baseline", "skip+grad"}
+    assert results["summary"]["baseline"]["lsd_db"]["n"] == 2
+    # Every run was scored on the same held-out notes.
+    assert len({m["notes"] for runs_ in results["runs"].values() for m in runs_.values()}) == 1
+    assert (tmp_path / "abl" / "figures" / "ablation_grid.png").is_file()
+    assert len(list((tmp_path / "abl" / "audio").glob("*.wav"))) == 2 * 3  # 2 notes x (input + 2 variants)
