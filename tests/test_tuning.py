@@ -153,17 +153,17 @@ def test_random_search_resumes_and_saves_the_best_run(notes, tmp_path):
     out = tmp_path / "search"
     _InterruptSecondTrial.trials_started = 0
     with pytest.raises(KeyboardInterrupt):
-        tuning.run_search(out, data=notes, max_trials=3, callbacks=[_InterruptSecondTrial()], **TINY)
+        tuning.run_search(out, data=notes, max_trials=2, callbacks=[_InterruptSecondTrial()], **TINY)
     assert (out / tuning.PROJECT_NAME / "trial_0" / "checkpoint.weights.h5").is_file()
 
-    # Rerunning continues: trial 0 is kept, the interrupted trial 1 is rerun, then trial 2.
-    result = tuning.run_search(out, data=notes, max_trials=3, **TINY)
-    assert result.role == "single" and result.trials_run == ["1", "2"]
-    assert [row["status"] for row in result.rows] == ["COMPLETED"] * 3
+    # Rerunning continues: trial 0 is kept and only the interrupted trial 1 is run.
+    result = tuning.run_search(out, data=notes, max_trials=2, **TINY)
+    assert result.role == "single" and result.trials_run == ["1"]
+    assert [row["status"] for row in result.rows] == ["COMPLETED"] * 2
 
     with open(out / tuning.TRIALS_CSV, newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert [row["trial"] for row in table] == ["0", "1", "2"]
+    assert [row["trial"] for row in table] == ["0", "1"]
     assert set(tuning.DEFAULT_SPACE) <= set(table[0]) and "val_lsd" in table[0]
     scores = [float(row["val_lsd"]) for row in table]
     assert all(0 < s < 100 for s in scores)  # dB
@@ -183,9 +183,9 @@ def test_random_search_resumes_and_saves_the_best_run(notes, tmp_path):
     assert (result.best_run / runs.HISTORY_FILE).is_file()
 
     # A finished search reruns nothing; a different one in the same directory is refused.
-    assert tuning.run_search(out, data=notes, max_trials=3, **TINY).trials_run == []
+    assert tuning.run_search(out, data=notes, max_trials=2, **TINY).trials_run == []
     with pytest.raises(ValueError, match="holds a different search.*fixed"):
-        tuning.run_search(out, data=notes, max_trials=3, fixed={"beta": 0.1}, **TINY)
+        tuning.run_search(out, data=notes, max_trials=2, fixed={"beta": 0.1}, **TINY)
 
 
 class _DivergeWithLatent8(keras.callbacks.Callback):
