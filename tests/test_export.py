@@ -1,0 +1,330 @@
+"""SavedModel export: signatures, parity with the Keras model, bad input, serving requests."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_timbre import export
+from keras_timbre import runs
+from keras_timbre.frontend import FeatureStats
+from keras_timbre.frontend import FrontendConfig
+from keras_timbre.frontend import mel_to_audio
+from keras_timbre.frontend import tf_log_mel
+from keras_timbre.model import TimbreVAE
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)  # features (32, 64)
+LATENT_DIM = 4
+
+
+def harmonic_notes(lengths=(16000, 12000, 20000), seed=0):
+    """Decaying harmonic tones of the given lengths (shorter and longer than a note)."""
+    rng = np.random.default_rng(seed)
+    notes = []
+    for i, length in enumerate(lengths):
+        t = np.arange(length) / CONFIG.sample_rate
+        f0 = 110.0 * 2 ** (i / 3)
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * np.exp(-3 * t)
+        notes.append(0.3 * tone + 0.01 * rng.normal(size=length))
+    return [n.astype(np.float32) for n in notes]
+
+
+def features_of(waveforms, stats):
+    """The Python path: frontend + stats, per note, cropped or padded as the graph does."""
+    return np.stack([stats.normalize(tf_log_mel(w, CONFIG).numpy())[..., None] for w in waveforms])
+
+
+def make_run(path, seed=0):
+    """A tiny TimbreVAE trained for one step under the current backend, saved as a run."""
+    keras.utils.set_random_seed(seed)
+    notes = harmonic_notes((16000,) * 4, seed=seed)
+    log_mel_db = tf_log_mel(np.stack(notes), CONFIG).numpy()
+    stats = FeatureStats.from_features(log_mel_db)
+    model = TimbreVAE.from_variant("skip", input_shape=(32, 64, 1), latent_dim=LATENT_DIM, filters=(4, 8))
+    model.compile()
+    model.fit(stats.normalize(log_mel_db)[..., None], batch_size=4, epochs=1, verbose=0)
+    runs.create_run(path, CONFIG, stats, runs.run_config("skip", {}, "test", {}, seed))
+    runs.save_model(path, model)
+    return model, stats
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run dir, model, stats, export folder): exported once per backend."""
+    root = tmp_path_factory.mktemp("export")
+    model, stats = make_run(root / "run")
+    saved = export.export_run(root / "run", root / "timbre" / "1", griffin_lim_iters=4)
+    return root / "run", model, stats, saved
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    return tf.saved_model.load(str(trained[3]))
+
+
+def call(served, signature, **inputs):
+    outputs = served.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------- the graph
+
+
+def test_saved_model_cli_lists_named_typed_signatures(trained):
+    shown = subprocess.run(
+        ["saved_model_cli", "show", "--dir", str(trained[3]), "--all"], capture_output=True, text=True, check=True
+    ).stdout
+    blocks = {b.split("']", 1)[0]: b for b in shown.split("signature_def['")[1:]}
+    assert set(export.SIGNATURES) <= set(blocks)
+
+    def io(block):
+        found = {}
+        for part in block.split("puts['")[1:]:
+            name = part.split("']", 1)[0]
+            dtype = part.split("dtype: ", 1)[1].split()[0]
+            shape = part.split("shape: ", 1)[1].split("\n")[0]
+            found[name] = (dtype, shape)
+        return found
+
+    waveform_in = {"waveform": ("DT_FLOAT", "(-1, -1)")}
+    latents = {"z_mean": ("DT_FLOAT", "(-1, 4)"), "z_log_var": ("DT_FLOAT", "(-1, 4)")}
+    for name in ("serving_default", "reconstruct"):
+        assert io(blocks[name]) == {**waveform_in, "log_mel": ("DT_FLOAT", "(-1, 32, 64)"), **latents}
+    assert io(blocks["encode"]) == {**waveform_in, **latents}
+    assert io(blocks["decode"]) == {"z": ("DT_FLOAT", "(-1, 4)"), "log_mel": ("DT_FLOAT", "(-1, 32, 64)")}
+    assert io(blocks["synthesize"]) == {"z": ("DT_FLOAT", "(-1, 4)"), "waveform": ("DT_FLOAT", "(-1, 16000)")}
+    assert "tensorflow/serving/predict" in blocks["encode"]
+
+
+@pytest.mark.backend
+def test_export_matches_keras_model_trained_on_this_backend(trained, served):
+    # Exported from a run trained one step under the current backend (jax and torch go
+    # through the TensorFlow subprocess); reloaded; compared with the model in this backend.
+    _, model, stats, _ = trained
+    notes = harmonic_notes()  # 1 s, 0.75 s (padded in the graph) and 1.25 s (cropped)
+    x = features_of(notes, stats)
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
+    expected_db = stats.denormalize(expected["reconstruction"][..., 0])
+    for i, note in enumerate(notes):  # one request per length: rows of a batch share a length
+        for signature in ("serving_default", "reconstruct"):
+            got = call(served, signature, waveform=note[None])
+            np.testing.assert_allclose(got["z_mean"][0], expected["z_mean"][i], atol=1e-4)
+            np.testing.assert_allclose(got["z_log_var"][0], expected["z_log_var"][i], atol=1e-4)
+            # dB = normalised * std (up to ~20 dB): 1e-4 relative to the feature scale.
+            np.testing.assert_allclose(got["log_mel"][0], expected_db[i], atol=1e-4 * float(stats.std.max()))
+        got = call(served, "encode", waveform=note[None])
+        np.testing.assert_allclose(got["z_mean"][0], expected["z_mean"][i], atol=1e-4)
+    z = expected["z_mean"]
+    decoded = stats.denormalize(keras.ops.convert_to_numpy(model.decode(z))[..., 0])
+    np.testing.assert_allclose(call(served, "decode", z=z)["log_mel"], decoded, atol=1e-4 * float(stats.std.max()))
+    metadata = export.read_export_metadata(trained[3])
+    assert metadata["fingerprint"] == export.model_fingerprint(model, CONFIG, stats)
+    assert metadata["frontend"] == CONFIG.to_dict()
+
+
+def test_batched_request_matches_single_requests(served):
+    notes = np.stack(harmonic_notes((16000,) * 3))
+    batched = call(served, "encode", waveform=notes)["z_mean"]
+    singles = np.concatenate([call(served, "encode", waveform=n[None])["z_mean"] for n in notes])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+
+def test_synthesize_is_griffin_lim_of_decode(served):
+    z = np.random.default_rng(1).normal(size=(2, LATENT_DIM)).astype(np.float32)
+    audio = call(served, "synthesize", z=z)["waveform"]
+    assert audio.shape == (2, CONFIG.num_samples)
+    assert np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0 + 1e-6
+    expected = export.tf_mel_to_audio(call(served, "decode", z=z)["log_mel"], CONFIG, n_iter=4).numpy()
+    np.testing.assert_allclose(audio, expected, atol=1e-4)
+    np.testing.assert_array_equal(audio, call(served, "synthesize", z=z)["waveform"])  # deterministic
+
+
+def test_in_graph_griffin_lim_inverts_log_mel_as_well_as_librosa():
+    note = harmonic_notes((16000,))[0]
+    target = tf_log_mel(note[None], CONFIG).numpy()
+    loud = target > target.max() - 60.0
+
+    def error(audio):
+        return float(np.abs(tf_log_mel(audio, CONFIG).numpy() - target)[loud].mean())
+
+    ours = error(export.tf_mel_to_audio(target, CONFIG, n_iter=32).numpy())
+    no_iterations = error(export.tf_mel_to_audio(target, CONFIG, n_iter=0).numpy())
+    librosa = error(mel_to_audio(target[0], CONFIG, n_iter=32)[None])
+    assert ours < 0.85 * no_iterations
+    assert ours < 1.25 * librosa, (ours, librosa)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "signature, inputs, message",
+    [
+        ("encode", {"waveform": np.zeros((0, 16000), np.float32)}, "waveform: empty batch"),
+        ("serving_default", {"waveform": np.zeros((2, 0), np.float32)}, "waveform: no samples"),
+        ("encode", {"waveform": np.full((1, 16000), np.nan, np.float32)}, "waveform: contains NaN or Inf"),
+        ("reconstruct", {"waveform": np.array([[0.0, np.inf]], np.float32)}, "waveform: contains NaN or Inf"),
+        ("encode", {"waveform": np.zeros(16000, np.float32)}, "waveform [16000] is not compatible with expected shape [?,?]"),
+        ("encode", {"waveform": np.zeros((1, 1, 16000), np.float32)}, "is not compatible with expected shape [?,?]"),
+        ("decode", {"z": np.zeros((1, LATENT_DIM + 1), np.float32)}, "is not compatible with expected shape [?,4]"),
+        ("synthesize", {"z": np.zeros((0, LATENT_DIM), np.float32)}, "z: empty batch"),
+        ("decode", {"z": np.full((1, LATENT_DIM), np.nan, np.float32)}, "z: contains NaN or Inf"),
+    ],
+)
+def test_bad_input_is_a_clear_request_error(served, signature, inputs, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message.replace("[", r"\[").replace("?", r"\?")):
+        call(served, signature, **inputs)
+
+
+def test_wrong_dtype_is_refused_by_the_signature(served):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a float tensor but is a int32"):
+        call(served, "encode", waveform=np.zeros((1, 16000), np.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="float tensor but is a double"):
+        call(served, "decode", z=np.zeros((1, LATENT_DIM), np.float64))
+
+
+# ---------------------------------------------------------------------------- export folders
+
+
+def test_missing_or_incomplete_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        export.export_run(tmp_path / "nope", tmp_path / "out" / "1")
+    (tmp_path / "half").mkdir()
+    CONFIG.save(tmp_path / "half" / "frontend.json")
+    with pytest.raises(FileNotFoundError, match="stats.npz"):
+        export.export_run(tmp_path / "half", tmp_path / "out" / "1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_version_folder_must_be_numeric(trained, tmp_path):
+    with pytest.raises(ValueError, match=r"numeric version folder.*timbre/1"):
+        export.export_run(trained[0], tmp_path / "timbre")
+
+
+@pytest.mark.backend
+def test_existing_export_is_kept_unless_overwrite(trained, tmp_path):
+    run_dir, model, stats, saved = trained
+    pb = saved / "saved_model.pb"
+    before = pb.stat().st_mtime_ns
+    assert export.export_run(run_dir, saved) == saved  # the same model again: nothing to do
+    assert pb.stat().st_mtime_ns == before
+
+    keras.utils.set_random_seed(1)
+    other_model = TimbreVAE(input_shape=(32, 64, 1), latent_dim=LATENT_DIM, filters=(4, 8))
+    other_stats = FeatureStats(mean=stats.mean + 1.0, std=stats.std)
+    with pytest.raises(export.ExportExistsError, match=rf"{saved}.*different model.*--overwrite"):
+        export.export_saved_model(other_model, saved, CONFIG, other_stats)
+    assert pb.stat().st_mtime_ns == before
+
+    target = tmp_path / "exports" / "7"
+    (target / "notes").mkdir(parents=True)
+    with pytest.raises(export.ExportExistsError, match="holds other files"):
+        export.export_saved_model(other_model, target, CONFIG, other_stats)
+    # From Python, under this backend (jax/torch: through the TensorFlow subprocess).
+    written = export.export_saved_model(other_model, target, CONFIG, other_stats, overwrite=True)
+    assert written == target
+    assert export.read_export_metadata(target)["fingerprint"] == export.model_fingerprint(
+        other_model, CONFIG, other_stats
+    )
+    assert not (target / "notes").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["7"]  # no temporary folders left
+
+
+def test_cli_exports_and_refuses_to_overwrite(trained, tmp_path, capsys):
+    from keras_timbre.cli import main
+
+    out = tmp_path / "timbre" / "3"
+    assert main(["export", str(trained[0]), "--out", str(out), "--griffin-lim-iters", "2"]) == 0
+    assert "serving_default, reconstruct, encode, decode, synthesize" in capsys.readouterr().out
+    assert export.read_export_metadata(out)["griffin_lim_iters"] == 2
+    (out / "assets.extra" / "keras_timbre.json").write_text(json.dumps({"fingerprint": "another model"}))
+    assert main(["export", str(trained[0]), "--out", str(out)]) == 2
+    assert "already holds a different model" in capsys.readouterr().err
+    assert main(["export", str(trained[0]), "--out", str(out), "--overwrite"]) == 0
+    assert export.read_export_metadata(out)["fingerprint"] != "another model"
+
+
+# ---------------------------------------------------------------------------- serving requests
+
+
+def tf_serving_json_to_tensors(body, signature):
+    """What TF Serving's REST handler does with a predict body: named float32 tensors."""
+    (input_name,) = signature.structured_input_signature[1]
+    if "instances" in body:
+        rows = [row[input_name] if isinstance(row, dict) else row for row in body["instances"]]
+        value = rows
+    else:
+        value = body["inputs"][input_name] if isinstance(body["inputs"], dict) else body["inputs"]
+    return {input_name: tf.constant(np.asarray(value, np.float32))}
+
+
+def tf_serving_outputs_to_json(outputs, form):
+    """TF Serving's answer: row form for `instances`, columnar for `inputs`."""
+    outputs = {k: v.numpy().tolist() for k, v in outputs.items()}
+    if form == "inputs":
+        return {"outputs": outputs}
+    batch = len(next(iter(outputs.values())))
+    return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(batch)]}
+
+
+@pytest.mark.parametrize("form", ["instances", "inputs"])
+@pytest.mark.parametrize("signature_name", ["encode", "serving_default", "synthesize"])
+def test_rest_bodies_run_on_the_loaded_signatures(served, form, signature_name):
+    rest = load_example("serving_rest")
+    if signature_name == "synthesize":
+        batch = np.random.default_rng(0).normal(size=(2, LATENT_DIM))
+    else:
+        batch = np.stack(harmonic_notes((16000,) * 2))
+    body = json.loads(json.dumps(rest.request_body(batch, signature_name, form)))  # over the wire
+    assert body["signature_name"] == signature_name
+    signature = served.signatures[signature_name]
+    outputs = signature(**tf_serving_json_to_tensors(body, signature))
+    parsed = rest.parse_response(json.loads(json.dumps(tf_serving_outputs_to_json(outputs, form))))
+    direct = call(served, signature_name, **{next(iter(signature.structured_input_signature[1])): batch.astype(np.float32)})
+    assert set(parsed) == set(direct)
+    for name in direct:
+        np.testing.assert_allclose(parsed[name], direct[name], atol=1e-5)
+
+
+def test_rest_body_rejects_bad_arguments():
+    rest = load_example("serving_rest")
+    with pytest.raises(ValueError, match="2-D"):
+        rest.request_body(np.zeros(5), "encode")
+    with pytest.raises(ValueError, match="signature_name"):
+        rest.request_body(np.zeros((1, 5)), "embed")
+    with pytest.raises(RuntimeError, match="empty batch"):
+        rest.parse_response({"error": "waveform: empty batch; send at least one example"})
+
+
+def test_grpc_predict_request_feeds_the_loaded_signature(served):
+    from tensorflow_serving.apis import predict_pb2
+
+    grpc_example = load_example("serving_grpc")
+    notes = np.stack(harmonic_notes((16000,) * 2))
+    request = grpc_example.predict_request(notes, model_name="timbre", signature_name="encode", version=1)
+    request = predict_pb2.PredictRequest.FromString(request.SerializeToString())  # over the wire
+    assert (request.model_spec.name, request.model_spec.signature_name, request.model_spec.version.value) == (
+        "timbre", "encode", 1
+    )
+    signature = served.signatures[request.model_spec.signature_name]
+    outputs = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    response = predict_pb2.PredictResponse()
+    for name, value in outputs.items():
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+    parsed = grpc_example.parse_response(predict_pb2.PredictResponse.FromString(response.SerializeToString()))
+    np.testing.assert_allclose(parsed["z_mean"], call(served, "encode", waveform=notes)["z_mean"], atol=1e-6)
+    assert parsed["z_log_var"].shape == (2, LATENT_DIM)
