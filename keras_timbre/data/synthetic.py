@@ -255,16 +255,23 @@ def _harmonic(t, f0, amplitudes_dark, amplitudes_bright, brightness, cycles, rng
     return dark + (bright - dark) * brightness
 
 
-def _partials(t, frequencies, amplitudes, decays, rng):
-    """Sum of exponentially decaying sines (inharmonic allowed); those above Nyquist dropped."""
+def _partials(t, frequencies, amplitudes, decays, rng, slow_decays=None, slow_weight=0.0):
+    """Sum of exponentially decaying sines (inharmonic allowed); those above Nyquist dropped.
+
+    With `slow_decays`, each partial decays in two stages (a piano's prompt and
+    after-sound): `(1 - slow_weight) * exp(-t / decay) + slow_weight * exp(-t / slow_decay)`.
+    """
     frequencies, amplitudes, decays = (np.asarray(v, np.float64) for v in (frequencies, amplitudes, decays))
     offsets = rng.uniform(0.0, 1.0, frequencies.shape[0])
     keep = frequencies < _NYQUIST_MARGIN
-    # Cycles wrapped in float64, then float32 sin/exp: 5x faster than float64 and exact enough.
+    # Cycles wrapped in float64, then float32 sin/exp: several times faster than float64, exact enough.
     cycles = np.outer(frequencies[keep], t) + offsets[keep, None]
     cycles -= np.floor(cycles)
     sines = np.sin((2 * np.pi * cycles).astype(np.float32))
     envelopes = np.exp(np.outer(-1.0 / decays[keep], t).astype(np.float32))
+    if slow_decays is not None:
+        slow = np.exp(np.outer(-1.0 / np.asarray(slow_decays)[keep], t).astype(np.float32))
+        envelopes = (1.0 - slow_weight) * envelopes + slow_weight * slow
     return amplitudes[keep].astype(np.float32) @ (sines * envelopes)
 
 
@@ -324,7 +331,7 @@ def _flute(t, f0, loud, character, rng):
 
 
 def _guitar(t, f0, loud, character, rng):
-    k = np.arange(1, 31)
+    k = np.arange(1, 21)
     position = character.uniform(0.12, 0.25)
     inharmonicity = character.uniform(0.5e-4, 1.5e-4)
     frequencies = k * f0 * np.sqrt(1 + inharmonicity * k**2)
@@ -336,17 +343,15 @@ def _guitar(t, f0, loud, character, rng):
 
 
 def _keyboard(t, f0, loud, character, rng):
-    k = np.arange(1, 25)
+    k = np.arange(1, 17)
     inharmonicity = character.uniform(2e-4, 5e-4)
     frequencies = k * f0 * np.sqrt(1 + inharmonicity * k**2)
     amplitudes = k ** -1.2 * _tilt(k, loud, 1.2)
     fast = character.uniform(0.15, 0.3) / (1 + 0.1 * k)
     slow = character.uniform(1.5, 3.0) / (1 + 0.15 * k)
-    detune = 1 + character.uniform(0.0003, 0.001)
-    tone = (
-        0.6 * _partials(t, frequencies, amplitudes, fast, rng)
-        + 0.4 * _partials(t, frequencies, amplitudes, slow, rng)
-        + 0.4 * _partials(t, frequencies * detune, amplitudes, slow, rng)
+    detune = 1 + character.uniform(0.0003, 0.001)  # a second string, slightly sharp: beating
+    tone = _partials(t, frequencies, amplitudes, fast, rng, slow, 0.4) + 0.4 * _partials(
+        t, frequencies * detune, amplitudes, slow, rng
     )
     thump = _noise(t, rng, 150, 150) * np.exp(-t / 0.015) * 0.5 * loud
     return _struck(t, 1e9, 0.1) * (tone / (np.std(tone[:8000]) + 1e-9) + thump)
