@@ -5,7 +5,7 @@
 
 import argparse
 
-from keras_timbre import load_run
+from keras_timbre.runs import load_run
 from keras_timbre.data import load_features, read_notes
 from keras_timbre.plots import plot_latent_pca
 
