@@ -651,7 +651,8 @@ def trials_table(search: kt.Tuner, space: Mapping[str, Any]) -> list[dict[str, A
         row = {"trial": trial_id, "status": trial.status}
         row.update({name: values.get(name) for name in names + extra})
         row[oracle.objective.name] = None if score is None or not np.isfinite(score) else float(score)
-        row["best_epoch"] = None if score is None else int(trial.best_step) + 1
+        # Hyperband's promoted trials count epochs from their parent's.
+        row["best_epoch"] = None if score is None else int(trial.best_step) + 1 + values.get("tuner/initial_epoch", 0)
         row["worker"] = worker_file.read_text().strip() if worker_file.is_file() else None
         row["error"] = _last_line(trial.message) if trial.status != "COMPLETED" else None
         rows.append(row)

@@ -229,3 +229,15 @@ def test_cli_hyperband_search(notes, tmp_path, capsys):
     settings = json.loads((out / tuning.SEARCH_FILE).read_text())
     assert settings["tuner"] == "hyperband" and settings["fixed"] == {"use_skips": "true"}
     assert runs.load_run(out / tuning.BEST_RUN, load_model=False).config["variant"] in ("skip", "skip+grad")
+
+
+@pytest.mark.parametrize("script", ["quick_random.py", "bayesian.py", "hyperband.py"])
+def test_ready_made_scripts_declare_valid_searches(script):
+    import runpy
+    from pathlib import Path
+
+    namespace = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tuning" / script), run_name="tuning_script")
+    space = tuning.resolve_space(namespace["RANGES"], namespace["FIXED"])
+    assert isinstance(space["beta"], tuning.Range) and space["beta"].log
+    assert namespace["SETTINGS"]["tuner"] in tuning.TUNERS
+    assert namespace["SETTINGS"]["objective_name"] == tuning.DEFAULT_OBJECTIVE
