@@ -254,3 +254,17 @@ def test_inspect_fails_clearly_without_data(tmp_path, capsys):
     write_bad_files(only_bad)
     assert main(["inspect", str(only_bad)]) != 0
     assert "could be read" in capsys.readouterr().err
+
+
+def test_make_dataset_cache_features(synth, tmp_path, capsys):
+    from keras_timbre.data.feature_cache import FeatureCache
+
+    TINY.save(tmp_path / "frontend.json")
+    argv = ["make-dataset", "cache-features", "--source", str(synth), "--out", str(tmp_path / "cache"),
+            "--frontend", str(tmp_path / "frontend.json"), "--notes-per-shard", "8", "--families", "flute", "bass"]
+    assert main(argv) == 0
+    assert "4 notes in 1 shards" in capsys.readouterr().out
+    cache = FeatureCache.open(tmp_path / "cache", TINY)
+    assert cache.num_notes == 4
+    assert main(argv) == 0  # fresh: reused, not rebuilt
+    assert "reusing feature cache" in capsys.readouterr().out

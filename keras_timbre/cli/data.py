@@ -41,6 +41,20 @@ def register(subparsers) -> None:
     mini.add_argument("--per-family", type=int, default=None, help="at most N notes per family")
     mini.set_defaults(func=_make_nsynth_mini)
 
+    cache = kinds.add_parser(
+        "cache-features",
+        help="log-mel of every note, computed once into sharded TFRecords (for data that does not fit in memory)",
+        description="Runs the notes of --source through the training pipeline once and writes their log-mel "
+        "and labels to a feature cache (see keras_timbre.data.feature_cache). A fresh cache for the same "
+        "notes and frontend is reused; a stale one is rebuilt.",
+    )
+    cache.add_argument("--source", required=True, type=Path, help="data directory (any layout)")
+    cache.add_argument("--out", required=True, type=Path, help="cache folder")
+    cache.add_argument("--frontend", type=Path, default=None, help="frontend.json (default: FrontendConfig())")
+    cache.add_argument("--notes-per-shard", type=int, default=None, metavar="N", help="notes per TFRecord shard")
+    add_filter_arguments(cache)
+    cache.set_defaults(func=_cache_features)
+
     inspect = subparsers.add_parser(
         "inspect",
         help="read every note through the training pipeline and report",
@@ -92,6 +106,21 @@ def _make_nsynth_mini(args: argparse.Namespace) -> int:
     path = make_subset(args.source, args.out, max_per_family=args.per_family, **filter_kwargs(args))
     count = len(read_notes(path))
     print(f"Wrote {count} notes to {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cache_features(args: argparse.Namespace) -> int:
+    from keras_timbre.data import feature_cache
+    from keras_timbre.data.readers import read_notes
+    from keras_timbre.frontend import FrontendConfig
+
+    frontend = FrontendConfig.load(args.frontend) if args.frontend else FrontendConfig()
+    records = read_notes(args.source, **filter_kwargs(args))
+    shard = args.notes_per_shard or feature_cache.DEFAULT_NOTES_PER_SHARD
+    start = time.perf_counter()
+    cache = feature_cache.ensure_feature_cache(records, args.out, frontend, notes_per_shard=shard)
+    print(f"Feature cache {args.out}: {cache.num_notes} notes in {len(cache.shards)} shards "
+          f"({time.perf_counter() - start:.1f} s)")
     return 0
 
 
