@@ -262,17 +262,30 @@ def _partials(t, frequencies, amplitudes, decays, rng, slow_decays=None, slow_we
     after-sound): `(1 - slow_weight) * exp(-t / decay) + slow_weight * exp(-t / slow_decay)`.
     """
     frequencies, amplitudes, decays = (np.asarray(v, np.float64) for v in (frequencies, amplitudes, decays))
-    offsets = rng.uniform(0.0, 1.0, frequencies.shape[0])
+    offsets = rng.uniform(0.0, 2 * np.pi, frequencies.shape[0])
     keep = frequencies < _NYQUIST_MARGIN
-    # Cycles wrapped in float64, then float32 sin/exp: several times faster than float64, exact enough.
-    cycles = np.outer(frequencies[keep], t) + offsets[keep, None]
-    cycles -= np.floor(cycles)
-    sines = np.sin((2 * np.pi * cycles).astype(np.float32))
-    envelopes = np.exp(np.outer(-1.0 / decays[keep], t).astype(np.float32))
-    if slow_decays is not None:
-        slow = np.exp(np.outer(-1.0 / np.asarray(slow_decays)[keep], t).astype(np.float32))
-        envelopes = (1.0 - slow_weight) * envelopes + slow_weight * slow
-    return amplitudes[keep].astype(np.float32) @ (sines * envelopes)
+    stages = [(decays, 1.0 - slow_weight)] if slow_decays is None else [
+        (decays, 1.0 - slow_weight), (np.asarray(slow_decays, np.float64), slow_weight)]
+    total = np.zeros(t.shape[0], np.float32)
+    for stage_decays, weight in stages:
+        total += _damped_sines(t.shape[0], frequencies[keep], stage_decays[keep], offsets[keep]) @ (
+            weight * amplitudes[keep]).astype(np.float32)
+    return total
+
+
+def _damped_sines(length, frequencies, decays, offsets, block=256):
+    """(length, partials) float32 of exp(-t / decay) * sin(2 pi f t + offset).
+
+    Each sample is a block start's rotation times a within-block rotation,
+    both exact complex exponentials (no accumulated error): one complex64
+    multiply per sample instead of a sin and an exp.
+    """
+    exponent = -1.0 / (decays * SAMPLE_RATE) + 2j * np.pi * frequencies / SAMPLE_RATE  # per sample
+    blocks = -(-length // block)
+    within = np.exp(np.arange(block)[:, None] * exponent).astype(np.complex64)  # (block, K)
+    starts = np.exp(np.arange(blocks)[:, None] * block * exponent + 1j * offsets).astype(np.complex64)
+    rotations = (starts[:, None, :] * within[None, :, :]).reshape(blocks * block, -1)[:length]
+    return np.ascontiguousarray(rotations.imag)
 
 
 def _noise(t, rng, center, width):
