@@ -50,13 +50,16 @@ def test_nsynth_format(synth):
         assert len({r.pitch for r in records if r.instrument == instrument}) >= 3
 
 
-def test_same_seed_same_bytes_other_seed_other_notes(synth, tmp_path):
-    again = make_synthetic_dataset(tmp_path / "again", notes=120, seed=0, progress=False)
-    assert (again / "examples.json").read_bytes() == (synth / "examples.json").read_bytes()
-    for path in sorted((synth / "audio").iterdir())[::11]:
-        assert (again / "audio" / path.name).read_bytes() == path.read_bytes()
-    other = make_synthetic_dataset(tmp_path / "other", notes=120, seed=1, progress=False)
-    assert (other / "examples.json").read_bytes() != (synth / "examples.json").read_bytes()
+def test_same_seed_same_bytes_other_seed_other_notes(tmp_path):
+    first = make_synthetic_dataset(tmp_path / "first", notes=30, seed=0, progress=False)
+    again = make_synthetic_dataset(tmp_path / "again", notes=30, seed=0, progress=False)
+    other = make_synthetic_dataset(tmp_path / "other", notes=30, seed=1, progress=False)
+    assert (again / "examples.json").read_bytes() == (first / "examples.json").read_bytes()
+    names = sorted(p.name for p in (first / "audio").iterdir())
+    assert len(names) == 30 and names == sorted(p.name for p in (again / "audio").iterdir())
+    for name in names:
+        assert (again / "audio" / name).read_bytes() == (first / "audio" / name).read_bytes()
+    assert (other / "examples.json").read_bytes() != (first / "examples.json").read_bytes()
     assert not np.array_equal(synthesize_note("flute", 0, 69, 100, seed=0), synthesize_note("flute", 0, 69, 100, seed=1))
 
 
