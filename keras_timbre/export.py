@@ -372,14 +372,25 @@ def _write_saved_model(model, path: Path, frontend, stats, overwrite, griffin_li
             signatures=list(SIGNATURES),
             griffin_lim_iters=griffin_lim_iters,
             model_class=type(model).__name__,
+            variant=getattr(model, "variant", None),
             versions={"keras": keras.__version__, "tensorflow": tf.__version__},
         )
         atomic.write_json(tmp / METADATA_PATH, record)
+        _make_readable(tmp)
         _replace_folder(tmp, path, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return path
+
+
+def _make_readable(folder: Path) -> None:
+    # mkdtemp and the atomic writer create owner-only files; a server may run as another user.
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.rglob("*"):
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def _replace_folder(new: Path, target: Path, overwrite: bool) -> None:

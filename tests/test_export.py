@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,11 @@ def test_cli_exports_and_refuses_to_overwrite(trained, tmp_path, capsys):
     assert main(["export", str(trained[0]), "--out", str(out), "--griffin-lim-iters", "2"]) == 0
     assert "serving_default, reconstruct, encode, decode, synthesize" in capsys.readouterr().out
     assert export.read_export_metadata(out)["griffin_lim_iters"] == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in (out, out / "saved_model.pb", out / "assets.extra" / "keras_timbre.json"):
+        # Readable by a server running as another user, whatever the temp-folder defaults.
+        assert item.stat().st_mode & 0o777 == (0o777 if item.is_dir() else 0o666) & ~umask, item
     (out / "assets.extra" / "keras_timbre.json").write_text(json.dumps({"fingerprint": "another model"}))
     assert main(["export", str(trained[0]), "--out", str(out)]) == 2
     assert "already holds a different model" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 
 
@@ -32,12 +33,18 @@ def run_export(args: argparse.Namespace) -> int:
     iters = export.GRIFFIN_LIM_ITERS if args.griffin_lim_iters is None else args.griffin_lim_iters
     if iters < 0:
         raise ValueError(f"--griffin-lim-iters must be >= 0, got {iters}")
+    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     try:
         path = export.export_run(args.run, args.out, overwrite=args.overwrite, griffin_lim_iters=iters)
     except export.ExportExistsError as error:
         print(f"keras-timbre export: error: {error}", file=sys.stderr)
         return 2
     metadata = export.read_export_metadata(path) or {}
-    print(f"SavedModel at {path} (exported {metadata.get('exported_at')}, fingerprint {str(metadata.get('fingerprint'))[:12]})")
+    exported_at = metadata.get("exported_at")
+    fingerprint = str(metadata.get("fingerprint"))[:12]
+    if exported_at and datetime.datetime.fromisoformat(exported_at) < started:
+        print(f"{path} already holds this model (fingerprint {fingerprint}, exported {exported_at}); nothing written")
+    else:
+        print(f"SavedModel at {path} (fingerprint {fingerprint})")
     print(f"Signatures: {', '.join(export.SIGNATURES)}. Inspect: saved_model_cli show --dir {path} --all")
     return 0
