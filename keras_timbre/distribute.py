@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # A process joins one multi-worker cluster: TensorFlow refuses a second
 # MultiWorkerMirroredStrategy, and keras.distribution.initialize runs once.
 _multi_worker_strategy = None
+_mirrored_strategies: dict[tuple[str, ...], Any] = {}
 _jax_initialized = False
 
 _TF_CONFIG_EXAMPLE = (
@@ -248,7 +249,11 @@ def _tf_distribution(mode: str) -> DistributionInfo:
     devices = _tf_local_devices(tf)
     if single := _single_device(mode, "tensorflow", devices):
         return single
-    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    # One strategy per device set and process: strategies created afresh for
+    # every scope reuse collective instance keys, and their all-reduces clash.
+    strategy = _mirrored_strategies.get(tuple(devices))
+    if strategy is None:
+        strategy = _mirrored_strategies[tuple(devices)] = tf.distribute.MirroredStrategy(devices=devices)
     return DistributionInfo(
         mode="data-parallel",
         backend="tensorflow",
