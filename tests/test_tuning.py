@@ -137,28 +137,11 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path, capsys):
 # ------------------------------------------------------------- real searches
 
 
-class _InterruptSecondTrial(keras.callbacks.Callback):
-    """Stands in for Ctrl-C (or a lost machine) during the second trial."""
-
-    trials_started = 0
-
-    def on_train_begin(self, logs=None):
-        type(self).trials_started += 1
-        if type(self).trials_started == 2:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.backend
-def test_random_search_resumes_and_saves_the_best_run(notes, tmp_path):
+def test_random_search_writes_table_figure_and_the_best_run(notes, tmp_path):
     out = tmp_path / "search"
-    _InterruptSecondTrial.trials_started = 0
-    with pytest.raises(KeyboardInterrupt):
-        tuning.run_search(out, data=notes, max_trials=2, callbacks=[_InterruptSecondTrial()], **TINY)
-    assert (out / tuning.PROJECT_NAME / "trial_0" / "checkpoint.weights.h5").is_file()
-
-    # Rerunning continues: trial 0 is kept and only the interrupted trial 1 is run.
     result = tuning.run_search(out, data=notes, max_trials=2, **TINY)
-    assert result.role == "single" and result.trials_run == ["1"]
+    assert result.role == "single" and result.trials_run == ["0", "1"]
     assert [row["status"] for row in result.rows] == ["COMPLETED"] * 2
 
     with open(out / tuning.TRIALS_CSV, newline="") as handle:
@@ -167,7 +150,7 @@ def test_random_search_resumes_and_saves_the_best_run(notes, tmp_path):
     assert set(tuning.DEFAULT_SPACE) <= set(table[0]) and "val_lsd" in table[0]
     scores = [float(row["val_lsd"]) for row in table]
     assert all(0 < s < 100 for s in scores)  # dB
-    assert 1e-4 <= float(table[0]["beta"]) <= 1.0
+    assert all(1e-4 <= float(row["beta"]) <= 1.0 for row in table)
     assert "| trial | status | beta |" in (out / tuning.TRIALS_MD).read_text()
     assert (out / "figures" / tuning.FIGURE_FILE).read_bytes()[:4] == b"\x89PNG"
 
@@ -182,10 +165,35 @@ def test_random_search_resumes_and_saves_the_best_run(notes, tmp_path):
     assert lsd_db(val_db, reconstructed, floor_db=FRONTEND.floor_db) == pytest.approx(min(scores), rel=1e-4)
     assert (result.best_run / runs.HISTORY_FILE).is_file()
 
-    # A finished search reruns nothing; a different one in the same directory is refused.
+
+class _InterruptSecondTrial(keras.callbacks.Callback):
+    """Stands in for Ctrl-C (or a lost machine) during the second trial."""
+
+    trials_started = 0
+
+    def on_train_begin(self, logs=None):
+        type(self).trials_started += 1
+        if type(self).trials_started == 2:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_search_resumes_where_it_stopped(notes, tmp_path):
+    out = tmp_path / "search"
+    _InterruptSecondTrial.trials_started = 0
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_search(out, data=notes, max_trials=2, callbacks=[_InterruptSecondTrial()], **TINY)
+    assert (out / tuning.PROJECT_NAME / "trial_0" / "checkpoint.weights.h5").is_file()
+    assert not (out / tuning.TRIALS_CSV).exists()
+
+    # Rerunning continues: trial 0 is kept and only the interrupted trial 1 is run.
+    result = tuning.run_search(out, data=notes, max_trials=2, **TINY)
+    assert result.trials_run == ["1"]
+    assert [row["status"] for row in result.rows] == ["COMPLETED"] * 2
+    # A finished search reruns nothing; a larger max_trials extends it; a different one is refused.
     assert tuning.run_search(out, data=notes, max_trials=2, **TINY).trials_run == []
+    assert tuning.run_search(out, data=notes, max_trials=3, **TINY).trials_run == ["2"]
     with pytest.raises(ValueError, match="holds a different search.*fixed"):
-        tuning.run_search(out, data=notes, max_trials=2, fixed={"beta": 0.1}, **TINY)
+        tuning.run_search(out, data=notes, max_trials=3, fixed={"beta": 0.1}, **TINY)
 
 
 class _DivergeWithLatent8(keras.callbacks.Callback):
