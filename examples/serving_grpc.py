@@ -86,7 +86,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-rate", type=int, default=16000, help="the model's rate (frontend.json)")
     args = parser.parse_args(argv)
     request = predict_request(serving_rest.load_waveforms(args.audio, args.sample_rate), args.model_name, args.signature)
-    for name, value in predict(args.server, request).items():
+    import grpc
+
+    try:
+        outputs = predict(args.server, request)
+    except grpc.RpcError as error:
+        # Bad input comes back as INVALID_ARGUMENT with the graph's message; no server as UNAVAILABLE.
+        print(f"serving_grpc: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    for name, value in outputs.items():
         print(f"{name}: shape {value.shape}\n{np.array2string(value, precision=3, threshold=20)}")
     return 0
 

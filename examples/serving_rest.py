@@ -114,6 +114,8 @@ def predict(url: str, body: dict, timeout: float = 60.0) -> dict[str, np.ndarray
     except urllib.error.HTTPError as error:
         # TF Serving reports bad input (wrong shape, empty batch, NaN samples) as HTTP 400 + JSON.
         raise RuntimeError(f"{url}: HTTP {error.code}: {error.read().decode(errors='replace')}") from None
+    except urllib.error.URLError as error:
+        raise RuntimeError(f"cannot reach {url} ({error.reason}): is TF Serving running? See docs/export.md") from None
 
 
 def load_waveforms(paths, sample_rate: int) -> np.ndarray:
@@ -144,10 +146,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     body = request_body(load_waveforms(args.audio, args.sample_rate), args.signature, args.form)
     if args.print_body:
-        json.dump(body, sys.stdout)
-        print()
+        try:
+            print(json.dumps(body))
+        except BrokenPipeError:  # e.g. piped into `head`
+            pass
         return 0
-    for name, value in predict(args.url, body).items():
+    try:
+        outputs = predict(args.url, body)
+    except RuntimeError as error:
+        print(f"serving_rest: {error}", file=sys.stderr)
+        return 1
+    for name, value in outputs.items():
         print(f"{name}: shape {value.shape}\n{np.array2string(value, precision=3, threshold=20)}")
     return 0
 

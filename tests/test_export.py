@@ -334,3 +334,88 @@ def test_grpc_predict_request_feeds_the_loaded_signature(served):
     parsed = grpc_example.parse_response(predict_pb2.PredictResponse.FromString(response.SerializeToString()))
     np.testing.assert_allclose(parsed["z_mean"], call(served, "encode", waveform=notes)["z_mean"], atol=1e-6)
     assert parsed["z_log_var"].shape == (2, LATENT_DIM)
+
+
+# ---------------------------------------------------------------------------- stand-in servers
+# TF Serving cannot run here: these stand-ins answer predict calls from the loaded
+# SavedModel the way it does (named tensors in, named tensors out, INVALID_ARGUMENT /
+# HTTP 400 with the graph's message), so the examples' real network code is exercised.
+
+
+@pytest.fixture()
+def rest_server(served):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            signature = served.signatures[body.get("signature_name", "serving_default")]
+            form = "instances" if "instances" in body else "inputs"
+            try:
+                reply, status = tf_serving_outputs_to_json(signature(**tf_serving_json_to_tensors(body, signature)), form), 200
+            except tf.errors.InvalidArgumentError as error:
+                reply, status = {"error": error.message}, 400
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1/models/timbre:predict"
+    server.shutdown()
+    thread.join()
+
+
+@pytest.mark.parametrize("form", ["instances", "inputs"])
+def test_rest_example_round_trip_over_http(served, rest_server, form):
+    rest = load_example("serving_rest")
+    notes = np.stack(harmonic_notes((16000,) * 2))
+    outputs = rest.predict(rest_server, rest.request_body(notes, "encode", form))
+    np.testing.assert_allclose(outputs["z_mean"], call(served, "encode", waveform=notes)["z_mean"], atol=1e-5)
+    notes[1, 100] = np.nan
+    with pytest.raises(RuntimeError, match="HTTP 400.*waveform: contains NaN or Inf"):
+        rest.predict(rest_server, rest.request_body(notes, "encode", form))
+
+
+def test_grpc_example_round_trip_over_grpc(served):
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            signature = served.signatures[request.model_spec.signature_name or "serving_default"]
+            try:
+                outputs = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+            except tf.errors.InvalidArgumentError as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+            response = predict_pb2.PredictResponse()
+            for name, value in outputs.items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        grpc_example = load_example("serving_grpc")
+        z = np.random.default_rng(2).normal(size=(2, LATENT_DIM)).astype(np.float32)
+        outputs = grpc_example.predict(f"127.0.0.1:{port}", grpc_example.predict_request(z, signature_name="decode"))
+        np.testing.assert_allclose(outputs["log_mel"], call(served, "decode", z=z)["log_mel"], atol=1e-5)
+        with pytest.raises(grpc.RpcError) as raised:
+            grpc_example.predict(f"127.0.0.1:{port}", grpc_example.predict_request(np.zeros((0, 100)), signature_name="encode"))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "waveform: empty batch" in raised.value.details()
+    finally:
+        server.stop(None)
