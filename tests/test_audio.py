@@ -41,7 +41,12 @@ def write_bad_files(folder):
     nan[200] = np.inf
     paths["nan"] = name("007", 60).with_suffix(".wav")
     sf.write(paths["nan"], nan, RATE, subtype="FLOAT")
+    noisy = name("008", 60).with_suffix(".flac")
+    sf.write(noisy, np.random.default_rng(0).uniform(-0.5, 0.5, RATE).astype(np.float32), RATE)
+    paths["truncated_flac"] = name("009", 60).with_suffix(".flac")
+    paths["truncated_flac"].write_bytes(noisy.read_bytes()[: noisy.stat().st_size // 2])
     good.unlink()
+    noisy.unlink()
     return paths
 
 
@@ -95,6 +100,7 @@ def usable_files(tmp_path_factory):
         ("truncated", "truncated WAV: header promises 32000 bytes of audio, the file holds 1000"),
         ("corrupt_header", "corrupt WAV"),
         ("nan", "2 NaN or Inf samples"),
+        ("truncated_flac", r"corrupt audio \(Error : flac decoder lost sync"),
     ],
 )
 def test_bad_files_raise_naming_the_file(bad_files, case, message):

@@ -85,7 +85,7 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError or TypeError
-        raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from error
+        raise AudioError(f"{path}: not a readable audio file ({_describe(error, path)})") from error
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"{path}: contains no audio samples")
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), tf_decodable=False)
@@ -181,7 +181,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # LibsndfileError, RuntimeError
-        raise AudioError(f"{path}: corrupt audio ({_first_line(error)})") from error
+        raise AudioError(f"{path}: corrupt audio ({_describe(error, path)})") from error
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples")
     if data.shape[0] < info.frames:
@@ -203,6 +203,8 @@ def _read_tfrecord_note(file: str, note_str: str) -> tuple[np.ndarray, int]:
     raise AudioError(f"{file}: no note {note_str!r} in this TFRecord")
 
 
-def _first_line(error: Exception) -> str:
+def _describe(error: Exception, path: Path) -> str:
+    """The decoder's first line of error, without the path it repeats."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    text = text.splitlines()[0] if text else type(error).__name__
+    return text.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "the file")

@@ -61,13 +61,13 @@ class SkipReport:
 
     def skip(self, path: str, reason: str) -> None:
         """Records that `path` was skipped; the first reason for a path is kept."""
+        reason = reason.removeprefix(f"{path}: ")  # AudioError messages start with the path
         with self._lock:
             if path in self.skipped:
                 return
             self.skipped[path] = reason
         if self.verbose:
-            print(f"keras-timbre: skipped {reason if reason.startswith(path) else f'{path}: {reason}'}",
-                  file=sys.stderr, flush=True)
+            print(f"keras-timbre: skipped {path}: {reason}", file=sys.stderr, flush=True)
 
     def change(self, path: str, what: list[str]) -> None:
         """Records what loading did to a usable file (resampled, downmixed...)."""
@@ -186,7 +186,7 @@ def _python_load(index, records: Sequence[NoteRecord], frontend: FrontendConfig,
         except AudioError as error:
             skips.skip(path, str(error))
         except Exception as error:  # an unexpected decoder failure must not kill the epoch
-            skips.skip(path, f"{path}: cannot decode ({type(error).__name__}: {error})")
+            skips.skip(path, f"cannot decode ({type(error).__name__}: {error})")
         return np.zeros(frontend.num_samples, np.float32), False
 
     waveform, ok = tf.py_function(load, [index], [tf.float32, tf.bool])
@@ -213,7 +213,7 @@ def _tfrecord_waveforms(notes: dict, records: Sequence[NoteRecord], frontend: Fr
         path = records[int(i)].path
         audio, rate = audio.numpy(), int(rate)
         if audio.size == 0 or not np.all(np.isfinite(audio)):
-            skips.skip(path, f"{path}: {'no audio samples' if audio.size == 0 else 'NaN or Inf samples'}")
+            skips.skip(path, "no audio samples" if audio.size == 0 else "NaN or Inf samples")
             return np.zeros(frontend.num_samples, np.float32), False
         if rate != frontend.sample_rate:
             import librosa
