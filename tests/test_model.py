@@ -1,0 +1,205 @@
+"""TimbreVAE: training, variants, skips, errors, saving (on every backend)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_timbre.model import VARIANTS
+from keras_timbre.model import TimbreVAE
+from keras_timbre.model import default_jit_compile
+from tests.testing import to_numpy
+
+SHAPE = (32, 64, 1)
+TINY = {"input_shape": SHAPE, "latent_dim": 4, "filters": (4, 8)}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _spectrograms(n=8, seed=0):
+    """Harmonic combs at random pitches with onsets: structured enough to learn."""
+    rng = np.random.default_rng(seed)
+    mel = np.arange(SHAPE[0])[:, None]
+    frame = np.arange(SHAPE[1])[None, :]
+    out = []
+    for _ in range(n):
+        spacing, onset = rng.integers(3, 8), rng.integers(0, 16)
+        comb = np.where(mel % spacing == 0, 1.5, -0.5) * np.exp(-np.maximum(frame - onset, 0) / 40.0)
+        out.append(np.where(frame >= onset, comb, -0.5))
+    return np.stack(out)[..., None].astype("float32")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny skip+grad model after a few epochs, with its history (trained once per backend)."""
+    keras.utils.set_random_seed(0)
+    model = TimbreVAE.from_variant("skip+grad", time_grad_weight=0.5, **TINY)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x = _spectrograms()
+    history = model.fit(x, batch_size=4, epochs=6, validation_data=(x,), verbose=0).history
+    return model, history, x
+
+
+@pytest.mark.backend
+def test_a_few_fit_steps_lower_the_loss_and_report_every_term(trained):
+    _, history, _ = trained
+    for name in ("loss", "reconstruction_loss", "kl_loss", "mel_grad_loss", "time_grad_loss"):
+        assert name in history and f"val_{name}" in history, sorted(history)
+    assert history["loss"][-1] < 0.9 * history["loss"][0]
+    assert history["reconstruction_loss"][-1] < history["reconstruction_loss"][0]
+    # The total is the weighted sum of the tracked terms (batches of equal size).
+    expected = (
+        np.array(history["reconstruction_loss"]) + 1e-3 * np.array(history["kl_loss"])
+        + np.array(history["mel_grad_loss"]) + 0.5 * np.array(history["time_grad_loss"])
+    )
+    np.testing.assert_allclose(history["loss"], expected, rtol=1e-4)
+
+
+@pytest.mark.backend
+def test_outputs_encode_decode_and_skip_reliance():
+    model = TimbreVAE.from_variant("skip", **TINY)
+    x = _spectrograms(3)
+    out = model(x)
+    assert set(out) == {"reconstruction", "z_mean", "z_log_var"}
+    assert tuple(out["reconstruction"].shape) == (3,) + SHAPE
+    z_mean, z_log_var = model.encode(x)
+    assert tuple(z_mean.shape) == tuple(z_log_var.shape) == (3, 4)
+    np.testing.assert_allclose(to_numpy(out["z_mean"]), to_numpy(z_mean), atol=1e-6)
+    # Inference is deterministic: the mean, all skips.
+    np.testing.assert_allclose(to_numpy(model(x)["reconstruction"]), to_numpy(out["reconstruction"]), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(model.reconstruct(x)), to_numpy(out["reconstruction"]), atol=1e-6)
+    # decode(z) alone = reconstruction with the skips zeroed, which differs from using them.
+    no_skips = to_numpy(model.reconstruct(x, use_skips=False))
+    np.testing.assert_allclose(to_numpy(model.decode(z_mean)), no_skips, atol=1e-5)
+    assert not np.allclose(no_skips, to_numpy(out["reconstruction"]), atol=1e-4)
+    # Without skips the two coincide.
+    baseline = TimbreVAE.from_variant("baseline", **TINY)
+    np.testing.assert_allclose(
+        to_numpy(baseline.reconstruct(x, use_skips=False)), to_numpy(baseline.reconstruct(x)), atol=1e-6
+    )
+
+
+def test_variants_differ_only_in_skips_and_gradient_loss():
+    models = {name: TimbreVAE.from_variant(name, **TINY) for name in VARIANTS}
+    assert [(m.use_skips, float(to_numpy(m.grad_weight)) > 0) for m in models.values()] == list(VARIANTS.values())
+    assert [m.variant for m in models.values()] == list(VARIANTS)
+    configs = [m.get_config() for m in models.values()]
+    for key in ("latent_dim", "filters", "beta", "seed", "skip_dropout", "reconstruction"):
+        assert len({str(c[key]) for c in configs}) == 1, key
+    assert models["baseline"].count_params() == models["grad"].count_params()
+    with pytest.raises(ValueError, match="unknown variant 'unet'"):
+        TimbreVAE.from_variant("unet")
+
+
+def test_config_round_trip():
+    model = TimbreVAE.from_variant("skip+grad", beta=0.01, free_bits=0.1, reconstruction="l1", **TINY)
+    clone = TimbreVAE.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert clone.count_params() == model.count_params()
+
+
+def test_wrong_input_shape_names_the_expected_shape():
+    model = TimbreVAE(**TINY)
+    with pytest.raises(ValueError, match=r"expects input of shape \(batch, 32, 64, 1\).*got \(2, 32, 48, 1\)"):
+        model(np.zeros((2, 32, 48, 1), "float32"))
+    with pytest.raises(ValueError, match="add a trailing channel axis"):
+        model(np.zeros((2, 32, 64), "float32"))
+    with pytest.raises(ValueError, match=r"feature config gives .*\(64, 64\).*expects \(32, 64\)"):
+        model.check_feature_shape((64, 64))
+    model.check_feature_shape((32, 64))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_shape": (30, 64, 1)}, "divisible by 2\\*\\*len\\(filters\\) = 4"),
+        ({"reconstruction": "huber"}, "reconstruction must be one of"),
+        ({"skip_dropout": 1.0}, "skip_dropout"),
+        ({"beta": -1.0}, "beta must be >= 0"),
+        ({"normalization": "instance"}, "normalization"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TimbreVAE(**{**TINY, **kwargs})
+
+
+def test_compile_defaults_and_refuses_a_loss():
+    model = TimbreVAE(**TINY)
+    model.compile()
+    assert model.optimizer.clipnorm == 1.0
+    assert model.jit_compile == default_jit_compile()
+    with pytest.raises(ValueError, match="computes its own loss"):
+        model.compile(loss="mse")
+
+
+def test_skip_dropout_trains_decoding_from_z_alone():
+    # With skips always dropped in training the skip-free decoder is the one
+    # trained, so decode(z) improves; with skip_dropout=0 it is never trained.
+    x = _spectrograms()
+    errors = {}
+    for dropout in (0.0, 0.9):
+        keras.utils.set_random_seed(1)
+        model = TimbreVAE.from_variant("skip", skip_dropout=dropout, **TINY)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        model.fit(x, batch_size=4, epochs=8, verbose=0)
+        errors[dropout] = float(np.mean((to_numpy(model.reconstruct(x, use_skips=False)) - x) ** 2))
+    assert errors[0.9] < errors[0.0]
+
+
+@pytest.mark.backend
+def test_save_load_gives_identical_outputs(trained, tmp_path):
+    model, _, x = trained
+    model.beta.assign(0.25)  # scheduled state travels with the weights
+    path = tmp_path / "model.keras"
+    model.save(path)
+    model.beta.assign(1e-3)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, TimbreVAE)
+    assert float(to_numpy(loaded.beta)) == 0.25
+    for key, value in model(x).items():
+        np.testing.assert_array_equal(to_numpy(loaded(x)[key]), to_numpy(value))
+    # It is compiled (optimizer restored) and keeps training.
+    assert float(to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(3e-3)
+    loaded.fit(x, batch_size=8, epochs=1, verbose=0)
+
+
+_LOAD_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, keras
+    import keras_timbre.model  # registers the classes
+    model = keras.saving.load_model(sys.argv[1])
+    x = np.load(sys.argv[2])
+    out = model(x)
+    np.savez(sys.argv[3], **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()},
+             skipless=keras.ops.convert_to_numpy(model.reconstruct(x, use_skips=False)))
+    """
+)
+
+
+@pytest.mark.backend
+@pytest.mark.slow
+def test_model_saved_here_loads_under_the_other_backends(trained, tmp_path):
+    model, _, x = trained
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "load.py"
+    script.write_text(_LOAD_SCRIPT)
+    here = keras.backend.backend()
+    for other in sorted({"tensorflow", "jax", "torch"} - {here}):
+        env = {**os.environ, "KERAS_BACKEND": other, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        result = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "model.keras"), str(tmp_path / "x.npy"),
+             str(tmp_path / f"{other}.npz")],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, f"{here} -> {other} load failed:\n{result.stderr[-3000:]}"
+        got = np.load(tmp_path / f"{other}.npz")
+        for key, value in model(x).items():
+            np.testing.assert_allclose(got[key], to_numpy(value), rtol=1e-4, atol=1e-4, err_msg=f"{here}->{other}")
+        np.testing.assert_allclose(
+            got["skipless"], to_numpy(model.reconstruct(x, use_skips=False)), rtol=1e-4, atol=1e-4
+        )
