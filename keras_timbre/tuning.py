@@ -308,11 +308,10 @@ class TimbreHyperModel(kt.HyperModel):
             *(callbacks or []),
         ]
         history = model.fit(*args, validation_data=validation_data, callbacks=callbacks, **kwargs)
-        losses = history.history.get("loss", [])
-        bad = [epoch for epoch, value in enumerate(losses) if not np.isfinite(value)]
-        if bad or model.stop_training and len(losses) < kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0):
+        bad = [epoch for epoch, value in enumerate(history.history.get("loss", [])) if not np.isfinite(value)]
+        if bad:
             # FailedTrialError: KerasTuner records the trial as failed, without retries, and goes on.
-            epoch = bad[0] + 1 + kwargs.get("initial_epoch", 0) if bad else len(losses)
+            epoch = bad[0] + 1 + kwargs.get("initial_epoch", 0)
             raise kt.errors.FailedTrialError(
                 f"Trial diverged: the training loss became NaN or infinite in epoch {epoch} "
                 f"(hyperparameters {hp.values})"
@@ -480,12 +479,17 @@ class SearchResult:
 
 
 def search_role() -> str:
-    """"single", or "chief" / "worker" when KerasTuner's distributed variables are set."""
-    from keras_tuner.src.distribute import utils as dist_utils
+    """"single", or "chief" / "worker" when KerasTuner's distributed variables are set.
 
-    if not dist_utils.has_chief_oracle():
+    KerasTuner's rule: with `KERASTUNER_ORACLE_IP` set, a process whose
+    `KERASTUNER_TUNER_ID` contains "chief" serves the oracle; the others are workers.
+    """
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
         return "single"
-    return "chief" if dist_utils.is_chief_oracle() else "worker"
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
+    if missing:
+        raise ValueError(f"KERASTUNER_ORACLE_IP is set, so distributed search needs {' and '.join(missing)} too")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
 def run_search(
@@ -550,17 +554,16 @@ def run_search(
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     out = Path(out)
-    resolve_space(ranges, fixed)  # fail on a bad space before reading any data
+    space = resolve_space(ranges, fixed)  # fail on a bad space before reading any data
+    role = search_role()
     data_path = training.resolve_data(data)
     frontend = frontend or FrontendConfig()
     settings = {
         "tuner": tuner, "epochs": int(epochs), "batch_size": int(batch_size), "objective": objective_name,
-        "ranges": {k: _jsonable(v) for k, v in sorted((ranges or {}).items())},
-        "fixed": dict(sorted((fixed or {}).items())), "frontend": frontend.to_dict(),
+        "space": {name: _jsonable(spec) for name, spec in space.items()}, "frontend": frontend.to_dict(),
         "filters": None if filters is None else [int(f) for f in filters], "data": str(data_path),
         "val_fraction": val_fraction, "max_per_instrument": max_per_instrument, "seed": int(seed),
     }
-    role = search_role()
     if overwrite and role != "worker" and out.exists():
         shutil.rmtree(out)
     _check_same_search(out, settings)
@@ -628,8 +631,14 @@ def _check_same_search(out: Path, settings: dict[str, Any]) -> None:
         return
     old = json.loads(path.read_text())
     new = json.loads(json.dumps(settings))
-    diffs = [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
-             if old.get(k) != new.get(k)]
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        before, now = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(now, dict):  # name the entries that differ
+            diffs += [f"{key}.{k}: {before.get(k)!r} before, {now.get(k)!r} now"
+                      for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        elif before != now:
+            diffs.append(f"{key}: {before!r} before, {now!r} now")
     if diffs:
         raise ValueError(
             f"{out} holds a different search ({'; '.join(diffs)}). Rerun with the same settings to resume "

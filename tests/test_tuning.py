@@ -192,7 +192,7 @@ def test_interrupted_search_resumes_where_it_stopped(notes, tmp_path):
     # A finished search reruns nothing; a larger max_trials extends it; a different one is refused.
     assert tuning.run_search(out, data=notes, max_trials=2, **TINY).trials_run == []
     assert tuning.run_search(out, data=notes, max_trials=3, **TINY).trials_run == ["2"]
-    with pytest.raises(ValueError, match="holds a different search.*fixed"):
+    with pytest.raises(ValueError, match="holds a different search \\(space.beta: \\{.*\\} before, 0.1 now\\)"):
         tuning.run_search(out, data=notes, max_trials=3, fixed={"beta": 0.1}, **TINY)
 
 
@@ -235,7 +235,8 @@ def test_cli_hyperband_search(notes, tmp_path, capsys):
     assert all(row["tuner/epochs"] == "1" for row in table)  # Hyperband's first, shortest round
     assert all(1e-3 <= float(row["beta"]) <= 1e-2 and row["use_skips"] == "True" for row in table)
     settings = json.loads((out / tuning.SEARCH_FILE).read_text())
-    assert settings["tuner"] == "hyperband" and settings["fixed"] == {"use_skips": "true"}
+    assert settings["tuner"] == "hyperband" and settings["space"]["use_skips"] is True
+    assert settings["space"]["beta"] == {"low": 1e-3, "high": 1e-2, "log": True}
     assert runs.load_run(out / tuning.BEST_RUN, load_model=False).config["variant"] in ("skip", "skip+grad")
 
 

@@ -1,6 +1,6 @@
 """Quick random search: a first look at how β and the mel-gradient weight matter.
 
-Eight short trials on a subset of the notes (20 per instrument). Copy this
+Eight short trials on a subset of the notes (10 per instrument). Copy this
 file, edit RANGES / FIXED / SETTINGS, and run it:
 
     python tuning/quick_random.py --data ../shared/nsynth-mini --out searches/quick
@@ -31,7 +31,7 @@ SETTINGS = dict(
     max_trials=8,
     epochs=3,
     batch_size=16,
-    max_per_instrument=20,
+    max_per_instrument=10,
     objective_name="val_lsd",  # held-out log-spectral distance (dB); independent of beta
 )
 
