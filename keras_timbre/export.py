@@ -221,7 +221,7 @@ def export_saved_model(
     path = _check_version_folder(path)
     _check_stats(frontend, stats)
     fingerprint = model_fingerprint(model, frontend, stats)
-    if _existing_export_is_current(path, fingerprint, overwrite):
+    if _existing_export_is_current(path, fingerprint, griffin_lim_iters, overwrite):
         return path
     if keras.backend.backend() != "tensorflow":
         from keras_timbre import runs
@@ -266,7 +266,7 @@ def export_run(
     out_dir = _check_version_folder(out_dir)
     model, frontend, stats = load_run_for_export(run_dir)
     fingerprint = model_fingerprint(model, frontend, stats)
-    if _existing_export_is_current(out_dir, fingerprint, overwrite):
+    if _existing_export_is_current(out_dir, fingerprint, griffin_lim_iters, overwrite):
         return out_dir
     if keras.backend.backend() != "tensorflow":
         _export_in_subprocess(run_dir, out_dir, overwrite, griffin_lim_iters)
@@ -312,7 +312,7 @@ def _check_stats(frontend: FrontendConfig, stats: FeatureStats) -> None:
         )
 
 
-def _existing_export_is_current(path: Path, fingerprint: str, overwrite: bool) -> bool:
+def _existing_export_is_current(path: Path, fingerprint: str, griffin_lim_iters: int, overwrite: bool) -> bool:
     """True if `path` already holds this export; raises if it holds something else."""
     if not path.exists():
         return False
@@ -321,12 +321,18 @@ def _existing_export_is_current(path: Path, fingerprint: str, overwrite: bool) -
     if not any(path.iterdir()):
         return False
     metadata = read_export_metadata(path)
-    if metadata is not None and metadata.get("fingerprint") == fingerprint:
+    if metadata is not None and (metadata.get("fingerprint"), metadata.get("griffin_lim_iters")) == (
+        fingerprint,
+        griffin_lim_iters,
+    ):
         return True
     if overwrite:
         return False
     if metadata is not None:
-        what = f"a different model (exported {metadata.get('exported_at')} from {metadata.get('source')})"
+        what = (
+            f"a different model or export settings (exported {metadata.get('exported_at')} from "
+            f"{metadata.get('source')}, griffin_lim_iters={metadata.get('griffin_lim_iters')})"
+        )
     elif (path / "saved_model.pb").is_file():
         what = "a SavedModel not written by keras-timbre"
     else:

@@ -221,8 +221,10 @@ def test_existing_export_is_kept_unless_overwrite(trained, tmp_path):
     run_dir, model, stats, saved = trained
     pb = saved / "saved_model.pb"
     before = pb.stat().st_mtime_ns
-    assert export.export_run(run_dir, saved) == saved  # the same model again: nothing to do
+    assert export.export_run(run_dir, saved, griffin_lim_iters=4) == saved  # the same export again: a no-op
     assert pb.stat().st_mtime_ns == before
+    with pytest.raises(export.ExportExistsError, match="griffin_lim_iters=4"):
+        export.export_run(run_dir, saved, griffin_lim_iters=8)
 
     keras.utils.set_random_seed(1)
     other_model = TimbreVAE(input_shape=(32, 64, 1), latent_dim=LATENT_DIM, filters=(4, 8))

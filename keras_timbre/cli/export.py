@@ -43,7 +43,7 @@ def run_export(args: argparse.Namespace) -> int:
     exported_at = metadata.get("exported_at")
     fingerprint = str(metadata.get("fingerprint"))[:12]
     if exported_at and datetime.datetime.fromisoformat(exported_at) < started:
-        print(f"{path} already holds this model (fingerprint {fingerprint}, exported {exported_at}); nothing written")
+        print(f"{path} already holds this export (fingerprint {fingerprint}, exported {exported_at}); nothing written")
     else:
         print(f"SavedModel at {path} (fingerprint {fingerprint})")
     print(f"Signatures: {', '.join(export.SIGNATURES)}. Inspect: saved_model_cli show --dir {path} --all")
