@@ -1,5 +1,7 @@
 """Decoding notes: formats, downmixing, resampling, crop/pad, and every kind of bad file."""
 
+import struct
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -67,6 +69,7 @@ def write_odd_but_usable_files(folder, seconds=1.0):
         "flac": name("006", 60).with_suffix(".flac"),
         "pcm24": name("007", 60).with_suffix(".wav"),
         "ogg": name("008", 60).with_suffix(".ogg"),
+        "list_first": name("009", 60).with_suffix(".wav"),
     }
     sf.write(paths["good"], tone(seconds), RATE, subtype="PCM_16")
     sf.write(paths["rate_44k"], tone(seconds, rate=44100), 44100, subtype="PCM_16")
@@ -78,6 +81,11 @@ def write_odd_but_usable_files(folder, seconds=1.0):
     sf.write(paths["flac"], tone(seconds), RATE, subtype="PCM_16")
     sf.write(paths["pcm24"], tone(seconds), RATE, subtype="PCM_24")
     sf.write(paths["ogg"], tone(seconds), RATE)
+    # A padding chunk before "fmt ": valid WAV that tf.audio.decode_wav rejects.
+    wav = paths["good"].read_bytes()
+    listing = b"JUNK" + struct.pack("<I", 6) + b"\0" * 6
+    body = wav[12:]
+    paths["list_first"].write_bytes(b"RIFF" + struct.pack("<I", 4 + len(listing) + len(body)) + b"WAVE" + listing + body)
     return paths
 
 
@@ -121,6 +129,7 @@ def test_probe_says_what_tf_decodes(usable_files):
     assert probe_audio(usable_files["stereo"]).tf_decodable
     assert not probe_audio(usable_files["pcm24"]).tf_decodable
     assert not probe_audio(usable_files["flac"]).tf_decodable
+    assert not probe_audio(usable_files["list_first"]).tf_decodable
     info = probe_audio(usable_files["rate_44k"])
     assert (info.sample_rate, info.channels, info.frames) == (44100, 1, 44100)
     assert info.changes(RATE, RATE) == ["resampled from 44100 Hz to 16000 Hz"]
@@ -136,6 +145,7 @@ def test_formats_decode_to_the_same_waveform(usable_files):
     # 16-bit encoders may round differently: within one LSB.
     np.testing.assert_allclose(load_audio(usable_files["flac"], RATE), reference, atol=1.01 / 32768)
     np.testing.assert_allclose(load_audio(usable_files["pcm24"], RATE), reference, atol=1e-4)
+    np.testing.assert_array_equal(load_audio(usable_files["list_first"], RATE), reference)
     ogg = load_audio(usable_files["ogg"], RATE, RATE)  # lossy: same length and loudness
     assert ogg.shape == (RATE,) and abs(np.std(ogg) - np.std(reference)) < 0.05
 

@@ -150,6 +150,7 @@ def test_odd_files_give_the_right_features(messy):
     assert_close("flac", good)
     assert_close("long", good)
     assert_close("pcm24", good)
+    assert_close("list_first", good)
     assert_close("stereo", good - 20 * np.log10(2))  # half the amplitude
     assert np.abs(by_case["rate_44k"] - good)[:, 2:-2].max() < 1.0
     np.testing.assert_allclose(by_case["silent"], TINY.floor_db)

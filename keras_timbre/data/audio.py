@@ -102,17 +102,24 @@ def _probe_wav(path: Path, size: int) -> AudioInfo | None:
                 raise AudioError(f"{path}: corrupt WAV: no data chunk")
             chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if chunk_id == b"fmt ":
+                first = file.tell() == 20
                 body = file.read(chunk_size)
                 if len(body) < 16:
                     raise AudioError(f"{path}: corrupt WAV: fmt chunk of {len(body)} bytes")
-                audio_format, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
-                fmt = (audio_format, channels, rate, block_align, bits)
+                audio_format, channels, rate, byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+                # Exactly what tf.audio.decode_wav accepts: fmt first, 16 or 18 bytes,
+                # 16-bit PCM with consistent block size and byte rate.
+                tf_decodable = (
+                    first and chunk_size in (16, 18) and audio_format == _WAVE_FORMAT_PCM and bits == 16
+                    and block_align == 2 * channels and byte_rate == block_align * rate
+                )
+                fmt = (channels, rate, block_align)
                 if chunk_size & 1:
                     file.seek(1, os.SEEK_CUR)
             elif chunk_id == b"data":
                 if fmt is None:
                     raise AudioError(f"{path}: corrupt WAV: data before fmt chunk")
-                audio_format, channels, rate, block_align, bits = fmt
+                channels, rate, block_align = fmt
                 if channels == 0 or rate == 0 or block_align == 0:
                     raise AudioError(f"{path}: corrupt WAV: {channels} channels at {rate} Hz")
                 if chunk_size == 0xFFFFFFFF:
@@ -125,7 +132,6 @@ def _probe_wav(path: Path, size: int) -> AudioInfo | None:
                         f"{path}: truncated WAV: header promises {chunk_size} bytes of audio, "
                         f"the file holds {available}"
                     )
-                tf_decodable = audio_format == _WAVE_FORMAT_PCM and bits == 16
                 return AudioInfo(rate, channels, chunk_size // block_align, tf_decodable)
             else:
                 file.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
