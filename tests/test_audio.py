@@ -81,7 +81,7 @@ def write_odd_but_usable_files(folder, seconds=1.0):
     sf.write(paths["flac"], tone(seconds), RATE, subtype="PCM_16")
     sf.write(paths["pcm24"], tone(seconds), RATE, subtype="PCM_24")
     sf.write(paths["ogg"], tone(seconds), RATE)
-    # A padding chunk before "fmt ": valid WAV that tf.audio.decode_wav rejects.
+    # A padding chunk before "fmt ": valid WAV outside the conservative in-graph route.
     wav = paths["good"].read_bytes()
     listing = b"JUNK" + struct.pack("<I", 6) + b"\0" * 6
     body = wav[12:]

@@ -107,8 +107,9 @@ def _probe_wav(path: Path, size: int) -> AudioInfo | None:
                 if len(body) < 16:
                     raise AudioError(f"{path}: corrupt WAV: fmt chunk of {len(body)} bytes")
                 audio_format, channels, rate, byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
-                # Exactly what tf.audio.decode_wav accepts: fmt first, 16 or 18 bytes,
-                # 16-bit PCM with consistent block size and byte rate.
+                # In-graph decoding only for the plain layout every tf.audio.decode_wav
+                # version accepts (older ones want fmt first, 16 or 18 bytes, consistent
+                # 16-bit PCM); anything else goes through soundfile, never a failed epoch.
                 tf_decodable = (
                     first and chunk_size in (16, 18) and audio_format == _WAVE_FORMAT_PCM and bits == 16
                     and block_align == 2 * channels and byte_rate == block_align * rate
