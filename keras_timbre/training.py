@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_timbre import runs
+from keras_timbre import atomic, runs
 from keras_timbre.frontend import FeatureStats, FrontendConfig
 
 VARIANTS = ("baseline", "skip", "grad", "skip+grad")
@@ -35,6 +35,8 @@ DEFAULT_VARIANT = "skip+grad"
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
 FIGURE_NOTES = 3
+MODEL_KEYS = ("latent_dim", "filters", "beta", "grad_weight", "time_grad_weight", "skip_dropout", "free_bits",
+              "reconstruction", "normalization", "use_skips")
 
 
 def check_variant(variant: str) -> str:
@@ -277,6 +279,10 @@ def train(
             info.check_global_batch_size(batch_size)
         model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0))
+        # Record what the model really uses, defaults included.
+        model_config = model.get_config()
+        config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
+        atomic.write_json(out / runs.CONFIG_FILE, config)
         all_callbacks = _callbacks(
             out, model, stats, figure_db, [r.note_str for r in figure_records], frontend,
             figure_every, epochs, warmup_epochs,

@@ -40,7 +40,8 @@ def test_train_cli_on_tiny_frontend(tmp_path, notes_dir, capsys):
     # The default model on 32 x 64 features: small enough for a test.
     out = tmp_path / "run"
     argv = ["train", "--data", str(notes_dir), "--out", str(out), "--epochs", "1", "--n-mels", "32",
-            "--duration", "1.0", "--variant", "grad", "--val-fraction", "0.5", "--batch-size", "8"]
+            "--duration", "1.0", "--variant", "grad", "--val-fraction", "0.5", "--batch-size", "8",
+            "--distribute", "auto"]
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["variant"] == "grad"
     assert "Training grad on 10 notes (10 held out)" in capsys.readouterr().out

@@ -113,16 +113,35 @@ def test_bad_arguments_are_clear(tmp_path, notes_dir):
 
 def test_ablation_table_and_media(tmp_path, notes_dir):
     table = ablation.run_ablation(
-        tmp_path / "abl", data=notes_dir, seeds=[0, 1], variants=["baseline", "skip+grad"], epochs=1,
+        tmp_path / "abl", data=notes_dir, seeds=[3], variants=["baseline", "skip+grad"], epochs=1,
         frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5, verbose=0,
     )
-    assert "| baseline |" in table and "| skip+grad |" in table and " ± " in table
+    assert "| baseline |" in table and "| skip+grad |" in table and "One seed (3)" in table
     results = json.loads((tmp_path / "abl" / "results.json").read_text())
     assert set(results["summary"]) == {"baseline", "skip+grad"}
-    assert results["summary"]["baseline"]["lsd_db"]["n"] == 2
-    # Every run was scored on the same held-out notes.
-    assert len({m["notes"] for runs_ in results["runs"].values() for m in runs_.values()}) == 1
+    # Both variants were scored on the same held-out notes.
+    assert results["runs"]["baseline"]["3"]["notes"] == results["runs"]["skip+grad"]["3"]["notes"] == 10
     # Without skips, decode(z) is the reconstruction: no reliance on skips.
-    assert all(m["skip_reliance"] == pytest.approx(0.0, abs=1e-6) for m in results["runs"]["baseline"].values())
+    assert results["runs"]["baseline"]["3"]["skip_reliance"] == pytest.approx(0.0, abs=1e-6)
     assert (tmp_path / "abl" / "figures" / "ablation_grid.png").is_file()
     assert len(list((tmp_path / "abl" / "audio").glob("*.wav"))) == 2 * 3  # 2 notes x (input + 2 variants)
+    # Rerunning reuses the finished runs instead of training again.
+    before = (tmp_path / "abl" / "baseline_seed3" / "model.keras").stat().st_mtime_ns
+    ablation.run_ablation(
+        tmp_path / "abl", data=notes_dir, seeds=[3], variants=["baseline"], epochs=1,
+        frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5, verbose=0,
+    )
+    assert (tmp_path / "abl" / "baseline_seed3" / "model.keras").stat().st_mtime_ns == before
+
+
+def test_ablation_summary_over_seeds():
+    results = {
+        "baseline": {0: {"lsd_db": 8.0, "active_units": 10}, 1: {"lsd_db": 6.0, "active_units": 12}},
+        "skip+grad": {0: {"lsd_db": 2.0, "active_units": 20}, 1: {"lsd_db": 2.0, "active_units": 20}},
+    }
+    summary = ablation.summarize(results)
+    assert summary["baseline"]["lsd_db"] == {"mean": 7.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2}
+    assert summary["skip+grad"]["lsd_db"]["std"] == 0.0
+    table = ablation.markdown_table(summary, [0, 1])
+    assert "| baseline | 7.000 ± 1.414 |" in table
+    assert "11.0 ± 1.4" in table and "–" in table  # missing metrics are dashes
