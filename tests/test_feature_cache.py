@@ -78,6 +78,16 @@ def test_interrupted_build_is_not_a_cache(cache):
         FeatureCache.open(cache.directory, FRONTEND)
 
 
+def test_a_folder_that_is_not_a_cache_is_never_cleared(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stats.npz").write_bytes(b"keep me")
+    features, labels = random_examples(3)
+    with pytest.raises(ValueError, match="is not empty and holds no feature cache"):
+        write_feature_cache(run, FRONTEND, zip(features, labels))
+    assert (run / "stats.npz").read_bytes() == b"keep me"
+
+
 def test_corrupt_record_skips_the_rest_of_its_shard_named_and_counted_once(cache):
     shard = cache.directory / "features-00001.tfrecord"
     raw = bytearray(shard.read_bytes())

@@ -357,6 +357,10 @@ def write_feature_cache(
     if notes_per_shard < 1:
         raise ValueError(f"notes_per_shard must be >= 1, got {notes_per_shard}")
     directory = Path(directory)
+    if directory.is_dir() and any(directory.iterdir()) and not _is_cache(directory):
+        # Never clear a folder that is not ours (a run directory also has frontend.json and stats.npz).
+        raise ValueError(f"{directory} is not empty and holds no feature cache: write the cache to a new or "
+                         "empty folder")
     directory.mkdir(parents=True, exist_ok=True)
     _remove_cache_files(directory)
     shape = frontend.feature_shape
@@ -401,6 +405,10 @@ def write_feature_cache(
         "labels": {"family": list(FAMILIES), "source": list(SOURCES)},
     })
     return FeatureCache.open(directory, frontend)
+
+
+def _is_cache(directory: Path) -> bool:
+    return (directory / MANIFEST).is_file() or any(directory.glob("features-*.tfrecord"))
 
 
 def _remove_cache_files(directory: Path) -> None:
@@ -471,7 +479,7 @@ def ensure_feature_cache(
 
     records = read_notes(source) if isinstance(source, (str, os.PathLike)) else list(source)
     directory = Path(directory)
-    if (directory / MANIFEST).is_file() or directory.is_dir() and any(directory.glob("features-*.tfrecord")):
+    if directory.is_dir() and _is_cache(directory):
         try:
             cache = FeatureCache.open(directory, frontend)
         except StaleCacheError as error:
