@@ -22,6 +22,7 @@ import json
 import os
 import re
 import warnings
+import zlib
 from collections import Counter
 from collections import defaultdict
 from pathlib import Path
@@ -267,8 +268,8 @@ def split_notes(
 
 
 def _stable_hash(text: str) -> int:
-    # Python's hash() is salted per process; this is not.
-    return int.from_bytes(text.encode()[:32].ljust(32, b"\0"), "little") % (2**63)
+    # Python's hash() is salted per process; crc32 is not.
+    return zlib.crc32(text.encode())
 
 
 def _check_known(what: str, values: set, known: Sequence[str]) -> None:
