@@ -269,3 +269,20 @@ def test_make_dataset_cache_features(synth, tmp_path, capsys):
     assert cache.num_notes == 4
     assert main(argv) == 0  # fresh: reused, not rebuilt
     assert "reusing feature cache" in capsys.readouterr().out
+
+
+def test_file_cache_is_keyed_by_its_inputs(synth, tmp_path):
+    records = read_notes(synth)
+    prefix = str(tmp_path / "features")
+
+    def first_batch(notes, stats=None):
+        dataset = feature_dataset(notes, TINY, stats, batch_size=64, cache=prefix, skips=SkipReport(verbose=False))
+        return np.concatenate([x.numpy() for x in dataset])
+
+    all_notes = first_batch(records)
+    assert len(list(tmp_path.glob("features-*.index"))) == 1
+    np.testing.assert_array_equal(first_batch(records), all_notes)  # read back from the files
+    assert first_batch(records[:5]).shape[0] == 5  # other notes: another cache, not the stale one
+    stats = FeatureStats(np.full(32, -40.0), np.full(32, 10.0))
+    np.testing.assert_allclose(first_batch(records, stats), stats.normalize(all_notes[..., 0])[..., None], atol=1e-5)
+    assert len(list(tmp_path.glob("features-*.index"))) == 3

@@ -15,6 +15,8 @@ into a `SkipReport` and are printed once. Changes made to usable files
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import sys
 import threading
@@ -266,7 +268,9 @@ def feature_dataset(
         batch_size: Notes per batch.
         shuffle: Reshuffle notes every epoch (seeded by `seed`).
         cache: Cache features in memory after the first pass (True), in
-            files with this prefix (a str), or not at all (False).
+            files with this prefix (a str; a hash of the notes, config and
+            stats is appended, so changed inputs never read stale files),
+            or not at all (False).
         with_labels: Yield `(features, labels)` with `labels` a dict of int32
             tensors: `family`, `source` (indices into `FAMILIES`, `SOURCES`;
             -1 if unknown), `pitch`, `velocity` and `index` (into `records`).
@@ -322,11 +326,22 @@ def feature_dataset(
         dataset = dataset.map(labelled)
     else:
         dataset = dataset.map(_features_only)
-    if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+    if isinstance(cache, str) and cache:
+        # tf.data reuses complete cache files blindly: key them by what they hold.
+        dataset = dataset.cache(f"{cache}-{_cache_key(records, frontend, stats, with_labels)}")
+    elif cache:
+        dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(min(len(records), _MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _cache_key(records, frontend: FrontendConfig, stats: FeatureStats | None, with_labels: bool) -> str:
+    digest = hashlib.sha256(json.dumps([frontend.to_dict(), with_labels, [dataclasses.astuple(r) for r in records]])
+                            .encode())
+    if stats is not None:
+        digest.update(stats.mean.tobytes() + stats.std.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _features_only(x, index):
