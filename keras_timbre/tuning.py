@@ -288,6 +288,9 @@ class TimbreHyperModel(kt.HyperModel):
             values["skip_dropout"] = 0.0
         if self.filters is not None:
             values["filters"] = self.filters
+        # The same seed for every trial: a trial's result depends on its hyperparameters
+        # only, not on the trials before it, and a resumed search matches an unbroken one.
+        keras.utils.set_random_seed(self.seed)
         model = TimbreVAE(
             input_shape=(*self.frontend.feature_shape, 1), seed=self.seed, name=self.name, **values
         )
@@ -397,7 +400,10 @@ def check_objective(name: str, hypermodel: TimbreHyperModel) -> None:
 
 
 class _TimbreTuner:
-    """Mixed into the KerasTuner tuners: a history.csv and the worker's id in each trial folder."""
+    """Mixed into the KerasTuner tuners: in each trial folder a history.csv and the
+    worker's id, and TensorBoard logs in `tensorboard_dir/<trial>/execution0`."""
+
+    tensorboard_dir: str | None = None
 
     def run_trial(self, trial, *args, **kwargs):
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
@@ -405,6 +411,13 @@ class _TimbreTuner:
         self.trials_run = [*getattr(self, "trials_run", []), trial.trial_id]
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(keras.callbacks.CSVLogger(str(trial_dir / runs.HISTORY_FILE), append=True))
+        if self.tensorboard_dir:
+            # On TensorFlow KerasTuner moves it to <trial>/execution0 and adds the HParams
+            # dashboard; on the other backends it leaves it alone, so point it there here.
+            log_dir = Path(self.tensorboard_dir)
+            if keras.backend.backend() != "tensorflow":
+                log_dir = log_dir / trial.trial_id / "execution0"
+            callbacks.append(keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0))
         return super().run_trial(trial, *args, callbacks=callbacks, **kwargs)
 
 
@@ -430,30 +443,34 @@ def make_tuner(
     seed: int = 0,
     max_consecutive_failed_trials: int = 5,
     project_name: str = PROJECT_NAME,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> kt.Tuner:
     """A KerasTuner tuner in `directory/project_name`, reloaded if it exists (`overwrite=False`).
 
     `max_trials` also caps Hyperband, whose number of trials otherwise
     follows from `epochs` (its `max_epochs`) and its reduction factor 3.
+    With `tensorboard_dir`, each trial logs there (`tensorboard --logdir DIR`).
     """
     if tuner not in TUNERS:
         raise ValueError(f"Unknown tuner {tuner!r}; choose one of {', '.join(TUNERS)}")
     common = dict(
         hypermodel=hypermodel,
         objective=objective(objective_name),
-        seed=seed,
+        seed=seed + 1,  # KerasTuner draws a random seed for seed=0
         directory=str(directory),
         project_name=project_name,
         overwrite=False,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
     )
     if tuner == "random":
-        return RandomSearch(max_trials=max_trials, **common)
-    if tuner == "bayesian":
+        search = RandomSearch(max_trials=max_trials, **common)
+    elif tuner == "bayesian":
         # KerasTuner's default, 3 random points per dimension, would spend a short search on random trials.
-        return BayesianOptimization(max_trials=max_trials, num_initial_points=max(2, max_trials // 3), **common)
-    search = Hyperband(max_epochs=epochs, factor=3, **common)
-    search.oracle.max_trials = max_trials
+        search = BayesianOptimization(max_trials=max_trials, num_initial_points=max(2, max_trials // 3), **common)
+    else:
+        search = Hyperband(max_epochs=epochs, factor=3, **common)
+        search.oracle.max_trials = max_trials
+    search.tensorboard_dir = None if tensorboard_dir is None else str(tensorboard_dir)
     return search
 
 
@@ -590,7 +607,8 @@ def run_search(
         f"{len(train_records)} notes ({len(val_records)} held out) from {data_path}; results in {out}"
     )
     search = make_tuner(
-        hypermodel, out, tuner, objective_name, max_trials, epochs, seed, max_consecutive_failed_trials
+        hypermodel, out, tuner, objective_name, max_trials, epochs, seed, max_consecutive_failed_trials,
+        tensorboard_dir=out / "logs",
     )
     split = {
         "method": "pitch held out per instrument", "val_fraction": val_fraction, "seed": seed,
@@ -713,6 +731,7 @@ def plot_objective(rows: list[dict[str, Any]], path: Path, objective_name: str) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     done = [r for r in rows if r.get(objective_name) is not None]
     failed = [r for r in rows if r.get(objective_name) is None]
@@ -734,6 +753,7 @@ def plot_objective(rows: list[dict[str, Any]], path: Path, objective_name: str) 
                        label="failed (NaN), drawn at the top")
         if name == "beta":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # unlabelled minor ticks
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{objective_name} (lower is better)")

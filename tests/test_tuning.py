@@ -189,6 +189,11 @@ def test_interrupted_search_resumes_where_it_stopped(notes, tmp_path):
     result = tuning.run_search(out, data=notes, max_trials=2, **TINY)
     assert result.trials_run == ["1"]
     assert [row["status"] for row in result.rows] == ["COMPLETED"] * 2
+    # ... and ends where an unbroken search with the same seed ends: same values, same scores.
+    unbroken = tuning.run_search(tmp_path / "unbroken", data=notes, max_trials=2, **TINY)
+    for resumed_row, unbroken_row in zip(result.rows, unbroken.rows):
+        assert resumed_row["beta"] == unbroken_row["beta"]
+        assert resumed_row["val_lsd"] == pytest.approx(unbroken_row["val_lsd"], rel=1e-4)
     # A finished search reruns nothing; a larger max_trials extends it; a different one is refused.
     assert tuning.run_search(out, data=notes, max_trials=2, **TINY).trials_run == []
     assert tuning.run_search(out, data=notes, max_trials=3, **TINY).trials_run == ["2"]
