@@ -17,7 +17,7 @@ from keras_timbre.data.synthetic import DEFAULT_NOTES
 def register(subparsers) -> None:
     make = subparsers.add_parser(
         "make-dataset",
-        help="write a dataset: the synthetic default data, or a subset of an NSynth download",
+        help="write a dataset: the synthetic default data, an NSynth subset, or a feature cache",
         description="Write a dataset. KIND is one of the sub-commands below.",
     )
     kinds = make.add_subparsers(dest="kind", metavar="KIND", required=True)
