@@ -610,8 +610,8 @@ def run_search(
         hypermodel, out, tuner, objective_name, max_trials, epochs, seed, max_consecutive_failed_trials,
         tensorboard_dir=out / "logs",
     )
-    split = {
-        "method": "pitch held out per instrument", "val_fraction": val_fraction, "seed": seed,
+    split = {  # the same keys as keras_timbre.training writes; `evaluate` reads them
+        "method": "pitch held out per instrument", "val_fraction": val_fraction, "split_seed": seed,
         "train_notes": len(train_records), "val_notes": len(val_records),
     }
     try:
@@ -800,7 +800,8 @@ def _save_best_run(search, out: Path, model, hypermodel, best: dict, settings, s
     objective_name = search.oracle.objective.name
     config = runs.run_config(
         variant_of(values),
-        {**values, "epochs": best["best_epoch"], "batch_size": settings["batch_size"]},
+        {**values, "epochs": best["best_epoch"], "batch_size": settings["batch_size"], "warmup_epochs": 0,
+         "max_per_instrument": settings["max_per_instrument"]},
         settings["data"],
         dict(split),
         settings["seed"],

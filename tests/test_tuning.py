@@ -8,7 +8,7 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from keras_timbre import runs, training, tuning
+from keras_timbre import evaluation, runs, training, tuning
 from keras_timbre.cli import main
 from keras_timbre.frontend import FeatureStats, FrontendConfig
 from keras_timbre.metrics import lsd_db
@@ -160,7 +160,9 @@ def test_random_search_writes_table_figure_and_the_best_run(notes, tmp_path):
     assert run.config["search"]["trial"] == result.best["trial"]
     assert run.config["hyperparameters"]["beta"] == pytest.approx(result.best["beta"])
     assert run.config["variant"] == tuning.variant_of(result.best)
-    _, _, _, val_db = training.load_split(notes, FRONTEND, 0.15, 0)
+    # `keras-timbre evaluate` picks the same held-out notes from the run's config.json.
+    records, val_db = evaluation.held_out_notes(run)
+    assert len(records) == run.config["split"]["val_notes"]
     reconstructed = training.reconstruct_db(run.model, val_db, run.stats)
     assert lsd_db(val_db, reconstructed, floor_db=FRONTEND.floor_db) == pytest.approx(min(scores), rel=1e-4)
     assert (result.best_run / runs.HISTORY_FILE).is_file()
