@@ -80,9 +80,10 @@ def register(subparsers) -> None:
         "search",
         help="hyperparameter search (KerasTuner) over beta, loss weights and model size",
         description=(
-            "Runs, or resumes, a KerasTuner search over TimbreVAE hyperparameters. Writes OUT/trials.csv, "
-            "OUT/trials.md, OUT/figures/objective_vs_beta_and_grad_weight.png and OUT/best (a run "
-            "directory for `evaluate` and `export`). Rerun the same command to continue an interrupted search."
+            "Runs, or resumes, a KerasTuner search over TimbreVAE hyperparameters. Writes\n"
+            "OUT/trials.csv, OUT/trials.md, OUT/figures/objective_vs_beta_and_grad_weight.png and\n"
+            "OUT/best (a run directory for `evaluate` and `export`). Rerun the same command to\n"
+            "continue an interrupted search."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
