@@ -16,6 +16,8 @@ Signatures (every input and output is named):
 | `decode`                         | `z` [batch, latent]         | `log_mel` (decoder without skips) |
 | `synthesize`                     | `z` [batch, latent]         | `waveform` [batch, num_samples] |
 
+Any batch size is accepted; big batches run in slices of `CHUNK_SIZE` notes
+inside the graph, which is faster on CPU and gives the same results.
 Waveforms of any length are accepted: the graph crops or zero-pads them to the
 run's `num_samples` (4 s by default), exactly as training did. An empty batch,
 a waveform with no samples, and NaN or Inf samples (or latents) fail the
@@ -464,7 +466,7 @@ def _build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin
         "z_log_var": list(latent_shape),
     }
 
-    def in_chunks(fn):
+    def in_chunks(fn, keys):
         """Runs `fn` on CHUNK_SIZE-note slices of the batch, one after another.
 
         A 64-note batch of 4 s notes makes 67 MB frames and 134 MB first-layer
@@ -476,9 +478,9 @@ def _build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin
             waveform = fit_to_length(checked(waveform, "waveform", [None, None]), frontend.num_samples)
             full = tf.shape(waveform)[0] // CHUNK_SIZE * CHUNK_SIZE
             chunks = tf.reshape(waveform[:full], [-1, CHUNK_SIZE, frontend.num_samples])
-            specs = {k: tf.TensorSpec([CHUNK_SIZE, *output_shapes[k]], tf.float32) for k in fn_keys(fn)}
+            specs = {k: tf.TensorSpec([CHUNK_SIZE, *output_shapes[k]], tf.float32) for k in keys}
             head = tf.map_fn(fn, chunks, fn_output_signature=specs, parallel_iterations=1)
-            # The model cannot run on an empty batch (oneDNN): skip an empty tail.
+            # TF's CPU convolutions fail on an empty batch: skip an empty tail.
             tail = tf.cond(
                 full < tf.shape(waveform)[0],
                 lambda: fn(waveform[full:]),
@@ -487,9 +489,6 @@ def _build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin
             return {k: tf.concat([tf.reshape(head[k], [-1, *output_shapes[k]]), tail[k]], 0) for k in specs}
 
         return chunked
-
-    def fn_keys(fn):
-        return ("log_mel", "z_mean", "z_log_var") if fn is reconstruct_rows else ("z_mean", "z_log_var")
 
     def reconstruct_rows(waveform):
         outputs = model(features(waveform), training=False)
@@ -503,8 +502,8 @@ def _build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin
         z_mean, z_log_var = model.encode(features(waveform))
         return {"z_mean": z_mean, "z_log_var": z_log_var}
 
-    reconstruct = in_chunks(reconstruct_rows)
-    encode = in_chunks(encode_rows)
+    reconstruct = in_chunks(reconstruct_rows, ("log_mel", "z_mean", "z_log_var"))
+    encode = in_chunks(encode_rows, ("z_mean", "z_log_var"))
 
     def decode(z):
         return {"log_mel": to_db(model.decode(checked(z, "z", [None, *latent_shape])))}

@@ -321,7 +321,7 @@ def test_rest_body_rejects_bad_arguments():
 
 
 def test_grpc_predict_request_feeds_the_loaded_signature(served):
-    from tensorflow_serving.apis import predict_pb2
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2", reason="pip install keras-timbre[serving]")
 
     grpc_example = load_example("serving_grpc")
     notes = np.stack(harmonic_notes((16000,) * 2))
@@ -392,6 +392,7 @@ def test_rest_example_round_trip_over_http(served, rest_server, form):
 def test_grpc_example_round_trip_over_grpc(served):
     from concurrent import futures
 
+    pytest.importorskip("tensorflow_serving", reason="pip install keras-timbre[serving]")
     import grpc
     from tensorflow_serving.apis import predict_pb2
     from tensorflow_serving.apis import prediction_service_pb2_grpc
