@@ -571,6 +571,8 @@ def run_search(
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"Search directory {out} exists and is not a directory")
     space = resolve_space(ranges, fixed)  # fail on a bad space before reading any data
     role = search_role()
     data_path = training.resolve_data(data)

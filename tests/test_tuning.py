@@ -132,6 +132,9 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path, capsys):
     assert "beta: minimum 1.0 is above maximum 0.1" in capsys.readouterr().err
     assert main(["search", "--range", "latent_dim=16:64", "--out", out]) == 2
     assert "latent_dim is a choice" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["search", "--out", str(tmp_path / "a_file")]) == 2
+    assert "a_file exists and is not a directory" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------- real searches
