@@ -335,6 +335,7 @@ class LogSpectralDistance(keras.callbacks.Callback):
         floor_db: Values below this are clipped to it before comparing
             (silence is not scored).
         name: Key added to the logs.
+        batch_size: Notes per model call (for arrays).
     """
 
     def __init__(self, held_out, stats: FeatureStats, floor_db: float | None = None, name: str = DEFAULT_OBJECTIVE,
