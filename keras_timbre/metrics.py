@@ -62,16 +62,25 @@ def mel_grad_error(target, reconstruction, floor_db: float | None = None) -> flo
     return float(error.mean())
 
 
+def _time_diff(spectrogram, start):
+    """Finite difference along time, with the frame before the first set to `start` (silence)."""
+    start = np.broadcast_to(start, spectrogram.shape[:2] + (1,))
+    return np.diff(spectrogram, axis=2, prepend=start)
+
+
 def onset_frames(target, attack_frames: int = 8, pre_frames: int = 2) -> np.ndarray:
     """Boolean mask (notes, n_frames): the attack window of each note.
 
     The onset is the frame of largest positive spectral flux (sum over mel of
-    the rise in dB); the window runs from `pre_frames` before it to
-    `attack_frames` after it.
+    the rise in dB) in the first half of the note, counting the rise from
+    silence into frame 0 (NSynth notes start at sample 0), so a crop at the
+    end of the note is never taken for an onset. The window runs from
+    `pre_frames` before the onset to `attack_frames` after it.
     """
     target = np.asarray(target, np.float64)
-    rise = np.maximum(np.diff(target, axis=2), 0.0).sum(axis=1)  # (notes, n_frames - 1)
-    onset = np.argmax(rise, axis=1) + 1
+    silence = target.min(axis=(1, 2), keepdims=True)
+    rise = np.maximum(_time_diff(target, silence), 0.0).sum(axis=1)  # (notes, n_frames)
+    onset = np.argmax(rise[:, : max(1, target.shape[2] // 2)], axis=1)
     frames = np.arange(target.shape[2])[None, :]
     return (frames >= (onset - pre_frames)[:, None]) & (frames < (onset + attack_frames)[:, None])
 
@@ -81,9 +90,9 @@ def onset_error(
 ) -> float:
     """Mean absolute error, in dB, between time-axis finite differences over the attack frames."""
     target, reconstruction = _pair(target, reconstruction, floor_db)
-    mask = onset_frames(target, attack_frames, pre_frames)[:, None, 1:]  # aligns with diff along time
-    error = np.abs(np.diff(target, axis=2) - np.diff(reconstruction, axis=2))
-    mask = np.broadcast_to(mask, error.shape)
+    mask = np.broadcast_to(onset_frames(target, attack_frames, pre_frames)[:, None, :], target.shape)
+    silence = target.min(axis=(1, 2), keepdims=True)
+    error = np.abs(_time_diff(target, silence) - _time_diff(reconstruction, silence))
     return float(error[mask].mean())
 
 

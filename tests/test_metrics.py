@@ -51,6 +51,13 @@ def test_onset_error_looks_only_at_the_attack():
     assert metrics.onset_error(target, tail) == 0.0
 
 
+def test_onset_is_never_the_crop_at_the_end():
+    # A note sounding from frame 0 whose last frame jumps up (splatter of a crop): the onset is frame 0.
+    target = np.full((1, 32, 64), -20.0)
+    target[:, :, -1] = 0.0
+    assert np.flatnonzero(metrics.onset_frames(target, attack_frames=3, pre_frames=2)[0]).tolist() == [0, 1, 2]
+
+
 def test_onset_frames_finds_attack():
     target = harmonic_notes(notes=2, onset=20)
     mask = metrics.onset_frames(target, attack_frames=4, pre_frames=1)
