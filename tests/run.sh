@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[jax,torch,test]"
 export TF_CPP_MIN_LOG_LEVEL=2
 status=0
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests || status=1
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --timeout=900 tests || status=1
 for backend in jax torch; do
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider -m backend tests || status=1
+  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --timeout=900 -m backend tests || status=1
 done
 exit $status
