@@ -304,7 +304,9 @@ def write_report(results: dict, out_dir: Path) -> None:
         f"TimbreVAE at its defaults ({train['params']:,} parameters), {train['backend']} backend, "
         f"jit_compile={train['jit_compile']}, batch {train['batch']}, {train['steps']} timed steps after two "
         f"warm-up steps: **{train['notes_per_s']:.1f} notes/s** ({train['step_seconds']:.2f} s a step) on this "
-        "shared 2-core CPU. That rate, 'one device', drives the projection of one epoch of the full NSynth "
+        "shared 2-core CPU (benchmarks/results/training.md compares backends for the same model: on this "
+        "CPU, JAX and torch train it several times slower than TensorFlow). That rate, 'one device', drives "
+        "the projection of one epoch of the full NSynth "
         f"train split ({FULL_NSYNTH_TRAIN:,} notes):",
         "",
         "| devices | global batch | all-reduce / step | efficiency | notes/s | epoch | input each host must stream |",
