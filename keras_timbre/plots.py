@@ -158,15 +158,22 @@ def plot_history(path: str | os.PathLike, history_csv: str | os.PathLike) -> Pat
     terms = [k for k in terms if np.isfinite(history[k]).any()]
     if not terms:
         raise ValueError(f"{history_csv} has no loss columns")
-    figure, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3.0), squeeze=False, constrained_layout=True)
-    for ax, term in zip(axes[0], terms):
+    columns = min(3, len(terms))
+    rows = -(-len(terms) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False, constrained_layout=True
+    )
+    for ax in axes.flat[len(terms) :]:
+        ax.axis("off")
+    for ax, term in zip(axes.flat, terms):
         ax.plot(epochs + 1, history[term], marker=".", label="train")
         if f"val_{term}" in history:
             ax.plot(epochs + 1, history[f"val_{term}"], marker=".", label="validation")
         ax.set_title(term.replace("_", " "))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend()
+    with_validation = [ax for ax, term in zip(axes.flat, terms) if f"val_{term}" in history]
+    (with_validation or [axes.flat[0]])[0].legend()
     return save_figure(figure, path)
 
 
