@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -237,6 +238,10 @@ def train(
     frontend = frontend or FrontendConfig()
     if (out / runs.FRONTEND_FILE).is_file():
         FrontendConfig.load(out / runs.FRONTEND_FILE).check_matches(frontend, "requested frontend")
+    if (out / runs.CONFIG_FILE).is_file():
+        existing = json.loads((out / runs.CONFIG_FILE).read_text()).get("variant")
+        if existing != variant:
+            raise ValueError(f"{out} already holds a {existing!r} run; cannot resume it as {variant!r}. Use another --out.")
     done = completed_epochs(out / runs.HISTORY_FILE)
     if done >= epochs and (out / runs.MODEL_FILE).is_file() and not any((out / "checkpoints").glob("*")):
         print(f"{out} already has {done} finished epochs (asked for {epochs}); nothing to train.")

@@ -97,6 +97,8 @@ def test_interrupted_training_resumes_without_losing_epochs(tmp_path, notes_dir)
     tiny_train(out, notes_dir, epochs=3)
     assert (out / "model.keras").stat().st_mtime_ns == before
     assert len(history_rows(out)) == 3
+    with pytest.raises(ValueError, match="already holds a 'skip\\+grad' run; cannot resume it as 'baseline'"):
+        tiny_train(out, notes_dir, epochs=3, variant="baseline")
 
 
 def test_bad_arguments_are_clear(tmp_path, notes_dir):
