@@ -36,9 +36,12 @@ VARIANTS = {
     "skip+grad": (True, True),
 }
 
-# Measured in benchmarks/bench_training.py (see benchmarks/results/training.md):
-# XLA is a net loss for this conv net on TF's CPU path (oneDNN kernels beat
-# XLA's CPU convolutions), and JAX always compiles.
+# Measured in benchmarks/bench_training.py (see benchmarks/results/training.md),
+# default model, 2-core CPU: TF 112 samples/s without XLA vs 51 with (XLA's CPU
+# convolutions lose to oneDNN); JAX 13 jitted vs 12 op-by-op; torch 11 eager vs
+# 61 with torch.compile, but that compile took 62 s on an idle machine and over
+# 300 s on a loaded one, so torch stays eager by default: pass
+# `compile(jit_compile=True)` for long torch runs.
 _JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
 
 
@@ -71,7 +74,10 @@ class TimbreVAE(keras.Model):
     Loss: `reconstruction + beta * KL + grad_weight * mel_gradient
     + time_grad_weight * time_gradient`. `beta`, `grad_weight` and
     `time_grad_weight` are non-trainable `keras.Variable`s, so callbacks (e.g.
-    `keras_timbre.callbacks.BetaWarmup`) can schedule them during `fit`.
+    `keras_timbre.callbacks.BetaWarmup`) can schedule them during `fit`. A
+    gradient term built with weight 0 (e.g. in "baseline") is still measured
+    and tracked but not differentiated, which saves its backward pass; to
+    schedule a gradient weight up from zero, build with a small nonzero one.
 
     Skip dropout: in training each example's skips are all zeroed with
     probability `skip_dropout`, so the decoder also learns to work from `z`
@@ -334,8 +340,10 @@ class TimbreVAE(keras.Model):
         reconstructed = y_pred["reconstruction"]
         reconstruction_term = losses.reconstruction_loss(target, reconstructed, self.reconstruction)
         kl_term = losses.kl_divergence(y_pred["z_mean"], y_pred["z_log_var"], self.free_bits)
-        mel_grad_term = losses.mel_gradient_loss(target, reconstructed)
-        time_grad_term = losses.time_gradient_loss(target, reconstructed)
+        # A gradient term whose weight was 0 at construction is only measured:
+        # stop_gradient spares its backward pass (~0.5M-element ops per term).
+        mel_grad_term = losses.mel_gradient_loss(target, self._maybe_stop(reconstructed, "grad_weight"))
+        time_grad_term = losses.time_gradient_loss(target, self._maybe_stop(reconstructed, "time_grad_weight"))
         terms = [
             reconstruction_term,
             ops.cast(self.beta, kl_term.dtype) * kl_term,
@@ -350,6 +358,9 @@ class TimbreVAE(keras.Model):
         self.mel_grad_tracker.update_state(mel_grad_term)
         self.time_grad_tracker.update_state(time_grad_term)
         return total
+
+    def _maybe_stop(self, reconstructed, weight_name):
+        return ops.stop_gradient(reconstructed) if self._initial_weights[weight_name] == 0 else reconstructed
 
     # ---------------------------------------------------------------- config
     @classmethod
