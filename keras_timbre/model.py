@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from keras_timbre import losses
+from keras_timbre.distribute import scale_loss_for_replicas
 from keras_timbre.layers import DecoderBlock
 from keras_timbre.layers import EncoderBlock
 from keras_timbre.layers import Sampling
@@ -205,6 +206,8 @@ class TimbreVAE(keras.Model):
     # ---------------------------------------------------------------- building
     def build(self, input_shape):
         self.check_input_shape(input_shape)
+        if self.built:  # built in __init__; KerasTuner's Hyperband calls build again
+            return
         shape = (None,) + self.spectrogram_shape
         skip_shapes = []
         for block in self.encoder_blocks:
@@ -357,7 +360,8 @@ class TimbreVAE(keras.Model):
         self.kl_tracker.update_state(kl_term)
         self.mel_grad_tracker.update_state(mel_grad_term)
         self.time_grad_tracker.update_state(time_grad_term)
-        return total
+        # Under tf.distribute Keras sums replica gradients: return this replica's share.
+        return scale_loss_for_replicas(total)
 
     def _maybe_stop(self, reconstructed, weight_name):
         return ops.stop_gradient(reconstructed) if self._initial_weights[weight_name] == 0 else reconstructed
