@@ -261,7 +261,7 @@ def test_make_dataset_cache_features(synth, tmp_path, capsys):
     from keras_timbre.data.feature_cache import FeatureCache
 
     TINY.save(tmp_path / "frontend.json")
-    argv = ["make-dataset", "cache-features", "--source", str(synth), "--out", str(tmp_path / "cache"),
+    argv = ["make-dataset", "cache-features", str(synth), "--out", str(tmp_path / "cache"),
             "--frontend", str(tmp_path / "frontend.json"), "--notes-per-shard", "8", "--families", "flute", "bass"]
     assert main(argv) == 0
     assert "4 notes in 1 shards" in capsys.readouterr().out

@@ -44,11 +44,11 @@ def register(subparsers) -> None:
     cache = kinds.add_parser(
         "cache-features",
         help="log-mel of every note, computed once into sharded TFRecords (for data that does not fit in memory)",
-        description="Runs the notes of --source through the training pipeline once and writes their log-mel "
+        description="Runs the notes of DATA through the training pipeline once and writes their log-mel "
         "and labels to a feature cache (see keras_timbre.data.feature_cache). A fresh cache for the same "
         "notes and frontend is reused; a stale one is rebuilt.",
     )
-    cache.add_argument("--source", required=True, type=Path, help="data directory (any layout)")
+    cache.add_argument("source", type=Path, metavar="DATA", help="data directory (any layout)")
     cache.add_argument("--out", required=True, type=Path, help="cache folder")
     cache.add_argument("--frontend", type=Path, default=None, help="frontend.json (default: FrontendConfig())")
     cache.add_argument("--notes-per-shard", type=int, default=None, metavar="N", help="notes per TFRecord shard")
