@@ -12,6 +12,9 @@ import importlib
 import os
 import sys
 
+# Before anything imports TensorFlow: its C++ start-up logs would bury our output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Command-group modules, in the order `--help` lists them.
 _COMMAND_MODULES = ("data", "train", "search", "export")
 
@@ -34,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
