@@ -193,6 +193,7 @@ def train(
     max_per_instrument: int | None = None,
     figure_every: int = 5,
     distribute: str = "none",
+    cache: str | os.PathLike | None = None,
     model_kwargs: dict[str, Any] | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
@@ -218,6 +219,10 @@ def train(
         max_per_instrument: Keep at most this many notes per instrument.
         figure_every: Draw reconstructions every this many epochs.
         distribute: "none", "auto" or "data-parallel" (see `keras_timbre.distribute`).
+        cache: Stream log-mel from feature caches in this folder (`train/` and
+            `val/`, built on first use, rebuilt when stale; see
+            `keras_timbre.data.feature_cache`) instead of holding every note in
+            memory: for data sets larger than RAM, such as full NSynth.
         model_kwargs: More `TimbreVAE.from_variant` arguments.
         callbacks: Extra Keras callbacks, run after the built-in ones.
         verbose: Keras `fit` verbosity (progress bar by default).
@@ -249,10 +254,23 @@ def train(
 
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    train_records, train_db, val_records, val_db = load_split(
-        data_path, frontend, val_fraction, split_seed, max_per_instrument
-    )
-    stats = FeatureStats.from_features(train_db)
+    if cache is None:
+        train_records, train_db, val_records, val_db = load_split(
+            data_path, frontend, val_fraction, split_seed, max_per_instrument
+        )
+        stats = FeatureStats.from_features(train_db)
+        x_val = as_model_input(val_db, stats) if len(val_db) else None
+        fit_inputs = dict(
+            x=as_model_input(train_db, stats), validation_data=(x_val,) if x_val is not None else None,
+            batch_size=batch_size, shuffle=True,
+        )
+        shown_db, shown_records = (val_db, val_records) if len(val_db) else (train_db, train_records)
+        picks = diverse_notes(shown_records, FIGURE_NOTES)
+        figure_db, figure_titles = shown_db[picks], [shown_records[i].note_str for i in picks]
+    else:
+        train_records, val_records, stats, fit_inputs, figure_db, figure_titles = _streamed_split(
+            data_path, Path(cache), frontend, val_fraction, split_seed, max_per_instrument, batch_size, seed
+        )
     hyperparameters = {
         "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
         "grad_weight": grad_weight, "latent_dim": latent_dim, "warmup_epochs": warmup_epochs,
@@ -263,17 +281,15 @@ def train(
         "train_notes": len(train_records), "val_notes": len(val_records),
     }
     config = runs.run_config(variant, hyperparameters, str(data_path), split, seed)
+    if cache is not None:
+        config["feature_cache"] = str(cache)
     runs.create_run(out, frontend, stats, config)
     print(
         f"Training {variant} on {len(train_records)} notes ({len(val_records)} held out) from {data_path}; "
         f"features {frontend.feature_shape}; run directory {out}"
+        + (f"; streaming features from {cache}" if cache is not None else "")
     )
 
-    x_train = as_model_input(train_db, stats)
-    x_val = as_model_input(val_db, stats) if len(val_db) else None
-    shown_db, shown_records = (val_db, val_records) if len(val_db) else (train_db, train_records)
-    picks = diverse_notes(shown_records, FIGURE_NOTES)
-    figure_db, figure_records = shown_db[picks], [shown_records[i] for i in picks]
     kwargs = dict(model_kwargs or {})
     for name, value in (("beta", beta), ("grad_weight", grad_weight), ("latent_dim", latent_dim)):
         if value is not None:
@@ -289,23 +305,37 @@ def train(
         config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
         atomic.write_json(out / runs.CONFIG_FILE, config)
         all_callbacks = _callbacks(
-            out, model, stats, figure_db, [r.note_str for r in figure_records], frontend,
-            figure_every, epochs, warmup_epochs,
+            out, model, stats, figure_db, figure_titles, frontend, figure_every, epochs, warmup_epochs,
         ) + list(callbacks or [])
-        model.fit(
-            x_train, x_train,
-            validation_data=(x_val, x_val) if x_val is not None else None,
-            epochs=epochs,
-            batch_size=batch_size,
-            shuffle=True,
-            callbacks=all_callbacks,
-            verbose=verbose,
-        )
+        model.fit(**fit_inputs, epochs=epochs, callbacks=all_callbacks, verbose=verbose)
     runs.save_model(out, model)
     with contextlib.suppress(ValueError, FileNotFoundError):
         plots.plot_history(out / "figures" / "training_curves.png", out / runs.HISTORY_FILE)
     print(f"Trained {variant} in {time.perf_counter() - started:.0f} s; model at {out / runs.MODEL_FILE}")
     return runs.Run(path=out, model=model, frontend=frontend, stats=stats, config=config)
+
+
+def _streamed_split(data_path, cache_dir, frontend, val_fraction, split_seed, max_per_instrument, batch_size, seed):
+    """The split as streamed tf.data from feature caches, for data larger than memory."""
+    from keras_timbre.data import FAMILIES, read_notes, split_notes
+    from keras_timbre.data.feature_cache import ensure_feature_cache
+
+    records = read_notes(data_path, max_per_instrument=max_per_instrument)
+    train_records, val_records = split_notes(records, val_fraction=val_fraction, seed=split_seed)
+    train_cache = ensure_feature_cache(train_records, cache_dir / "train", frontend)
+    stats = train_cache.stats
+    fit_inputs = dict(x=train_cache.dataset(stats, batch_size=batch_size, shuffle=True, seed=seed))
+    figure_db, figure_titles = None, []
+    if val_records:
+        val_cache = ensure_feature_cache(val_records, cache_dir / "val", frontend)
+        fit_inputs["validation_data"] = val_cache.dataset(stats, batch_size=batch_size)
+        shown, labels = next(iter(val_cache.dataset(None, batch_size=FIGURE_NOTES, with_labels=True)))
+        figure_db = np.asarray(shown)[..., 0]
+        figure_titles = [
+            f"{FAMILIES[int(family)] if 0 <= int(family) < len(FAMILIES) else 'note'} pitch {int(pitch)}"
+            for family, pitch in zip(labels["family"], labels["pitch"])
+        ]
+    return train_records, val_records, stats, fit_inputs, figure_db, figure_titles
 
 
 @contextlib.contextmanager

@@ -64,6 +64,22 @@ def test_train_then_evaluate_writes_a_complete_run(trained_run):
     assert (run.path / "figures" / "evaluation_reconstructions.png").is_file()
 
 
+def test_train_streams_from_a_feature_cache_and_reuses_it(tmp_path, notes_dir, capsys):
+    cache = tmp_path / "cache"
+    run = tiny_train(tmp_path / "run", notes_dir, cache=cache, epochs=1)
+    assert (cache / "train" / "manifest.json").is_file() and (cache / "val" / "manifest.json").is_file()
+    assert [int(r["epoch"]) for r in history_rows(run.path)] == [0]
+    assert np.isfinite(float(history_rows(run.path)[0]["val_loss"]))
+    assert run.config["feature_cache"] == str(cache) and run.config["split"]["train_notes"] == 10
+    # The statistics are the training cache's, so streamed and in-memory features agree.
+    in_memory = FeatureStats.from_features(training.load_split(notes_dir, TINY_FRONTEND, 0.5, 0)[1])
+    np.testing.assert_allclose(run.stats.mean, in_memory.mean, atol=1e-3)
+    assert (run.path / "figures" / "reconstruction_epoch_001.png").is_file()
+    capsys.readouterr()
+    tiny_train(tmp_path / "run2", notes_dir, cache=cache, epochs=1, variant="baseline")
+    assert capsys.readouterr().out.count("reusing feature cache") == 2  # train and val
+
+
 def test_evaluation_held_out_pitches_were_not_trained_on(trained_run, notes_dir):
     records, _ = evaluation.held_out_notes(trained_run)
     train_records, _, val_records, _ = training.load_split(notes_dir, TINY_FRONTEND, 0.5, 0)

@@ -79,6 +79,9 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0, help="seed of the split, weights and sampling (default: %(default)s)")
     train.add_argument("--distribute", choices=("auto", "none", "data-parallel"), default="none",
                        help="data-parallel training over local devices (default: %(default)s)")
+    train.add_argument("--cache", metavar="DIR",
+                       help="stream log-mel from feature caches in DIR (built on first use, rebuilt when stale) "
+                       "instead of holding every note in memory: for data larger than RAM")
     train.add_argument("--figure-every", type=_positive_int, default=5, help="draw reconstructions every N epochs (default: %(default)s)")
     _add_training_options(train, DEFAULT_EPOCHS)
     train.set_defaults(func=_train)
@@ -140,7 +143,7 @@ def _train(args) -> int:
     from keras_timbre.training import train
 
     try:
-        train(args.out, variant=args.variant, seed=args.seed, distribute=args.distribute,
+        train(args.out, variant=args.variant, seed=args.seed, distribute=args.distribute, cache=args.cache,
               figure_every=args.figure_every, **_training_kwargs(args))
     except NonFiniteLossError as error:
         print(f"keras-timbre train: {error}\nThe last finished epoch is kept in {args.out}; "
