@@ -251,6 +251,9 @@ def train(
     if done >= epochs and (out / runs.MODEL_FILE).is_file() and not any((out / "checkpoints").glob("*")):
         print(f"{out} already has {done} finished epochs (asked for {epochs}); nothing to train.")
         return runs.load_run(out)
+    # A finished run asked for more epochs continues from its saved model
+    # (an interrupted one resumes from checkpoints/ through BackupAndRestore).
+    extend_from = done if done and (out / runs.MODEL_FILE).is_file() and not any((out / "checkpoints").glob("*")) else 0
 
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
@@ -300,6 +303,9 @@ def train(
             info.check_global_batch_size(batch_size)
         model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0))
+        if extend_from:
+            print(f"{out} has {extend_from} finished epochs: continuing to {epochs}.")
+            model = keras.saving.load_model(out / runs.MODEL_FILE)
         # Record what the model really uses, defaults included.
         model_config = model.get_config()
         config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
@@ -307,7 +313,7 @@ def train(
         all_callbacks = _callbacks(
             out, model, stats, figure_db, figure_titles, frontend, figure_every, epochs, warmup_epochs,
         ) + list(callbacks or [])
-        model.fit(**fit_inputs, epochs=epochs, callbacks=all_callbacks, verbose=verbose)
+        model.fit(**fit_inputs, epochs=epochs, initial_epoch=extend_from, callbacks=all_callbacks, verbose=verbose)
     runs.save_model(out, model)
     with contextlib.suppress(ValueError, FileNotFoundError):
         plots.plot_history(out / "figures" / "training_curves.png", out / runs.HISTORY_FILE)

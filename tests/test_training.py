@@ -80,6 +80,15 @@ def test_train_streams_from_a_feature_cache_and_reuses_it(tmp_path, notes_dir, c
     assert capsys.readouterr().out.count("reusing feature cache") == 2  # train and val
 
 
+def test_a_finished_run_asked_for_more_epochs_continues_from_its_model(tmp_path, notes_dir):
+    first = tiny_train(tmp_path / "run", notes_dir, epochs=1, variant="baseline")
+    before = [np.array(w) for w in first.model.get_weights()]
+    more = tiny_train(tmp_path / "run", notes_dir, epochs=2, variant="baseline")
+    assert [int(r["epoch"]) for r in history_rows(more.path)] == [0, 1]
+    reloaded = keras.saving.load_model(more.path / runs.MODEL_FILE)
+    assert any(not np.allclose(a, b) for a, b in zip(before, reloaded.get_weights()))
+
+
 def test_evaluation_held_out_pitches_were_not_trained_on(trained_run, notes_dir):
     records, _ = evaluation.held_out_notes(trained_run)
     train_records, _, val_records, _ = training.load_split(notes_dir, TINY_FRONTEND, 0.5, 0)
