@@ -9,6 +9,8 @@ clear line before any trial runs.
 from __future__ import annotations
 
 import argparse
+
+from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
 import sys
 
 _EPILOG = """\
@@ -23,13 +25,6 @@ examples:
 hyperparameters: beta, grad_weight, reconstruction, latent_dim, learning_rate,
 use_skips, skip_dropout, time_grad_weight, free_bits (see docs/tuning.md)
 """
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _assignment(text: str) -> tuple[str, str]:
@@ -91,9 +86,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="search directory")
     parser.add_argument("--data", help="NSynth-format data directory (default: the built-in synthetic notes)")
     parser.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default: %(default)s)")
-    parser.add_argument("--max-trials", type=_positive_int, default=10, help="trials in all, earlier runs included (default: %(default)s)")
-    parser.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial; Hyperband: the most (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="(default: %(default)s)")
+    parser.add_argument("--max-trials", type=positive_int, default=10, help="trials in all, earlier runs included (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per trial; Hyperband: the most (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="(default: %(default)s)")
     parser.add_argument("--objective", default=DEFAULT_OBJECTIVE,
                         help="metric to minimise (default: %(default)s, held-out log-spectral distance in dB)")
     parser.add_argument("--fix", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
@@ -101,11 +96,10 @@ def register(subparsers) -> None:
     parser.add_argument("--range", type=_assignment, action="append", default=[], metavar="NAME=LOW:HIGH|A,B",
                         help="narrow a range, e.g. --range beta=1e-3:0.1 --range latent_dim=32,64 (repeatable)")
     parser.add_argument("--filters", type=_filters, help="encoder channels, e.g. 16,32,64,128 (default: the model's)")
-    parser.add_argument("--n-mels", type=_positive_int, help="mel bands (default: the frontend's, 128)")
-    parser.add_argument("--duration", type=float, help="seconds per note (default: the frontend's, 4.0)")
+    add_frontend_arguments(parser)
     parser.add_argument("--val-fraction", type=float, default=0.15, help="fraction of each instrument's pitches held out (default: %(default)s)")
-    parser.add_argument("--max-per-instrument", type=_positive_int, help="keep at most this many notes per instrument")
-    parser.add_argument("--max-failures", type=_positive_int, default=5, help="stop after this many failed trials in a row (default: %(default)s)")
+    parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
+    parser.add_argument("--max-failures", type=positive_int, default=5, help="stop after this many failed trials in a row (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, oracle and models (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing search in OUT first")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
@@ -113,7 +107,6 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from keras_timbre.frontend import FrontendConfig
     from keras_timbre.tuning import run_search
 
     fixed = {}
@@ -126,7 +119,6 @@ def _run(args) -> int:
         if name in ranges:
             raise ValueError(f"--range {name} given twice")
         ranges[name] = _range_value(name, value)
-    overrides = {k: v for k, v in (("n_mels", args.n_mels), ("duration", args.duration)) if v is not None}
     try:
         result = run_search(
             args.out,
@@ -138,7 +130,7 @@ def _run(args) -> int:
             objective_name=args.objective,
             ranges=ranges,
             fixed=fixed,
-            frontend=FrontendConfig(**overrides) if overrides else None,
+            frontend=frontend_from_arguments(args),
             filters=args.filters,
             val_fraction=args.val_fraction,
             max_per_instrument=args.max_per_instrument,

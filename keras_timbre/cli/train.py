@@ -9,6 +9,8 @@ FileNotFoundError/ValueError and exit with status 2 and one clear line.
 from __future__ import annotations
 
 import argparse
+
+from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
 import json
 
 VARIANTS = ("baseline", "skip", "grad", "skip+grad")
@@ -20,33 +22,18 @@ def _variant(name: str) -> str:
     return name
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -> None:
     parser.add_argument("--data", help="NSynth-format data directory (default: the built-in synthetic notes, generated on first use)")
-    parser.add_argument("--epochs", type=_positive_int, default=default_epochs, help="epochs per model (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="global batch size (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=default_epochs, help="epochs per model (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="global batch size (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--beta", type=float, help="KL weight after warm-up (default: the model's)")
     parser.add_argument("--grad-weight", type=float, help="mel-gradient loss weight of the grad variants (default: the model's)")
-    parser.add_argument("--latent-dim", type=_positive_int, help="latent size (default: the model's)")
+    parser.add_argument("--latent-dim", type=positive_int, help="latent size (default: the model's)")
     parser.add_argument("--warmup-epochs", type=int, default=5, help="epochs of linear beta warm-up (default: %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="fraction of each instrument's pitches held out (default: %(default)s)")
-    parser.add_argument("--max-per-instrument", type=_positive_int, help="keep at most this many notes per instrument")
-    parser.add_argument("--n-mels", type=_positive_int, help="mel bands (default: the frontend's, 128)")
-    parser.add_argument("--duration", type=float, help="seconds per note (default: the frontend's, 4.0)")
-
-
-def _frontend(args):
-    from keras_timbre.frontend import FrontendConfig
-
-    overrides = {k: v for k, v in (("n_mels", args.n_mels), ("duration", args.duration)) if v is not None}
-    return FrontendConfig(**overrides) if overrides else None
+    parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
+    add_frontend_arguments(parser)
 
 
 def _training_kwargs(args) -> dict:
@@ -61,7 +48,7 @@ def _training_kwargs(args) -> dict:
         warmup_epochs=args.warmup_epochs,
         val_fraction=args.val_fraction,
         max_per_instrument=args.max_per_instrument,
-        frontend=_frontend(args),
+        frontend=frontend_from_arguments(args),
     )
 
 
@@ -82,7 +69,7 @@ def register(subparsers) -> None:
     train.add_argument("--cache", metavar="DIR",
                        help="stream log-mel from feature caches in DIR (built on first use, rebuilt when stale) "
                        "instead of holding every note in memory: for data larger than RAM")
-    train.add_argument("--figure-every", type=_positive_int, default=5, help="draw reconstructions every N epochs (default: %(default)s)")
+    train.add_argument("--figure-every", type=positive_int, default=5, help="draw reconstructions every N epochs (default: %(default)s)")
     _add_training_options(train, DEFAULT_EPOCHS)
     train.set_defaults(func=_train)
 
@@ -106,7 +93,7 @@ def register(subparsers) -> None:
     reconstruct.add_argument("run", help="run directory")
     reconstruct.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     reconstruct.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
-    reconstruct.add_argument("--griffin-lim-iters", type=_positive_int, default=64, help="(default: %(default)s)")
+    reconstruct.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     reconstruct.set_defaults(func=_reconstruct)
 
     interpolate = subparsers.add_parser(
@@ -117,9 +104,9 @@ def register(subparsers) -> None:
     interpolate.add_argument("run", help="run directory")
     interpolate.add_argument("a", help="first audio file")
     interpolate.add_argument("b", help="second audio file")
-    interpolate.add_argument("--steps", type=_positive_int, default=5, help="points from A to B, both included (default: %(default)s)")
+    interpolate.add_argument("--steps", type=positive_int, default=5, help="points from A to B, both included (default: %(default)s)")
     interpolate.add_argument("--out", required=True, help="output directory")
-    interpolate.add_argument("--griffin-lim-iters", type=_positive_int, default=64, help="(default: %(default)s)")
+    interpolate.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     interpolate.set_defaults(func=_interpolate)
 
     ablation = subparsers.add_parser(
