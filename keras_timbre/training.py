@@ -330,7 +330,8 @@ def _streamed_split(data_path, cache_dir, frontend, val_fraction, split_seed, ma
     train_records, val_records = split_notes(records, val_fraction=val_fraction, seed=split_seed)
     train_cache = ensure_feature_cache(train_records, cache_dir / "train", frontend)
     stats = train_cache.stats
-    fit_inputs = dict(x=train_cache.dataset(stats, batch_size=batch_size, shuffle=True, seed=seed))
+    # The dataset shuffles itself; fit's own shuffle only applies to arrays.
+    fit_inputs = dict(x=train_cache.dataset(stats, batch_size=batch_size, shuffle=True, seed=seed), shuffle=False)
     figure_db, figure_titles = None, []
     if val_records:
         val_cache = ensure_feature_cache(val_records, cache_dir / "val", frontend)
