@@ -90,7 +90,7 @@ def run_ablation(
     out: str | os.PathLike,
     data: str | os.PathLike | None = None,
     seeds: Sequence[int] = (0,),
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] = tuple(VARIANTS),
     **train_kwargs: Any,
 ) -> str:
     """Trains and evaluates each variant for each seed; writes the table, figures and audio.

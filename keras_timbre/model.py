@@ -38,11 +38,11 @@ VARIANTS = {
 }
 
 # Measured in benchmarks/bench_training.py (see benchmarks/results/training.md),
-# default model, 2-core CPU: TF 112 samples/s without XLA vs 51 with (XLA's CPU
-# convolutions lose to oneDNN); JAX 13 jitted vs 12 op-by-op; torch 11 eager vs
-# 61 with torch.compile, but that compile took 62 s on an idle machine and over
-# 300 s on a loaded one, so torch stays eager by default: pass
-# `compile(jit_compile=True)` for long torch runs.
+# default model, idle 2-core CPU: TF 113 samples/s without XLA vs 87.5 with (XLA's
+# CPU convolutions lose to oneDNN); JAX 22.5 jitted vs 18.7 op-by-op; torch 67
+# eager vs 72 with torch.compile after a 44 s compile (over 300 s on a loaded
+# machine), so torch stays eager by default: pass `compile(jit_compile=True)`
+# for long torch runs.
 _JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
 
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from keras_timbre import atomic, runs
 from keras_timbre.frontend import FeatureStats, FrontendConfig
+from keras_timbre.model import VARIANTS
 
-VARIANTS = ("baseline", "skip", "grad", "skip+grad")
 DEFAULT_VARIANT = "skip+grad"
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16

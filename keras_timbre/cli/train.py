@@ -9,11 +9,10 @@ FileNotFoundError/ValueError and exit with status 2 and one clear line.
 from __future__ import annotations
 
 import argparse
-
-from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
 import json
 
-VARIANTS = ("baseline", "skip", "grad", "skip+grad")
+from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
+from keras_timbre.model import VARIANTS
 
 
 def _variant(name: str) -> str:
