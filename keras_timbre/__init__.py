@@ -15,8 +15,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 # Public name -> (module, attribute or None for the module itself). Imported on
-# first use, so that `import keras_timbre` (and the CLI's --help) stays fast and
-# the CLI can quiet TensorFlow's logging before TensorFlow loads.
+# first use, so that `import keras_timbre` stays fast and the CLI can set
+# TensorFlow's log level before TensorFlow loads.
 _EXPORTS = {
     "callbacks": ("keras_timbre.callbacks", None),
     "data": ("keras_timbre.data", None),

@@ -12,7 +12,8 @@ import importlib
 import os
 import sys
 
-# Before anything imports TensorFlow: its C++ start-up logs would bury our output.
+# Before anything imports TensorFlow, so its C++ info and warning logs stay quiet
+# (TF 2.21 still prints a few absl start-up lines regardless).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Command-group modules, in the order `--help` lists them.
