@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_timbre.layers import DecoderBlock
 from keras_timbre.layers import EncoderBlock
@@ -96,6 +97,15 @@ class TestDecoderBlock(LayerTestCase):
         without = to_numpy(block(x))
         np.testing.assert_allclose(without, to_numpy(block(x, zeros)), atol=1e-6)
         assert not np.allclose(without, to_numpy(block(x, _normal(2, 8, 16, 3) + 3.0)))
+
+    def test_skip_mix_is_a_1x1_convolution_of_the_concatenation(self):
+        # The block mixes without concatenating (two channel matmuls); the
+        # result must be the 1x1 convolution of [up-sampled, skip] it replaces.
+        block = DecoderBlock(5, skip_channels=3, normalization=None, activation="linear")
+        x, skip = _normal(2, 4, 8, 6), _normal(2, 8, 16, 3)
+        mixed = to_numpy(block(x, skip))
+        expected = block.skip_conv(ops.concatenate([block.upsample(x), skip], axis=-1))
+        np.testing.assert_allclose(mixed, to_numpy(expected), atol=1e-5)
 
     def test_skip_channel_mismatch(self):
         block = DecoderBlock(4, skip_channels=3)

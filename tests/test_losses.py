@@ -95,3 +95,11 @@ def test_gradient_loss_needs_two_entries():
     x = np.zeros((1, 1, 4, 1), "float32")
     with pytest.raises(ValueError, match="at least 2 entries along axis 1"):
         losses.mel_gradient_loss(x, x)
+
+
+@pytest.mark.parametrize("loss, axis", [(losses.mel_gradient_loss, 1), (losses.time_gradient_loss, 2)])
+def test_gradient_losses_match_numpy_finite_differences(loss, axis):
+    rng = np.random.default_rng(1)
+    target, prediction = (rng.normal(size=(3, 10, 7, 1)).astype("float32") for _ in range(2))
+    expected = np.mean(np.abs(np.diff(target, axis=axis) - np.diff(prediction, axis=axis)))
+    assert float(to_numpy(loss(target, prediction))) == pytest.approx(expected, rel=1e-5)
