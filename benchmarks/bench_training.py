@@ -14,8 +14,8 @@ It also counts FLOPs per training sample analytically and relates the throughput
 the CPU's peak (4096^2 float32 matmul in TF, about 480 GFLOP/s on the 2-core build
 machine). Results go to benchmarks/results/training.md.
 
-    python benchmarks/bench_training.py               # all backends, ~5 min on 2 cores
-    python benchmarks/bench_training.py --steps 4 --repeats 1 --backends tensorflow
+    python benchmarks/bench_training.py               # all backends, ~8 min on 2 cores
+    python benchmarks/bench_training.py --steps 4 --repeats 2 --backends tensorflow
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -122,22 +123,54 @@ def _peer_model(input_shape, filters, latent_dim, beta, grad_weight, skip_dropou
     return PeerVAE(encoder, decoder)
 
 
-def _time_fits(models: dict, x, batch_size, repeats) -> dict:
+def _time_fits(models: dict, x, batch_size, repeats, time_steps: bool) -> dict:
     """Warm-up fit of each model (compiles), then `repeats` rounds of one timed one-epoch fit
     per model, interleaved so that load changes on a shared machine hit every model alike.
-    Reports the best round (least disturbed) and all rounds."""
-    results = {}
+
+    Reports each model's median round. With `time_steps` (TensorFlow and torch, whose train
+    functions return when the step is done; JAX dispatches asynchronously) it also times
+    every step: the median step is the least noisy figure on a shared machine, as a burst of
+    load spoils a few steps but not the median. The rest of a round's time, outside the
+    steps, is `fit`'s own per-call overhead (set-up and tf.data teardown), which on this
+    machine varies between 0 and ~0.9 s per call whichever model runs."""
+    import keras
+    import numpy as np
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    results, timers = {}, {}
     for name, model in models.items():
         start = time.perf_counter()
         model.fit(x[: 2 * batch_size], batch_size=batch_size, epochs=1, verbose=0)
         results[name] = {"warmup_s": time.perf_counter() - start, "all_samples_per_s": []}
+        timers[name] = StepTimer()
+        results[name]["fit_overhead_s"] = []
     for _ in range(repeats):
         for name, model in models.items():
+            already = len(timers[name].seconds)
             start = time.perf_counter()
-            model.fit(x, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-            results[name]["all_samples_per_s"].append(len(x) / (time.perf_counter() - start))
-    for result in results.values():
-        result["samples_per_s"] = max(result["all_samples_per_s"])
+            model.fit(x, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
+                      callbacks=[timers[name]] if time_steps else None)
+            elapsed = time.perf_counter() - start
+            results[name]["all_samples_per_s"].append(len(x) / elapsed)
+            results[name]["fit_overhead_s"].append(elapsed - sum(timers[name].seconds[already:]))
+    for name, result in results.items():
+        result["samples_per_s"] = float(np.median(result["all_samples_per_s"]))
+        if time_steps:
+            steps = np.asarray(timers[name].seconds)
+            result["step_ms"] = {"median": 1e3 * float(np.median(steps)), "p25": 1e3 * float(np.percentile(steps, 25)),
+                                 "p75": 1e3 * float(np.percentile(steps, 75)), "count": int(steps.size)}
+        else:
+            del result["fit_overhead_s"]
     return results
 
 
@@ -211,7 +244,7 @@ def worker(with_peer: bool, jit: bool, batch_size: int, steps: int, repeats: int
         peer.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0), jit_compile=jit)
         models["peer"] = peer
     x = np.random.default_rng(0).normal(size=(batch_size * steps,) + ours.spectrogram_shape).astype("float32")
-    timed = _time_fits(models, x, batch_size, repeats)
+    timed = _time_fits(models, x, batch_size, repeats, time_steps=keras.backend.backend() != "jax")
     results = [{**timed[name], "kind": name, "backend": keras.backend.backend(), "jit_compile": jit}
                for name in models]
     if diagnose:
@@ -253,45 +286,69 @@ def _report(results, args, flops, elapsed) -> str:
         "# Training throughput: TimbreVAE vs the keras.io-style GradientTape peer",
         "",
         f"Default `skip+grad` model, input (128, 256, 1), batch {args.batch_size}, "
-        f"{args.steps} steps per timed epoch, best of {args.repeats} rounds (on TensorFlow ours and the peer "
-        "alternate in one process). "
+        f"{args.steps} steps per timed epoch, median of {args.repeats} rounds (on TensorFlow ours and the peer "
+        "alternate in one process, round by round). "
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
-        f"{platform.python_version()}. **The machine was shared with other jobs and noisy**: compare rows "
+        f"{platform.python_version()}, load average {args.load_before:.2f} before the run. Compare rows "
         "of one run (ours and the peer ran back to back), not absolute numbers across runs. "
         f"Total benchmark time {elapsed:.0f} s.",
         "",
         f"FLOPs per training sample (analytic, convs + dense, 3x forward): {train_flops / 1e9:.3f} GFLOP "
         f"(forward {flops['forward'] / 1e6:.0f} MFLOP). Peak: {PEAK_GFLOPS:.0f} GFLOP/s (4096^2 f32 matmul in TF).",
         "",
-        "| model | backend | jit_compile | samples/s | GFLOP/s | % of peak | vs peer (TF, no jit) | warm-up s |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "Throughput is the batch size over the median step time where steps can be timed (TensorFlow, "
+        "torch); JAX dispatches steps asynchronously, so its rows use the median epoch. Epoch figures "
+        "also carry `fit`'s per-call overhead (set-up, tf.data teardown), shown separately.",
+        "",
+        "| model | backend | jit_compile | samples/s | step ms (IQR) | samples/s by epoch | fit overhead s "
+        "| GFLOP/s | % of peak | vs peer (TF, no jit) | warm-up s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    peer = by_key.get(("peer", "tensorflow", False), {}).get("samples_per_s")
+    for r in results:
+        if "samples_per_s" in r:
+            steps = r.get("step_ms")
+            r["steady_samples_per_s"] = args.batch_size / steps["median"] * 1e3 if steps else r["samples_per_s"]
+    peer = by_key.get(("peer", "tensorflow", False), {}).get("steady_samples_per_s")
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | failed: {r['error']} |" + " |" * 7)
             continue
-        rate = r["samples_per_s"]
+        rate = r["steady_samples_per_s"]
         gflops = rate * train_flops / 1e9
         ratio = f"{rate / peer:.2f}x" if peer else "n/a"
+        steps = r.get("step_ms")
+        step_text = f"{steps['median']:.1f} ({steps['p25']:.0f}-{steps['p75']:.0f})" if steps else "async"
+        overhead = f"{statistics.median(r['fit_overhead_s']):.2f}" if "fit_overhead_s" in r else ""
         lines.append(
-            f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | {rate:.1f} | {gflops:.1f} | "
+            f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | {rate:.1f} | {step_text} | "
+            f"{r['samples_per_s']:.1f} | {overhead} | {gflops:.1f} | "
             f"{100 * gflops / PEAK_GFLOPS:.1f} | {ratio} | {r['warmup_s']:.0f} |"
         )
-    ours_tf = by_key.get(("keras_timbre", "tensorflow", False), {}).get("samples_per_s")
-    peer_jit = by_key.get(("peer", "tensorflow", True), {}).get("samples_per_s")
-    ours_jit = by_key.get(("keras_timbre", "tensorflow", True), {}).get("samples_per_s")
+    ours_tf = by_key.get(("keras_timbre", "tensorflow", False), {}).get("steady_samples_per_s")
+    peer_jit = by_key.get(("peer", "tensorflow", True), {}).get("steady_samples_per_s")
+    ours_jit = by_key.get(("keras_timbre", "tensorflow", True), {}).get("steady_samples_per_s")
     lines += ["", "## Ratios", ""]
-    if ours_tf and peer:
-        lines.append(f"- TensorFlow, no XLA: TimbreVAE / peer = **{ours_tf / peer:.2f}x**.")
-    if ours_jit and peer_jit:
-        lines.append(f"- TensorFlow, XLA: TimbreVAE / peer = {ours_jit / peer_jit:.2f}x.")
+    for jit, ours, theirs in ((False, ours_tf, peer), (True, ours_jit, peer_jit)):
+        if not (ours and theirs):
+            continue
+        ours_steps = by_key[("keras_timbre", "tensorflow", jit)]["step_ms"]
+        peer_steps = by_key[("peer", "tensorflow", jit)]["step_ms"]
+        label = "XLA" if jit else "no XLA"
+        step_ratio = peer_steps["median"] / ours_steps["median"]
+        epoch_ratio = (by_key[("keras_timbre", "tensorflow", jit)]["samples_per_s"]
+                       / by_key[("peer", "tensorflow", jit)]["samples_per_s"])
+        lines.append(
+            f"- TensorFlow, {label}: TimbreVAE / peer = **{step_ratio:.2f}x** by median step "
+            f"({ours_steps['median']:.1f} vs {peer_steps['median']:.1f} ms, interquartile "
+            f"{ours_steps['p25']:.1f}-{ours_steps['p75']:.1f} vs {peer_steps['p25']:.1f}-{peer_steps['p75']:.1f} ms, "
+            f"{ours_steps['count']} steps each); {epoch_ratio:.2f}x by median epoch."
+        )
     for backend in ("jax", "torch"):
-        best = max((r for r in results if r.get("backend") == backend and "samples_per_s" in r),
-                   key=lambda r: r["samples_per_s"], default=None)
+        best = max((r for r in results if r.get("backend") == backend and "steady_samples_per_s" in r),
+                   key=lambda r: r["steady_samples_per_s"], default=None)
         if best and ours_tf:
             lines.append(f"- {backend} (best, jit_compile={best['jit_compile']}) / TensorFlow (no XLA): "
-                         f"{best['samples_per_s'] / ours_tf:.2f}x.")
+                         f"{best['steady_samples_per_s'] / ours_tf:.2f}x.")
     conv_rows = [(r["backend"], row) for r in results if "conv" in r for row in r["conv"]]
     if conv_rows:
         lines += [
@@ -308,8 +365,8 @@ def _report(results, args, flops, elapsed) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4, help="training steps per timed epoch")
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=16, help="training steps per timed epoch")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per configuration")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
     parser.add_argument("--timeout", type=int, default=420, help="seconds per configuration")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.md"))
@@ -326,6 +383,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from keras_timbre.atomic import write_text
 
+    args.load_before = os.getloadavg()[0]
     backends = set(args.backends.split(","))
     configs = [c for c in CONFIGS if c[0] in backends]
     flops = training_flops_per_sample()
@@ -339,7 +397,7 @@ def main() -> None:
     for backend, jit in tqdm(configs, desc="configurations", unit="run"):
         for result in _run_config(backend, jit, args):
             results.append(result)
-            rate = result.get("samples_per_s")
+            rate = result.get("samples_per_s")  # by epoch; the report also gives the median step
             print(f"{result['kind']:13s} {backend:10s} jit={jit!s:5s} "
                   + (f"{rate:7.1f} samples/s" if rate else result.get("error", "")), flush=True)
     report = _report(results, args, flops, time.perf_counter() - started)

@@ -159,11 +159,13 @@ class DecoderBlock(keras.layers.Layer):
     Call it as `block(x)` or `block(x, skip)`. The up-sampling is a strided
     transposed convolution whose kernel is a multiple of the stride (no
     checkerboard); with `skip_channels > 0` the encoder feature of the same
-    resolution is concatenated and mixed in by a 1x1 convolution. This costs
-    about a quarter of the FLOPs of nearest up-sampling followed by a 3x3
-    convolution at the output resolution. Without a skip (`decode(z)` from the
-    latent alone) the block concatenates zeros, exactly what the model sees in
-    training when skip dropout drops the skips.
+    resolution is mixed in by a 1x1 convolution over the concatenation
+    `[up-sampled, skip]` (computed as two channel matmuls, without the
+    concatenated copy). This costs about a quarter of the FLOPs of nearest
+    up-sampling followed by a 3x3 convolution at the output resolution.
+    Without a skip (`decode(z)` from the latent alone) the skip's share is
+    zero, exactly what the model sees in training when skip dropout drops the
+    skips.
 
     Args:
         filters: output channels.

@@ -38,11 +38,9 @@ VARIANTS = {
 }
 
 # Measured in benchmarks/bench_training.py (see benchmarks/results/training.md),
-# default model, idle 2-core CPU: TF 113 samples/s without XLA vs 87.5 with (XLA's
-# CPU convolutions lose to oneDNN); JAX 22.5 jitted vs 18.7 op-by-op; torch 67
-# eager vs 72 with torch.compile after a 44 s compile (over 300 s on a loaded
-# machine), so torch stays eager by default: pass `compile(jit_compile=True)`
-# for long torch runs.
+# default model, idle 2-core CPU: TF 152 samples/s without XLA vs 98 with (XLA's
+# CPU convolutions lose to oneDNN); JAX 24.8 jitted vs 19.0 op-by-op; torch 87
+# eager vs 69 with torch.compile (after a 42 s compile).
 _JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
 
 
