@@ -63,8 +63,14 @@ def librosa_loop(paths, config, stats, reader):
             y, _ = sf.read(path, dtype="float32")
         y = librosa.util.fix_length(y, size=config.num_samples)
         mel = librosa.feature.melspectrogram(
-            y=y, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
-            n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax, power=2.0,
+            y=y,
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            power=2.0,
         )
         db = librosa.power_to_db(mel, ref=1.0, amin=config.log_floor, top_db=None)[:, : config.n_frames]
         batch.append(stats.normalize(db)[..., None].astype(np.float32))
@@ -105,10 +111,18 @@ def frontend_comparison(config, repeats, paths):
     waveforms = tf.constant(notes)
     reference = np.stack([librosa_log_mel(note, config) for note in notes])
     layer = keras.layers.MelSpectrogram(
-        fft_length=config.n_fft, sequence_stride=config.hop_length, sequence_length=config.n_fft,
-        window="hann", sampling_rate=config.sample_rate, num_mel_bins=config.n_mels,
-        min_freq=config.fmin, max_freq=config.fmax, power_to_db=True, min_power=config.log_floor,
-        ref_power=1.0, top_db=200.0,  # None is not accepted; 200 dB never clips here
+        fft_length=config.n_fft,
+        sequence_stride=config.hop_length,
+        sequence_length=config.n_fft,
+        window="hann",
+        sampling_rate=config.sample_rate,
+        num_mel_bins=config.n_mels,
+        min_freq=config.fmin,
+        max_freq=config.fmax,
+        power_to_db=True,
+        min_power=config.log_floor,
+        ref_power=1.0,
+        top_db=200.0,  # None is not accepted; 200 dB never clips here
     )
     candidates = {
         "tf.signal (keras_timbre.frontend.tf_log_mel)": tf.function(lambda w: tf_log_mel(w, config)),
@@ -147,13 +161,18 @@ def main() -> int:
         librosa_loop(paths[:BATCH], config, stats, "soundfile")
         pipeline_epochs(records[:BATCH], config, stats, 1)
 
-        rows = {"librosa.load + melspectrogram loop": [], "soundfile.read + melspectrogram loop": [],
-                "keras_timbre feature_dataset, cold pass": [], "keras_timbre feature_dataset, cached epoch": []}
+        rows = {
+            "librosa.load + melspectrogram loop": [],
+            "soundfile.read + melspectrogram loop": [],
+            "keras_timbre feature_dataset, cold pass": [],
+            "keras_timbre feature_dataset, cached epoch": [],
+        }
         for _ in range(args.repeats):
             for reader in ("librosa.load", "soundfile"):
                 count, seconds = timed(librosa_loop, paths, config, stats, reader)
-                rows[f"{'librosa.load' if reader == 'librosa.load' else 'soundfile.read'} + melspectrogram loop"].append(
-                    count / seconds)
+                rows[
+                    f"{'librosa.load' if reader == 'librosa.load' else 'soundfile.read'} + melspectrogram loop"
+                ].append(count / seconds)
             count, (cold, cached, cached_again) = pipeline_epochs(records, config, stats, 3)
             rows["keras_timbre feature_dataset, cold pass"].append(count / cold)
             rows["keras_timbre feature_dataset, cached epoch"].append(count / min(cached, cached_again))
@@ -173,15 +192,17 @@ def main() -> int:
         f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         "The machine was shared with other jobs during the run, so absolute numbers are noisy; the ratios",
-        "come from the same run. Files were in the OS cache for every method: \"cold\" means the first",
-        "pass through a new dataset (decode + log-mel), \"cached\" a later epoch served from tf.data's cache.",
+        'come from the same run. Files were in the OS cache for every method: "cold" means the first',
+        'pass through a new dataset (decode + log-mel), "cached" a later epoch served from tf.data\'s cache.',
         "",
         "| method | notes/s (best) | all runs | vs the faster librosa loop |",
         "|---|---:|---|---:|",
     ]
     for name, values in rows.items():
-        lines.append(f"| {name} | {best[name]:.0f} | {', '.join(f'{v:.0f}' for v in values)} | "
-                     f"{best[name] / baseline:.1f}x |")
+        lines.append(
+            f"| {name} | {best[name]:.0f} | {', '.join(f'{v:.0f}' for v in values)} | "
+            f"{best[name] / baseline:.1f}x |"
+        )
     cold_ratio = best["keras_timbre feature_dataset, cold pass"] / baseline
     cached_ratio = best["keras_timbre feature_dataset, cached epoch"] / baseline
     lines += [
@@ -197,9 +218,14 @@ def main() -> int:
     for name, (best_ms, median_ms, error) in frontends.items():
         lines.append(f"| {name} | {best_ms:.2f} | {median_ms:.2f} | {error:.4f} |")
     (signal_ms, _, _), (layer_ms, _, _) = frontends.values()
-    per_run = [cold / max(a, b) for cold, a, b in zip(
-        rows["keras_timbre feature_dataset, cold pass"], rows["librosa.load + melspectrogram loop"],
-        rows["soundfile.read + melspectrogram loop"])]
+    per_run = [
+        cold / max(a, b)
+        for cold, a, b in zip(
+            rows["keras_timbre feature_dataset, cold pass"],
+            rows["librosa.load + melspectrogram loop"],
+            rows["soundfile.read + melspectrogram loop"],
+        )
+    ]
     lines += [
         "",
         "keras.layers.MelSpectrogram (same FFT, hop, window, centring, mel count and range) uses the HTK",
@@ -208,7 +234,8 @@ def main() -> int:
         "(best of runs): the frontend keeps tf.signal.",
         "",
         "Cold-pass ratio within each repeat (pipeline vs the faster loop of that repeat): "
-        + ", ".join(f"{r:.1f}x" for r in per_run) + ".",
+        + ", ".join(f"{r:.1f}x" for r in per_run)
+        + ".",
     ]
     text = "\n".join(lines) + "\n"
     atomic.write_text(args.out, text)

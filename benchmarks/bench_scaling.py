@@ -77,8 +77,10 @@ def child_write(workdir: Path, notes: int) -> dict:
 
     frontend = FrontendConfig()
     families = list(SYNTHETIC_FAMILIES)
-    plan = [(families[i % len(families)], i // len(families), 36 + (7 * i) % 48, (25, 50, 75, 100, 127)[i % 5])
-            for i in range(POOL)]
+    plan = [
+        (families[i % len(families)], i // len(families), 36 + (7 * i) % 48, (25, 50, 75, 100, 127)[i % 5])
+        for i in range(POOL)
+    ]
     waveforms = np.stack([synthesize_note(f, k, p, v, seed=i) for i, (f, k, p, v) in enumerate(plan)])
     pool = tf_log_mel(waveforms, frontend).numpy()
 
@@ -86,15 +88,31 @@ def child_write(workdir: Path, notes: int) -> dict:
         for i in range(notes):
             family, _, pitch, velocity = plan[i % POOL]
             yield pool[i % POOL] + np.float32(1e-3 * (i // POOL)), {
-                "family": 0, "source": 0, "pitch": pitch, "velocity": velocity}
+                "family": 0,
+                "source": 0,
+                "pitch": pitch,
+                "velocity": velocity,
+            }
 
     start = time.perf_counter()
-    cache = write_feature_cache(workdir / "cache", frontend, examples(), total=notes, source="bench_scaling pool",
-                                notes_per_shard=NOTES_PER_SHARD)
+    cache = write_feature_cache(
+        workdir / "cache",
+        frontend,
+        examples(),
+        total=notes,
+        source="bench_scaling pool",
+        notes_per_shard=NOTES_PER_SHARD,
+    )
     seconds = time.perf_counter() - start
     size = sum((workdir / "cache" / s["name"]).stat().st_size for s in cache.shards)
-    return {"notes": cache.num_notes, "shards": len(cache.shards), "seconds": seconds,
-            "notes_per_s": cache.num_notes / seconds, "gb": size / 1e9, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "notes": cache.num_notes,
+        "shards": len(cache.shards),
+        "seconds": seconds,
+        "notes_per_s": cache.num_notes / seconds,
+        "gb": size / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def child_stream(workdir: Path, notes: int) -> dict:
@@ -113,9 +131,16 @@ def child_stream(workdir: Path, notes: int) -> dict:
         if len(samples) < 200 or seen % (BATCH * 20) == 0:
             samples.append((seen, rss_mb()))
     seconds = time.perf_counter() - start
-    return {"notes": seen, "seconds": seconds, "notes_per_s": seen / seconds, "baseline_rss_mb": baseline,
-            "peak_rss_mb": peak_rss_mb(), "rss_at_half_mb": _rss_at(samples, seen / 2), "rss_end_mb": rss_mb(),
-            "skipped": cache.skipped_notes}
+    return {
+        "notes": seen,
+        "seconds": seconds,
+        "notes_per_s": seen / seconds,
+        "baseline_rss_mb": baseline,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_at_half_mb": _rss_at(samples, seen / 2),
+        "rss_end_mb": rss_mb(),
+        "skipped": cache.skipped_notes,
+    }
 
 
 def child_memory(workdir: Path, notes: int) -> dict:
@@ -137,8 +162,14 @@ def child_memory(workdir: Path, notes: int) -> dict:
     for batch in dataset:
         seen += int(batch.shape[0])
     seconds = time.perf_counter() - start
-    return {"notes": seen, "seconds": seconds, "notes_per_s": seen / seconds, "load_seconds": load_seconds,
-            "baseline_rss_mb": baseline, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "notes": seen,
+        "seconds": seconds,
+        "notes_per_s": seen / seconds,
+        "load_seconds": load_seconds,
+        "baseline_rss_mb": baseline,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def child_uncached(workdir: Path, notes: int) -> dict:
@@ -176,9 +207,15 @@ def child_train(workdir: Path, steps: int) -> dict:
     for _ in range(steps):
         model.train_on_batch(x)
     seconds = time.perf_counter() - start
-    return {"backend": keras.backend.backend(), "steps": steps, "batch": BATCH,
-            "notes_per_s": steps * BATCH / seconds, "step_seconds": seconds / steps,
-            "params": int(model.count_params()), "jit_compile": default_jit_compile()}
+    return {
+        "backend": keras.backend.backend(),
+        "steps": steps,
+        "batch": BATCH,
+        "notes_per_s": steps * BATCH / seconds,
+        "step_seconds": seconds / steps,
+        "params": int(model.count_params()),
+        "jit_compile": default_jit_compile(),
+    }
 
 
 def _first_notes(shards: list[dict], notes: int) -> list[dict]:
@@ -195,8 +232,13 @@ def _rss_at(samples, seen):
     return min(samples, key=lambda s: abs(s[0] - seen))[1] if samples else float("nan")
 
 
-CHILDREN = {"write": child_write, "stream": child_stream, "memory": child_memory, "uncached": child_uncached,
-            "train": child_train}
+CHILDREN = {
+    "write": child_write,
+    "stream": child_stream,
+    "memory": child_memory,
+    "uncached": child_uncached,
+    "train": child_train,
+}
 
 
 def run_child(kind: str, workdir: Path, count: int, timeout: float) -> dict:
@@ -210,22 +252,39 @@ def run_child(kind: str, workdir: Path, count: int, timeout: float) -> dict:
 
 
 # --------------------------------------------------------------- projection
-def projection(per_device: float, params: int, stream_notes_per_s: float, devices=(1, 8, 64),
-               bandwidth_gb_s: float = 10.0, latency_s: float = 50e-6, devices_per_host: int = 8) -> list[dict]:
+def projection(
+    per_device: float,
+    params: int,
+    stream_notes_per_s: float,
+    devices=(1, 8, 64),
+    bandwidth_gb_s: float = 10.0,
+    latency_s: float = 50e-6,
+    devices_per_host: int = 8,
+) -> list[dict]:
     """Epoch time of full NSynth from measured per-device throughput (weak scaling, ring all-reduce)."""
     compute = BATCH / per_device  # seconds per step per device, at BATCH notes per device
     rows = []
     for d in devices:
         gradient_bytes = 4 * params
-        allreduce = 0.0 if d == 1 else 2 * (d - 1) / d * gradient_bytes / (bandwidth_gb_s * 1e9) + 2 * (d - 1) * latency_s
+        allreduce = (
+            0.0 if d == 1 else 2 * (d - 1) / d * gradient_bytes / (bandwidth_gb_s * 1e9) + 2 * (d - 1) * latency_s
+        )
         step = compute + allreduce  # no overlap of communication with compute: conservative
         rate = d * BATCH / step
         hosts = math.ceil(d / devices_per_host)
         input_needed = rate / hosts  # notes/s each host's pipeline must deliver
-        rows.append({"devices": d, "global_batch": d * BATCH, "efficiency": compute / step, "notes_per_s": rate,
-                     "epoch_s": FULL_NSYNTH_TRAIN / rate, "allreduce_ms": 1e3 * allreduce,
-                     "input_per_host_notes_s": input_needed,
-                     "input_cores_per_host": input_needed / stream_notes_per_s * 2})
+        rows.append(
+            {
+                "devices": d,
+                "global_batch": d * BATCH,
+                "efficiency": compute / step,
+                "notes_per_s": rate,
+                "epoch_s": FULL_NSYNTH_TRAIN / rate,
+                "allreduce_ms": 1e3 * allreduce,
+                "input_per_host_notes_s": input_needed,
+                "input_cores_per_host": input_needed / stream_notes_per_s * 2,
+            }
+        )
     return rows
 
 
@@ -263,12 +322,17 @@ def write_report(results: dict, out_dir: Path) -> None:
     for n in results["notes"]:
         s = stream[str(n)]
         m = memory.get(str(n))
-        mem_cells = (f"{m['peak_rss_mb']:.0f} MB | {m['peak_rss_mb'] - m['baseline_rss_mb']:.0f} MB | "
-                     f"{m['notes_per_s']:.0f} | {m['seconds']:.1f}"
-                     if m else "not run: ~%.1f GB a copy | | |" % (n * 131e3 / 1e9))
-        lines.append(f"| {n:,} | {s['peak_rss_mb']:.0f} MB | {s['peak_rss_mb'] - s['baseline_rss_mb']:.0f} MB "
-                     f"| {s['rss_at_half_mb']:.0f} / {s['rss_end_mb']:.0f} MB "
-                     f"| {s['notes_per_s']:.0f} | {s['seconds']:.1f} | {mem_cells} |")
+        mem_cells = (
+            f"{m['peak_rss_mb']:.0f} MB | {m['peak_rss_mb'] - m['baseline_rss_mb']:.0f} MB | "
+            f"{m['notes_per_s']:.0f} | {m['seconds']:.1f}"
+            if m
+            else "not run: ~%.1f GB a copy | | |" % (n * 131e3 / 1e9)
+        )
+        lines.append(
+            f"| {n:,} | {s['peak_rss_mb']:.0f} MB | {s['peak_rss_mb'] - s['baseline_rss_mb']:.0f} MB "
+            f"| {s['rss_at_half_mb']:.0f} / {s['rss_end_mb']:.0f} MB "
+            f"| {s['notes_per_s']:.0f} | {s['seconds']:.1f} | {mem_cells} |"
+        )
     ns = results["notes"]
     growth = stream[str(ns[-1])]["peak_rss_mb"] - stream[str(ns[0])]["peak_rss_mb"]
     host_needs = 8 * train["notes_per_s"]
@@ -276,10 +340,11 @@ def write_report(results: dict, out_dir: Path) -> None:
     input_verdict = (
         f"The input pipeline is not the limit here: streaming measured {streamed:.0f} notes/s on 2 shared cores, "
         f"above the {host_needs:.0f} notes/s a host of 8 such devices consumes."
-        if streamed >= host_needs else
-        f"Input would limit a host of 8 such devices: they consume {host_needs:.0f} notes/s, streaming measured "
+        if streamed >= host_needs
+        else f"Input would limit a host of 8 such devices: they consume {host_needs:.0f} notes/s, streaming measured "
         f"{streamed:.0f} notes/s on 2 shared cores; such a host needs ~{host_needs / streamed * 2:.0f} cores for the "
-        "pipeline.")
+        "pipeline."
+    )
     lines += [
         "",
         f"Streaming peak RSS grows by {growth:+.0f} MB from {ns[0]:,} to {ns[-1]:,} notes "
@@ -292,7 +357,8 @@ def write_report(results: dict, out_dir: Path) -> None:
         f"**{stream[str(ns[-1])]['notes_per_s'] / uncached['notes_per_s']:.1f}x** faster per epoch "
         f"({ns[-1]:,} notes).",
         "",
-        f"The shards had just been written, so reads were probably served from the OS page cache ({write['gb']:.1f} GB fit "
+        "The shards had just been written, so reads were probably served from the OS page cache "
+        f"({write['gb']:.1f} GB fit "
         f"in RAM): {stream[str(ns[-1])]['notes_per_s']:.0f} notes/s is "
         f"{stream[str(ns[-1])]['notes_per_s'] * 131e3 / 1e6:.0f} MB/s of features; from a cold disk the rate is "
         "at most the disk's bandwidth / 131 kB. The 1k epoch is short enough for pipeline start-up to dominate.",
@@ -313,16 +379,20 @@ def write_report(results: dict, out_dir: Path) -> None:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in proj:
-        lines.append(f"| {row['devices']} | {row['global_batch']} | {row['allreduce_ms']:.1f} ms | "
-                     f"{100 * row['efficiency']:.0f}% | {row['notes_per_s']:.0f} | {_duration(row['epoch_s'])} | "
-                     f"{row['input_per_host_notes_s']:.0f} notes/s |")
+        lines.append(
+            f"| {row['devices']} | {row['global_batch']} | {row['allreduce_ms']:.1f} ms | "
+            f"{100 * row['efficiency']:.0f}% | {row['notes_per_s']:.0f} | {_duration(row['epoch_s'])} | "
+            f"{row['input_per_host_notes_s']:.0f} notes/s |"
+        )
     lines += [
         "",
         "Assumptions (a paper projection, not a measurement): weak scaling at "
         f"{BATCH} notes per device; every device as fast as the one measured; gradients (float32, "
         f"{4 * train['params'] / 1e6:.1f} MB) all-reduced by a ring at 10 GB/s with 50 us per hop and no "
         "overlap with compute; 8 devices per host; data parallelism only (`tf.distribute` / "
-        "`keras.distribution.DataParallel`). " + input_verdict + " On GPUs the per-device rate is far higher (not measured here: no GPU on this "
+        "`keras.distribution.DataParallel`). "
+        + input_verdict
+        + " On GPUs the per-device rate is far higher (not measured here: no GPU on this "
         "machine); with the same formula, a device at r notes/s gives an epoch of about 289,205 / (d * r * "
         "efficiency) seconds, and a host must then stream 8 r notes/s (~1 GB/s of features at r = 1000): "
         "give each host local disk and several cores for `interleave`/`map`. A global batch of "
@@ -372,11 +442,13 @@ def _figure(results: dict, path: Path) -> None:
     left.legend(fontsize=7)
     right.semilogx(notes, [s["peak_rss_mb"] - s["baseline_rss_mb"] for s in stream], "o-", label="streamed cache")
     if memory:
-        right.semilogx(memory_notes, [m["peak_rss_mb"] - m["baseline_rss_mb"] for m in memory], "s--",
-                       label="in-memory array")
+        right.semilogx(
+            memory_notes, [m["peak_rss_mb"] - m["baseline_rss_mb"] for m in memory], "s--", label="in-memory array"
+        )
     right.axhline(SHUFFLE_BUFFER * 131e3 / 2**20, color="grey", lw=0.8, ls=":")
-    right.text(notes[-1], SHUFFLE_BUFFER * 131e3 / 2**20, "shuffle buffer ", color="grey", fontsize=8,
-               va="top", ha="right")
+    right.text(
+        notes[-1], SHUFFLE_BUFFER * 131e3 / 2**20, "shuffle buffer ", color="grey", fontsize=8, va="top", ha="right"
+    )
     right.set_xlabel("notes")
     right.set_ylabel("peak RSS above baseline (MB)")
     right.set_title("Pipeline peak memory")
@@ -397,8 +469,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--quick", action="store_true", help="smoke run: no report written")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite scaling.md and scaling.png from --out/scaling.json, measuring nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite scaling.md and scaling.png from --out/scaling.json, measuring nothing",
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -416,9 +491,14 @@ def main(argv=None) -> int:
     free = shutil.disk_usage(workdir).free
     if free < needed:
         raise SystemExit(f"{workdir}: {needed / 1e9:.1f} GB needed for {notes[-1]} notes, {free / 1e9:.1f} GB free")
-    results = {"notes": notes, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0],
-               "stream": {}, "memory": {}}
+    results = {
+        "notes": notes,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_before": os.getloadavg()[0],
+        "stream": {},
+        "memory": {},
+    }
     try:
         print(f"writing a {notes[-1]}-note feature cache in {workdir}", flush=True)
         results["write"] = run_child("write", workdir, notes[-1], timeout=900)
@@ -436,8 +516,9 @@ def main(argv=None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     results["load_after"] = os.getloadavg()[0]
-    results["projection"] = projection(results["train"]["notes_per_s"], results["train"]["params"],
-                                       results["stream"][str(notes[-1])]["notes_per_s"])
+    results["projection"] = projection(
+        results["train"]["notes_per_s"], results["train"]["params"], results["stream"][str(notes[-1])]["notes_per_s"]
+    )
     for row in results["projection"]:
         print(f"  {row['devices']:>3} devices: epoch {_duration(row['epoch_s'])}, efficiency {row['efficiency']:.0%}")
     if not args.quick:

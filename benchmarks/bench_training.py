@@ -35,8 +35,9 @@ PEAK_GFLOPS = 480.0  # 4096^2 float32 matmul in TF on the build machine (brief)
 
 
 # --------------------------------------------------------------------------- FLOPs
-def training_flops_per_sample(input_shape=(128, 256, 1), filters=(16, 32, 64, 128), latent_dim=64,
-                              use_skips=True) -> dict:
+def training_flops_per_sample(
+    input_shape=(128, 256, 1), filters=(16, 32, 64, 128), latent_dim=64, use_skips=True
+) -> dict:
     """Multiply-adds x 2 of the convolutions and dense layers of TimbreVAE.
 
     Training costs ~3x the forward pass (forward, gradient w.r.t. inputs, gradient
@@ -110,10 +111,12 @@ def _peer_model(input_shape, filters, latent_dim, beta, grad_weight, skip_dropou
                 keep = tf.cast(tf.random.uniform((tf.shape(data)[0], 1, 1, 1)) >= skip_dropout, data.dtype)
                 reconstruction = self.decoder([z] + [s * keep for s in skips], training=True)
                 recon = tf.reduce_mean(tf.square(data - reconstruction))
-                kl = tf.reduce_sum(tf.reduce_mean(
-                    -0.5 * (1 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var)), axis=0))
-                mel_grad = tf.reduce_mean(tf.abs(
-                    (data[:, 1:] - data[:, :-1]) - (reconstruction[:, 1:] - reconstruction[:, :-1])))
+                kl = tf.reduce_sum(
+                    tf.reduce_mean(-0.5 * (1 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var)), axis=0)
+                )
+                mel_grad = tf.reduce_mean(
+                    tf.abs((data[:, 1:] - data[:, :-1]) - (reconstruction[:, 1:] - reconstruction[:, :-1]))
+                )
                 total = recon + beta * kl + grad_weight * mel_grad
             grads = tape.gradient(total, self.trainable_weights)
             self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
@@ -158,8 +161,14 @@ def _time_fits(models: dict, x, batch_size, repeats, time_steps: bool) -> dict:
         for name, model in models.items():
             already = len(timers[name].seconds)
             start = time.perf_counter()
-            model.fit(x, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
-                      callbacks=[timers[name]] if time_steps else None)
+            model.fit(
+                x,
+                batch_size=batch_size,
+                epochs=1,
+                verbose=0,
+                shuffle=False,
+                callbacks=[timers[name]] if time_steps else None,
+            )
             elapsed = time.perf_counter() - start
             results[name]["all_samples_per_s"].append(len(x) / elapsed)
             results[name]["fit_overhead_s"].append(elapsed - sum(timers[name].seconds[already:]))
@@ -167,8 +176,12 @@ def _time_fits(models: dict, x, batch_size, repeats, time_steps: bool) -> dict:
         result["samples_per_s"] = float(np.median(result["all_samples_per_s"]))
         if time_steps:
             steps = np.asarray(timers[name].seconds)
-            result["step_ms"] = {"median": 1e3 * float(np.median(steps)), "p25": 1e3 * float(np.percentile(steps, 25)),
-                                 "p75": 1e3 * float(np.percentile(steps, 75)), "count": int(steps.size)}
+            result["step_ms"] = {
+                "median": 1e3 * float(np.median(steps)),
+                "p25": 1e3 * float(np.percentile(steps, 25)),
+                "p75": 1e3 * float(np.percentile(steps, 75)),
+                "count": int(steps.size),
+            }
         else:
             del result["fit_overhead_s"]
     return results
@@ -208,6 +221,7 @@ def _conv_microbench(backend: str, repeats: int = 5) -> list[dict]:
                     tape.watch([x, k])
                     y = tf.reduce_sum(conv(x, k))
                 return tape.gradient(y, [x, k])[index]
+
             return tf.function(fn)
 
         fns = {"forward": tf.function(conv), "input gradient (transposed conv)": grad(0), "kernel gradient": grad(1)}
@@ -239,14 +253,19 @@ def worker(with_peer: bool, jit: bool, batch_size: int, steps: int, repeats: int
     ours.compile(jit_compile=jit)
     models = {"keras_timbre": ours}
     if with_peer:
-        peer = _peer_model(ours.spectrogram_shape, ours.filters, ours.latent_dim, DEFAULT_BETA,
-                           DEFAULT_GRAD_WEIGHT, DEFAULT_SKIP_DROPOUT)
+        peer = _peer_model(
+            ours.spectrogram_shape,
+            ours.filters,
+            ours.latent_dim,
+            DEFAULT_BETA,
+            DEFAULT_GRAD_WEIGHT,
+            DEFAULT_SKIP_DROPOUT,
+        )
         peer.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0), jit_compile=jit)
         models["peer"] = peer
     x = np.random.default_rng(0).normal(size=(batch_size * steps,) + ours.spectrogram_shape).astype("float32")
     timed = _time_fits(models, x, batch_size, repeats, time_steps=keras.backend.backend() != "jax")
-    results = [{**timed[name], "kind": name, "backend": keras.backend.backend(), "jit_compile": jit}
-               for name in models]
+    results = [{**timed[name], "kind": name, "backend": keras.backend.backend(), "jit_compile": jit} for name in models]
     if diagnose:
         results[0]["conv"] = _conv_microbench(keras.backend.backend())
     return results
@@ -254,15 +273,35 @@ def worker(with_peer: bool, jit: bool, batch_size: int, steps: int, repeats: int
 
 # --------------------------------------------------------------------------- driver
 CONFIGS = [  # (backend, jit); on tensorflow ours and the peer share one process, timed alternately
-    ("tensorflow", False), ("tensorflow", True), ("jax", True), ("jax", False), ("torch", False), ("torch", True),
+    ("tensorflow", False),
+    ("tensorflow", True),
+    ("jax", True),
+    ("jax", False),
+    ("torch", False),
+    ("torch", True),
 ]
 
 
 def _run_config(backend, jit, args) -> list[dict]:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, __file__, "--worker", "--jit", str(int(jit)), "--batch-size",
-               str(args.batch_size), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--jit",
+        str(int(jit)),
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--repeats",
+        str(args.repeats),
+    ]
     if backend == "tensorflow":
         command.append("--with-peer")
     if jit == (backend == "jax") and backend in ("tensorflow", "jax"):
@@ -335,8 +374,10 @@ def _report(results, args, flops, elapsed) -> str:
         peer_steps = by_key[("peer", "tensorflow", jit)]["step_ms"]
         label = "XLA" if jit else "no XLA"
         step_ratio = peer_steps["median"] / ours_steps["median"]
-        epoch_ratio = (by_key[("keras_timbre", "tensorflow", jit)]["samples_per_s"]
-                       / by_key[("peer", "tensorflow", jit)]["samples_per_s"])
+        epoch_ratio = (
+            by_key[("keras_timbre", "tensorflow", jit)]["samples_per_s"]
+            / by_key[("peer", "tensorflow", jit)]["samples_per_s"]
+        )
         lines.append(
             f"- TensorFlow, {label}: TimbreVAE / peer = **{step_ratio:.2f}x** by median step "
             f"({ours_steps['median']:.1f} vs {peer_steps['median']:.1f} ms, interquartile "
@@ -344,11 +385,16 @@ def _report(results, args, flops, elapsed) -> str:
             f"{ours_steps['count']} steps each); {epoch_ratio:.2f}x by median epoch."
         )
     for backend in ("jax", "torch"):
-        best = max((r for r in results if r.get("backend") == backend and "steady_samples_per_s" in r),
-                   key=lambda r: r["steady_samples_per_s"], default=None)
+        best = max(
+            (r for r in results if r.get("backend") == backend and "steady_samples_per_s" in r),
+            key=lambda r: r["steady_samples_per_s"],
+            default=None,
+        )
         if best and ours_tf:
-            lines.append(f"- {backend} (best, jit_compile={best['jit_compile']}) / TensorFlow (no XLA): "
-                         f"{best['steady_samples_per_s'] / ours_tf:.2f}x.")
+            lines.append(
+                f"- {backend} (best, jit_compile={best['jit_compile']}) / TensorFlow (no XLA): "
+                f"{best['steady_samples_per_s'] / ours_tf:.2f}x."
+            )
     conv_rows = [(r["backend"], row) for r in results if "conv" in r for row in r["conv"]]
     if conv_rows:
         lines += [
@@ -376,8 +422,9 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.with_peer, bool(args.jit), args.batch_size, args.steps, args.repeats,
-                                args.diagnose)))
+        print(
+            json.dumps(worker(args.with_peer, bool(args.jit), args.batch_size, args.steps, args.repeats, args.diagnose))
+        )
         return
 
     sys.path.insert(0, str(REPO))
@@ -392,14 +439,19 @@ def main() -> None:
     try:
         from tqdm import tqdm
     except ImportError:  # progress is a nicety
+
         def tqdm(items, **_):
             return items
+
     for backend, jit in tqdm(configs, desc="configurations", unit="run"):
         for result in _run_config(backend, jit, args):
             results.append(result)
             rate = result.get("samples_per_s")  # by epoch; the report also gives the median step
-            print(f"{result['kind']:13s} {backend:10s} jit={jit!s:5s} "
-                  + (f"{rate:7.1f} samples/s" if rate else result.get("error", "")), flush=True)
+            print(
+                f"{result['kind']:13s} {backend:10s} jit={jit!s:5s} "
+                + (f"{rate:7.1f} samples/s" if rate else result.get("error", "")),
+                flush=True,
+            )
     report = _report(results, args, flops, time.perf_counter() - started)
     write_text(args.out, report)
     print(report)

@@ -1,6 +1,6 @@
 """Morph the timbre of one note into another by walking the latent line between them.
 
-    python examples/interpolate_timbre.py runs/main A.wav B.wav --steps 5 --out morph/
+python examples/interpolate_timbre.py runs/main A.wav B.wav --steps 5 --out morph/
 """
 
 import argparse

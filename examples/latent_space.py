@@ -1,6 +1,6 @@
 """Plot the latent means of a dataset's notes, coloured by instrument family.
 
-    python examples/latent_space.py runs/main --data ../shared/nsynth-mini --out latent.png
+python examples/latent_space.py runs/main --data ../shared/nsynth-mini --out latent.png
 """
 
 import argparse

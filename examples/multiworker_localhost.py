@@ -78,8 +78,12 @@ def train(mode: str) -> dict:
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         dataset = tf.data.Dataset.from_tensor_slices(x).batch(GLOBAL_BATCH)
         history = model.fit(dataset, epochs=EPOCHS, verbose=0)
-    return {"describe": info.describe(), "replicas": info.num_replicas,
-            "workers": info.num_workers, "loss": history.history["loss"]}
+    return {
+        "describe": info.describe(),
+        "replicas": info.num_replicas,
+        "workers": info.num_workers,
+        "loss": history.history["loss"],
+    }
 
 
 def run_worker(index: int) -> None:
@@ -93,16 +97,26 @@ def launch(timeout: float) -> dict:
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     procs = []
-    env_base = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
-                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-                    CUDA_VISIBLE_DEVICES="-1")
+    env_base = dict(
+        os.environ,
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        CUDA_VISIBLE_DEVICES="-1",
+    )
     start = time.monotonic()
     try:
         for index in range(2):
-            env = dict(env_base, TF_CONFIG=json.dumps({"cluster": cluster,
-                                                       "task": {"type": "worker", "index": index}}))
-            procs.append(subprocess.Popen([sys.executable, __file__, "--worker", str(index)], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            env = dict(env_base, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--worker", str(index)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         reference = train("none")
         results = []
         for proc in procs:
@@ -111,7 +125,7 @@ def launch(timeout: float) -> dict:
             lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 raise RuntimeError(f"worker exited with {proc.returncode}:\n{err[-3000:]}")
-            results.append(json.loads(lines[-1][len("RESULT "):]))
+            results.append(json.loads(lines[-1][len("RESULT ") :]))
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the two workers did not finish within {timeout:.0f} s") from None
     finally:
@@ -139,9 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker {result['worker']}: {result['describe']}")
         print(f"worker {result['worker']}: loss per epoch {[round(v, 6) for v in result['loss']]}")
         ok &= result["replicas"] == 2 and all(
-            abs(a - b) <= args.tolerance * abs(b) for a, b in zip(result["loss"], reference))
-    print(f"{'OK' if ok else 'MISMATCH'}: two workers on 127.0.0.1 vs one device at global batch "
-          f"{GLOBAL_BATCH} ({summary['seconds']:.1f} s)")
+            abs(a - b) <= args.tolerance * abs(b) for a, b in zip(result["loss"], reference)
+        )
+    print(
+        f"{'OK' if ok else 'MISMATCH'}: two workers on 127.0.0.1 vs one device at global batch "
+        f"{GLOBAL_BATCH} ({summary['seconds']:.1f} s)"
+    )
     return 0 if ok else 1
 
 

@@ -28,7 +28,9 @@ import serving_rest  # noqa: E402  (the sibling example: input names, audio load
 DEFAULT_SERVER = "localhost:8500"
 
 
-def predict_request(batch, model_name: str = "timbre", signature_name: str = "serving_default", version: int | None = None):
+def predict_request(
+    batch, model_name: str = "timbre", signature_name: str = "serving_default", version: int | None = None
+):
     """A `PredictRequest` for a batch of waveforms (batch, samples) or latents (batch, latent_dim).
 
     Args:
@@ -85,7 +87,9 @@ def main(argv=None) -> int:
     parser.add_argument("--signature", default="encode", choices=serving_rest.WAVEFORM_SIGNATURES)
     parser.add_argument("--sample-rate", type=int, default=16000, help="the model's rate (frontend.json)")
     args = parser.parse_args(argv)
-    request = predict_request(serving_rest.load_waveforms(args.audio, args.sample_rate), args.model_name, args.signature)
+    request = predict_request(
+        serving_rest.load_waveforms(args.audio, args.sample_rate), args.model_name, args.signature
+    )
     import grpc
 
     try:

@@ -76,7 +76,9 @@ def named_batch(batch, signature_name: str) -> tuple[str, np.ndarray]:
     elif signature_name in LATENT_SIGNATURES:
         input_name = "z"
     else:
-        raise ValueError(f"signature_name must be one of {WAVEFORM_SIGNATURES + LATENT_SIGNATURES}, got {signature_name!r}")
+        raise ValueError(
+            f"signature_name must be one of {WAVEFORM_SIGNATURES + LATENT_SIGNATURES}, got {signature_name!r}"
+        )
     batch = np.asarray(batch, np.float32)
     if batch.ndim != 2:
         raise ValueError(f"{input_name}: expected a 2-D (batch, values) array, got shape {batch.shape}")

@@ -31,8 +31,13 @@ stats = compute_stats(train_notes, frontend)  # from the training split only
 train_ds = feature_dataset(train_notes, frontend, stats, batch_size=16, shuffle=True)
 val_ds = feature_dataset(val_notes, frontend, stats, batch_size=16)
 
-config = runs.run_config(args.variant, {"epochs": args.epochs}, args.data,
-                         {"method": "pitch held out per instrument", "val_fraction": 0.15, "split_seed": 0}, seed=0)
+config = runs.run_config(
+    args.variant,
+    {"epochs": args.epochs},
+    args.data,
+    {"method": "pitch held out per instrument", "val_fraction": 0.15, "split_seed": 0},
+    seed=0,
+)
 runs.create_run(args.out, frontend, stats, config)  # frontend.json, stats.npz, config.json
 
 model = TimbreVAE.from_variant(args.variant, input_shape=(*frontend.feature_shape, 1))

@@ -120,7 +120,8 @@ def run_ablation(
     for seed in seeds:
         for variant in variants:
             index = seeds.index(seed) * len(variants) + variants.index(variant) + 1
-            print(f"\n=== ablation {index}/{total}: {variant}, seed {seed} ({time.perf_counter() - started:.0f} s so far) ===")
+            elapsed = time.perf_counter() - started
+            print(f"\n=== ablation {index}/{total}: {variant}, seed {seed} ({elapsed:.0f} s so far) ===")
             path = out / run_name(variant, seed)
             run = train(path, data=data, variant=variant, seed=seed, split_seed=split_seed, **train_kwargs)
             metrics_path = path / runs.METRICS_FILE
@@ -150,7 +151,10 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     first = next(iter(loaded.values()))
     split = first.config["split"]
     _, _, records, log_mel_db = load_split(
-        Path(first.config["data"]), first.frontend, split["val_fraction"], split["split_seed"],
+        Path(first.config["data"]),
+        first.frontend,
+        split["val_fraction"],
+        split["split_seed"],
         first.config["hyperparameters"].get("max_per_instrument"),
     )
     if not len(records):
@@ -159,11 +163,15 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     targets = log_mel_db[picks]
     recons = {variant: reconstruct_db(run.model, targets, run.stats) for variant, run in loaded.items()}
     titles = [records[i].note_str for i in picks]
-    plots.plot_reconstructions(out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles, zoom=True)
+    plots.plot_reconstructions(
+        out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles, zoom=True
+    )
     for variant, run in loaded.items():
         z_mean, _ = evaluation.latent_means(run.model, log_mel_db, run.stats)
         plots.plot_latent_pca(
-            out / "figures" / f"latent_pca_{variant.replace('+', '_')}.png", z_mean, [r.family for r in records],
+            out / "figures" / f"latent_pca_{variant.replace('+', '_')}.png",
+            z_mean,
+            [r.family for r in records],
             title=f"{variant}: latent means of held-out notes (PCA)",
         )
     for i, note in enumerate(titles):

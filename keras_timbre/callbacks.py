@@ -17,8 +17,14 @@ from keras_timbre import atomic
 SCHEDULES = ("linear", "cyclical")
 
 
-def beta_schedule(epoch: int, target: float, warmup_epochs: int, schedule: str = "linear",
-                  cycle_epochs: int | None = None, ramp_fraction: float = 0.5) -> float:
+def beta_schedule(
+    epoch: int,
+    target: float,
+    warmup_epochs: int,
+    schedule: str = "linear",
+    cycle_epochs: int | None = None,
+    ramp_fraction: float = 0.5,
+) -> float:
     """β for a 0-based `epoch`.
 
     "linear": rises from 0 to `target` over `warmup_epochs` epochs (epoch 0
@@ -70,8 +76,14 @@ class BetaWarmup(keras.callbacks.Callback):
     [0.0, 0.25, 0.5]
     """
 
-    def __init__(self, warmup_epochs: int = 5, target: float | None = None, schedule: str = "linear",
-                 cycle_epochs: int | None = None, ramp_fraction: float = 0.5):
+    def __init__(
+        self,
+        warmup_epochs: int = 5,
+        target: float | None = None,
+        schedule: str = "linear",
+        cycle_epochs: int | None = None,
+        ramp_fraction: float = 0.5,
+    ):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")

@@ -39,8 +39,7 @@ _mirrored_strategies: dict[tuple[str, ...], Any] = {}
 _jax_initialized = False
 
 _TF_CONFIG_EXAMPLE = (
-    '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
-    '"task": {"type": "worker", "index": 0}}'
+    '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, ' '"task": {"type": "worker", "index": 0}}'
 )
 _JAX_CLUSTER_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -152,9 +151,7 @@ def parse_tf_config(text: str | None = None) -> dict[str, Any] | None:
 
     def bad(problem: str) -> ValueError:
         shown = text if len(text) <= 200 else text[:200] + "..."
-        return ValueError(
-            f"TF_CONFIG {problem}. Got {shown!r}; expected JSON like {_TF_CONFIG_EXAMPLE}"
-        )
+        return ValueError(f"TF_CONFIG {problem}. Got {shown!r}; expected JSON like {_TF_CONFIG_EXAMPLE}")
 
     try:
         config = json.loads(text)
@@ -177,12 +174,9 @@ def parse_tf_config(text: str | None = None) -> dict[str, Any] | None:
         raise bad('needs a "task" object with "type" and "index"')
     task_type, index = task.get("type"), task.get("index")
     if task_type not in cluster:
-        raise bad(f'task type {task_type!r} is not a job of the cluster {sorted(cluster)}')
+        raise bad(f"task type {task_type!r} is not a job of the cluster {sorted(cluster)}")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[task_type]):
-        raise bad(
-            f'task index {index!r} is not in [0, {len(cluster[task_type])}) '
-            f'for job "{task_type}"'
-        )
+        raise bad(f"task index {index!r} is not in [0, {len(cluster[task_type])}) " f'for job "{task_type}"')
     return config
 
 
@@ -269,8 +263,9 @@ def _jax_distribution(mode: str) -> DistributionInfo:
 
     global _jax_initialized
     if os.environ.get("TF_CONFIG"):
-        logger.warning("TF_CONFIG is ignored on the JAX backend; a multi-host JAX run reads %s.",
-                       ", ".join(_JAX_CLUSTER_VARIABLES))
+        logger.warning(
+            "TF_CONFIG is ignored on the JAX backend; a multi-host JAX run reads %s.", ", ".join(_JAX_CLUSTER_VARIABLES)
+        )
     multi_host = any(os.environ.get(name) for name in _JAX_CLUSTER_VARIABLES)
     if multi_host and not _jax_initialized:
         keras.distribution.initialize()
@@ -301,8 +296,9 @@ def _torch_distribution(mode: str) -> DistributionInfo:
     import torch
 
     if torch.cuda.device_count() > 1:
-        logger.warning("torch sees %d GPUs, but Keras trains on one of them with the torch backend.",
-                       torch.cuda.device_count())
+        logger.warning(
+            "torch sees %d GPUs, but Keras trains on one of them with the torch backend.", torch.cuda.device_count()
+        )
     return DistributionInfo(mode="none", backend="torch", engine="single device")
 
 

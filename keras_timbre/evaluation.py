@@ -167,7 +167,9 @@ def write_examples(run: runs.Run, records, log_mel_db: np.ndarray) -> None:
     if run.model.use_skips:
         columns["decode(z), skips zeroed"] = reconstruct_db(run.model, chosen, run.stats, skips=False)
     titles = [records[i].note_str for i in shown]
-    plots.plot_reconstructions(run.path / "figures" / "evaluation_reconstructions.png", chosen, columns, run.frontend, titles, zoom=True)
+    plots.plot_reconstructions(
+        run.path / "figures" / "evaluation_reconstructions.png", chosen, columns, run.frontend, titles, zoom=True
+    )
     z_mean, _ = latent_means(run.model, log_mel_db, run.stats)
     if len(z_mean) >= 3:
         plots.plot_latent_pca(run.path / "figures" / "latent_pca.png", z_mean, [r.family for r in records])
@@ -205,8 +207,12 @@ def reconstruct_file(
     with atomic.atomic_path(out, suffix=".wav") as tmp:
         sf.write(tmp, audio, run.frontend.sample_rate, format="WAV")
     figure = plots.plot_reconstructions(
-        out.with_suffix(".png"), target, {f"{run.variant} reconstruction": recon}, run.frontend,
-        titles=[audio_path.name], zoom=True,
+        out.with_suffix(".png"),
+        target,
+        {f"{run.variant} reconstruction": recon},
+        run.frontend,
+        titles=[audio_path.name],
+        zoom=True,
     )
     return out, figure
 
@@ -246,9 +252,15 @@ def interpolate(
     z = ((1 - alphas[:, None]) * z_mean[0] + alphas[:, None] * z_mean[1]).astype(np.float32)
     decoded = run.stats.denormalize(keras.ops.convert_to_numpy(run.model.decode(z))[..., 0])
     out_dir = Path(out_dir)
-    written = [plots.plot_interpolation(out_dir / "strip.png", decoded, run.frontend, alphas, (Path(audio_a).name, Path(audio_b).name))]
+    written = [
+        plots.plot_interpolation(
+            out_dir / "strip.png", decoded, run.frontend, alphas, (Path(audio_a).name, Path(audio_b).name)
+        )
+    ]
     for i, spectrogram in enumerate(decoded):
         with atomic.atomic_path(out_dir / f"step_{i:02d}.wav", suffix=".wav") as tmp:
-            sf.write(tmp, mel_to_audio(spectrogram, run.frontend, n_iter=n_iter), run.frontend.sample_rate, format="WAV")
+            sf.write(
+                tmp, mel_to_audio(spectrogram, run.frontend, n_iter=n_iter), run.frontend.sample_rate, format="WAV"
+            )
         written.append(out_dir / f"step_{i:02d}.wav")
     return written

@@ -9,12 +9,13 @@ feature code is needed on its side.
 
 Signatures (every input and output is named):
 
-| signature                        | input                      | outputs |
-|----------------------------------|----------------------------|---------|
-| `serving_default`, `reconstruct` | `waveform` [batch, samples] | `log_mel` [batch, n_mels, n_frames] dB, `z_mean`, `z_log_var` [batch, latent] |
-| `encode`                         | `waveform` [batch, samples] | `z_mean`, `z_log_var` |
-| `decode`                         | `z` [batch, latent]         | `log_mel` (decoder without skips) |
-| `synthesize`                     | `z` [batch, latent]         | `waveform` [batch, num_samples] |
+| signature                        | input                       | outputs                                  |
+|----------------------------------|-----------------------------|------------------------------------------|
+| `serving_default`, `reconstruct` | `waveform` [batch, samples] | `log_mel` [batch, n_mels, n_frames] dB,  |
+|                                  |                             | `z_mean`, `z_log_var` [batch, latent]    |
+| `encode`                         | `waveform` [batch, samples] | `z_mean`, `z_log_var`                    |
+| `decode`                         | `z` [batch, latent]         | `log_mel` (decoder without skips)        |
+| `synthesize`                     | `z` [batch, latent]         | `waveform` [batch, num_samples]          |
 
 Any batch size is accepted; big batches run in slices of `CHUNK_SIZE` notes
 inside the graph, which is faster on CPU and gives the same results.
@@ -157,9 +158,7 @@ def tf_mel_to_audio(
         angles = unit_phase(rebuilt - tf.cast(blend, tf.complex64) * previous)
         return i + 1, angles, rebuilt
 
-    _, angles, _ = tf.while_loop(
-        lambda i, *_: i < n_iter, step, (tf.constant(0), angles, rebuilt)
-    )
+    _, angles, _ = tf.while_loop(lambda i, *_: i < n_iter, step, (tf.constant(0), angles, rebuilt))
     audio = istft(magnitude * angles)
     half = config.n_fft // 2
     audio = fit_to_length(audio[:, half:], config.num_samples)
@@ -352,8 +351,17 @@ def _export_in_subprocess(run_dir, out_dir, overwrite: bool, griffin_lim_iters: 
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = [sys.executable, "-m", "keras_timbre.cli", "export", str(run_dir), "--out", str(out_dir),
-               "--griffin-lim-iters", str(griffin_lim_iters)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_timbre.cli",
+        "export",
+        str(run_dir),
+        "--out",
+        str(out_dir),
+        "--griffin-lim-iters",
+        str(griffin_lim_iters),
+    ]
     if overwrite:
         command.append("--overwrite")
     result = subprocess.run(command, env=env, capture_output=True, text=True)

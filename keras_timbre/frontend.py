@@ -67,17 +67,16 @@ class FrontendConfig:
 
         need(int(self.sample_rate) > 0, f"sample_rate must be > 0, got {self.sample_rate}")
         need(int(self.n_fft) > 0, f"n_fft must be > 0, got {self.n_fft}")
-        need(0 < int(self.hop_length) <= int(self.n_fft),
-             f"hop_length must be in (0, n_fft={self.n_fft}], got {self.hop_length}")
+        need(
+            0 < int(self.hop_length) <= int(self.n_fft),
+            f"hop_length must be in (0, n_fft={self.n_fft}], got {self.hop_length}",
+        )
         need(int(self.n_mels) > 0, f"n_mels must be > 0, got {self.n_mels}")
-        need(0 <= self.fmin < self.fmax,
-             f"need 0 <= fmin < fmax, got fmin={self.fmin}, fmax={self.fmax}")
-        need(self.fmax <= self.sample_rate / 2,
-             f"fmax={self.fmax} is above Nyquist ({self.sample_rate / 2})")
+        need(0 <= self.fmin < self.fmax, f"need 0 <= fmin < fmax, got fmin={self.fmin}, fmax={self.fmax}")
+        need(self.fmax <= self.sample_rate / 2, f"fmax={self.fmax} is above Nyquist ({self.sample_rate / 2})")
         need(self.duration > 0, f"duration must be > 0, got {self.duration}")
         need(self.log_floor > 0, f"log_floor must be > 0, got {self.log_floor}")
-        need(self.num_samples >= self.hop_length,
-             f"duration={self.duration} s is shorter than one hop")
+        need(self.num_samples >= self.hop_length, f"duration={self.duration} s is shorter than one hop")
 
     @property
     def num_samples(self) -> int:

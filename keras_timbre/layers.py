@@ -202,9 +202,7 @@ class DecoderBlock(keras.layers.Layer):
         self.filters = int(filters)
         self.skip_channels = int(skip_channels)
         self.kernel_size = int(kernel_size)
-        self.up_sampling = (
-            tuple(up_sampling) if isinstance(up_sampling, (list, tuple)) else (int(up_sampling),) * 2
-        )
+        self.up_sampling = tuple(up_sampling) if isinstance(up_sampling, (list, tuple)) else (int(up_sampling),) * 2
         self.normalization = normalization
         self.activation = activation
         self._activation_fn = keras.activations.get(activation)
@@ -213,7 +211,11 @@ class DecoderBlock(keras.layers.Layer):
         input_shape = inputs_shape
         use_bias = self.normalization is None
         self.upsample = keras.layers.Conv2DTranspose(
-            self.filters, self.kernel_size, strides=self.up_sampling, padding="same", use_bias=use_bias,
+            self.filters,
+            self.kernel_size,
+            strides=self.up_sampling,
+            padding="same",
+            use_bias=use_bias,
             name="upsample",
         )
         self.upsample.build(input_shape)

@@ -115,9 +115,7 @@ def active_frames(target, below_peak_db: float = 40.0) -> np.ndarray:
     return frame_peak >= frame_peak.max(axis=1, keepdims=True) - below_peak_db
 
 
-def harmonic_contrast_ratio(
-    target, reconstruction, floor_db: float | None = None, window: int = 5
-) -> float:
+def harmonic_contrast_ratio(target, reconstruction, floor_db: float | None = None, window: int = 5) -> float:
     """Mean peak-to-valley contrast of the reconstruction over the target's (1 is ideal, < 1 blurred)."""
     target, reconstruction = _pair(target, reconstruction, floor_db)
     active = active_frames(target)

@@ -165,8 +165,11 @@ class TimbreVAE(keras.Model):
         self.normalization = normalization
         self.activation = activation
         self.seed = seed
-        self._initial_weights = {"beta": float(beta), "grad_weight": float(grad_weight),
-                                 "time_grad_weight": float(time_grad_weight)}
+        self._initial_weights = {
+            "beta": float(beta),
+            "grad_weight": float(grad_weight),
+            "time_grad_weight": float(time_grad_weight),
+        }
 
         self.beta = keras.Variable(float(beta), trainable=False, dtype="float32", name="beta")
         self.grad_weight = keras.Variable(float(grad_weight), trainable=False, dtype="float32", name="grad_weight")
@@ -175,7 +178,9 @@ class TimbreVAE(keras.Model):
         )
 
         block_kwargs = {"normalization": normalization, "activation": activation}
-        self.encoder_blocks = [EncoderBlock(f, name=f"encoder_block_{i}", **block_kwargs) for i, f in enumerate(filters)]
+        self.encoder_blocks = [
+            EncoderBlock(f, name=f"encoder_block_{i}", **block_kwargs) for i, f in enumerate(filters)
+        ]
         self.flatten = keras.layers.Flatten(name="flatten")
         self.z_mean_dense = keras.layers.Dense(self.latent_dim, name="z_mean")
         self.z_log_var_dense = keras.layers.Dense(self.latent_dim, name="z_log_var")
@@ -192,7 +197,9 @@ class TimbreVAE(keras.Model):
             DecoderBlock(f, skip_channels=f if self.use_skips else 0, name=f"decoder_block_{i}", **block_kwargs)
             for i, f in enumerate(reversed(filters[:-1]))
         ]
-        self.output_conv = keras.layers.Conv2DTranspose(input_shape[-1], 4, strides=2, padding="same", name="output_conv")
+        self.output_conv = keras.layers.Conv2DTranspose(
+            input_shape[-1], 4, strides=2, padding="same", name="output_conv"
+        )
         self.dropout_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
 
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")

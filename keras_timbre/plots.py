@@ -129,7 +129,9 @@ def plot_reconstructions(
                     ax.set_ylim(config.fmin, config.fmax / 2)
                     ax.set_xlim(max(0.0, onset_s - 0.05), min(config.duration, onset_s + 0.3))
                 label = titles[note] if titles is not None else f"note {note}"
-                ax.set_title(f"{name}" + (f" ({view})" if view != "full" else f"\n{label}" if col == 0 else ""), fontsize=9)
+                ax.set_title(
+                    f"{name}" + (f" ({view})" if view != "full" else f"\n{label}" if col == 0 else ""), fontsize=9
+                )
                 if col:
                     ax.set_ylabel("")
                 if v < len(views) - 1 or note < len(targets) - 1:
@@ -147,7 +149,9 @@ def read_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"{path} has no epochs")
-    return {key: np.array([float(row[key]) if row[key] not in ("", None) else np.nan for row in rows]) for key in rows[0]}
+    return {
+        key: np.array([float(row[key]) if row[key] not in ("", None) else np.nan for row in rows]) for key in rows[0]
+    }
 
 
 def plot_history(path: str | os.PathLike, history_csv: str | os.PathLike) -> Path:
@@ -201,7 +205,11 @@ def plot_latent_pca(path: str | os.PathLike, z_mean, families: Sequence[str], ti
 
 
 def plot_interpolation(
-    path: str | os.PathLike, spectrograms, config: FrontendConfig, alphas: Sequence[float], names: Sequence[str] = ("A", "B")
+    path: str | os.PathLike,
+    spectrograms,
+    config: FrontendConfig,
+    alphas: Sequence[float],
+    names: Sequence[str] = ("A", "B"),
 ) -> Path:
     """A strip of decoded spectrograms from note A (alpha 0) to note B (alpha 1)."""
     spectrograms = _as_notes(spectrograms)
@@ -214,7 +222,10 @@ def plot_interpolation(
     vmin = max(float(spectrograms.min()), vmax - 80.0)
     for i, (ax, alpha) in enumerate(zip(axes[0], alphas)):
         image = _specshow(ax, spectrograms[i], config, vmin, vmax)
-        ax.set_title(f"α={alpha:.2f}" + (f"\n{names[0]}" if i == 0 else f"\n{names[1]}" if i == len(alphas) - 1 else "\n"), fontsize=9)
+        ax.set_title(
+            f"α={alpha:.2f}" + (f"\n{names[0]}" if i == 0 else f"\n{names[1]}" if i == len(alphas) - 1 else "\n"),
+            fontsize=9,
+        )
         if i:
             ax.set_ylabel("")
     figure.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.8)

@@ -36,8 +36,18 @@ DEFAULT_VARIANT = "skip+grad"
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
 FIGURE_NOTES = 3
-MODEL_KEYS = ("latent_dim", "filters", "beta", "grad_weight", "time_grad_weight", "skip_dropout", "free_bits",
-              "reconstruction", "normalization", "use_skips")
+MODEL_KEYS = (
+    "latent_dim",
+    "filters",
+    "beta",
+    "grad_weight",
+    "time_grad_weight",
+    "skip_dropout",
+    "free_bits",
+    "reconstruction",
+    "normalization",
+    "use_skips",
+)
 
 
 def check_variant(variant: str) -> str:
@@ -162,7 +172,10 @@ def _callbacks(run_path: Path, model, stats, figure_db, figure_titles, frontend,
                 recon = reconstruct_db(self.model, figure_db, stats)
                 plots.plot_reconstructions(
                     run_path / "figures" / f"reconstruction_epoch_{epoch + 1:03d}.png",
-                    figure_db, {f"epoch {epoch + 1}": recon}, frontend, titles=figure_titles,
+                    figure_db,
+                    {f"epoch {epoch + 1}": recon},
+                    frontend,
+                    titles=figure_titles,
                 )
 
     return [
@@ -246,7 +259,9 @@ def train(
     if (out / runs.CONFIG_FILE).is_file():
         existing = json.loads((out / runs.CONFIG_FILE).read_text()).get("variant")
         if existing != variant:
-            raise ValueError(f"{out} already holds a {existing!r} run; cannot resume it as {variant!r}. Use another --out.")
+            raise ValueError(
+                f"{out} already holds a {existing!r} run; cannot resume it as {variant!r}. Use another --out."
+            )
     done = completed_epochs(out / runs.HISTORY_FILE)
     if done >= epochs and (out / runs.MODEL_FILE).is_file() and not any((out / "checkpoints").glob("*")):
         print(f"{out} already has {done} finished epochs (asked for {epochs}); nothing to train.")
@@ -264,8 +279,10 @@ def train(
         stats = FeatureStats.from_features(train_db)
         x_val = as_model_input(val_db, stats) if len(val_db) else None
         fit_inputs = dict(
-            x=as_model_input(train_db, stats), validation_data=(x_val,) if x_val is not None else None,
-            batch_size=batch_size, shuffle=True,
+            x=as_model_input(train_db, stats),
+            validation_data=(x_val,) if x_val is not None else None,
+            batch_size=batch_size,
+            shuffle=True,
         )
         shown_db, shown_records = (val_db, val_records) if len(val_db) else (train_db, train_records)
         picks = diverse_notes(shown_records, FIGURE_NOTES)
@@ -275,13 +292,22 @@ def train(
             data_path, Path(cache), frontend, val_fraction, split_seed, max_per_instrument, batch_size, seed
         )
     hyperparameters = {
-        "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
-        "grad_weight": grad_weight, "latent_dim": latent_dim, "warmup_epochs": warmup_epochs,
-        "max_per_instrument": max_per_instrument, **(model_kwargs or {}),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "beta": beta,
+        "grad_weight": grad_weight,
+        "latent_dim": latent_dim,
+        "warmup_epochs": warmup_epochs,
+        "max_per_instrument": max_per_instrument,
+        **(model_kwargs or {}),
     }
     split = {
-        "method": "pitch held out per instrument", "val_fraction": val_fraction, "split_seed": split_seed,
-        "train_notes": len(train_records), "val_notes": len(val_records),
+        "method": "pitch held out per instrument",
+        "val_fraction": val_fraction,
+        "split_seed": split_seed,
+        "train_notes": len(train_records),
+        "val_notes": len(val_records),
     }
     config = runs.run_config(variant, hyperparameters, str(data_path), split, seed)
     if cache is not None:
@@ -311,7 +337,15 @@ def train(
         config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
         atomic.write_json(out / runs.CONFIG_FILE, config)
         all_callbacks = _callbacks(
-            out, model, stats, figure_db, figure_titles, frontend, figure_every, epochs, warmup_epochs,
+            out,
+            model,
+            stats,
+            figure_db,
+            figure_titles,
+            frontend,
+            figure_every,
+            epochs,
+            warmup_epochs,
         ) + list(callbacks or [])
         model.fit(**fit_inputs, epochs=epochs, initial_epoch=extend_from, callbacks=all_callbacks, verbose=verbose)
     runs.save_model(out, model)

@@ -96,9 +96,7 @@ OBJECTIVE_DEPENDS_ON = {
 }
 
 
-def resolve_space(
-    ranges: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def resolve_space(ranges: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The default space with `ranges` narrowing (or opening) entries and `fixed` pinning them.
 
     Args:
@@ -121,8 +119,7 @@ def resolve_space(
         unknown = sorted(set(names) - set(DEFAULT_SPACE))
         if unknown:
             raise ValueError(
-                f"Unknown hyperparameter(s) in {what}: {', '.join(unknown)}; "
-                f"known: {', '.join(DEFAULT_SPACE)}"
+                f"Unknown hyperparameter(s) in {what}: {', '.join(unknown)}; " f"known: {', '.join(DEFAULT_SPACE)}"
             )
     both = sorted(set(ranges) & set(fixed))
     if both:
@@ -291,9 +288,7 @@ class TimbreHyperModel(kt.HyperModel):
         # The same seed for every trial: a trial's result depends on its hyperparameters
         # only, not on the trials before it, and a resumed search matches an unbroken one.
         keras.utils.set_random_seed(self.seed)
-        model = TimbreVAE(
-            input_shape=(*self.frontend.feature_shape, 1), seed=self.seed, name=self.name, **values
-        )
+        model = TimbreVAE(input_shape=(*self.frontend.feature_shape, 1), seed=self.seed, name=self.name, **values)
         model.compile(optimizer=default_optimizer(learning_rate))
         # Checkpoints hold the optimizer's slots too: create them so they load.
         model.optimizer.build(model.trainable_variables)
@@ -301,9 +296,7 @@ class TimbreHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, validation_data=None, callbacks=None, **kwargs):
         if validation_data is None:
-            raise kt.errors.FatalValueError(
-                f"TimbreHyperModel needs validation_data to report {DEFAULT_OBJECTIVE}"
-            )
+            raise kt.errors.FatalValueError(f"TimbreHyperModel needs validation_data to report {DEFAULT_OBJECTIVE}")
         held_out = validation_data[0] if isinstance(validation_data, (tuple, list)) else validation_data
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
@@ -338,8 +331,14 @@ class LogSpectralDistance(keras.callbacks.Callback):
         batch_size: Notes per model call (for arrays).
     """
 
-    def __init__(self, held_out, stats: FeatureStats, floor_db: float | None = None, name: str = DEFAULT_OBJECTIVE,
-                 batch_size: int = 32):
+    def __init__(
+        self,
+        held_out,
+        stats: FeatureStats,
+        floor_db: float | None = None,
+        name: str = DEFAULT_OBJECTIVE,
+        batch_size: int = 32,
+    ):
         super().__init__()
         self.held_out = held_out
         self.stats = stats
@@ -388,10 +387,8 @@ def check_objective(name: str, hypermodel: TimbreHyperModel) -> None:
     keras.backend.clear_session()
     reported = [DEFAULT_OBJECTIVE] + [prefix + n for n in metric_names for prefix in ("val_", "")]
     if name not in reported:
-        raise ValueError(
-            f"No trial reports the objective {name!r}; trials report: {', '.join(reported)}"
-        )
-    base = name[len("val_"):] if name.startswith("val_") else name
+        raise ValueError(f"No trial reports the objective {name!r}; trials report: {', '.join(reported)}")
+    base = name[len("val_") :] if name.startswith("val_") else name
     searched = [n for n in OBJECTIVE_DEPENDS_ON.get(base, ()) if isinstance(hypermodel.space[n], (Range, tuple))]
     if searched:
         raise ValueError(
@@ -497,7 +494,7 @@ class SearchResult:
 
 
 def search_role() -> str:
-    """"single", or "chief" / "worker" when KerasTuner's distributed variables are set.
+    """ "single", or "chief" / "worker" when KerasTuner's distributed variables are set.
 
     KerasTuner's rule: with `KERASTUNER_ORACLE_IP` set, a process whose
     `KERASTUNER_TUNER_ID` contains "chief" serves the oracle; the others are workers.
@@ -579,10 +576,17 @@ def run_search(
     data_path = training.resolve_data(data)
     frontend = frontend or FrontendConfig()
     settings = {
-        "tuner": tuner, "epochs": int(epochs), "batch_size": int(batch_size), "objective": objective_name,
-        "space": {name: _jsonable(spec) for name, spec in space.items()}, "frontend": frontend.to_dict(),
-        "filters": None if filters is None else [int(f) for f in filters], "data": str(data_path),
-        "val_fraction": val_fraction, "max_per_instrument": max_per_instrument, "seed": int(seed),
+        "tuner": tuner,
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "objective": objective_name,
+        "space": {name: _jsonable(spec) for name, spec in space.items()},
+        "frontend": frontend.to_dict(),
+        "filters": None if filters is None else [int(f) for f in filters],
+        "data": str(data_path),
+        "val_fraction": val_fraction,
+        "max_per_instrument": max_per_instrument,
+        "seed": int(seed),
     }
     if overwrite and role != "worker" and out.exists():
         shutil.rmtree(out)
@@ -610,17 +614,33 @@ def run_search(
         f"{len(train_records)} notes ({len(val_records)} held out) from {data_path}; results in {out}"
     )
     search = make_tuner(
-        hypermodel, out, tuner, objective_name, max_trials, epochs, seed, max_consecutive_failed_trials,
+        hypermodel,
+        out,
+        tuner,
+        objective_name,
+        max_trials,
+        epochs,
+        seed,
+        max_consecutive_failed_trials,
         tensorboard_dir=out / "logs",
     )
     split = {  # the same keys as keras_timbre.training writes; `evaluate` reads them
-        "method": "pitch held out per instrument", "val_fraction": val_fraction, "split_seed": seed,
-        "train_notes": len(train_records), "val_notes": len(val_records),
+        "method": "pitch held out per instrument",
+        "val_fraction": val_fraction,
+        "split_seed": seed,
+        "train_notes": len(train_records),
+        "val_notes": len(val_records),
     }
     try:
         search.search(
-            x_train, x_train, validation_data=(x_val, x_val), epochs=epochs, batch_size=batch_size,
-            shuffle=True, callbacks=list(callbacks or []), verbose=verbose,
+            x_train,
+            x_train,
+            validation_data=(x_val, x_val),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            callbacks=list(callbacks or []),
+            verbose=verbose,
         )
     except RuntimeError as error:
         # KerasTuner stops the search after max_consecutive_failed_trials failures in a row.
@@ -656,8 +676,11 @@ def _check_same_search(out: Path, settings: dict[str, Any]) -> None:
     for key in sorted(set(old) | set(new)):
         before, now = old.get(key), new.get(key)
         if isinstance(before, dict) and isinstance(now, dict):  # name the entries that differ
-            diffs += [f"{key}.{k}: {before.get(k)!r} before, {now.get(k)!r} now"
-                      for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+            diffs += [
+                f"{key}.{k}: {before.get(k)!r} before, {now.get(k)!r} now"
+                for k in sorted(set(before) | set(now))
+                if before.get(k) != now.get(k)
+            ]
         elif before != now:
             diffs.append(f"{key}: {before!r} before, {now!r} now")
     if diffs:
@@ -743,17 +766,37 @@ def plot_objective(rows: list[dict[str, Any]], path: Path, objective_name: str) 
     for ax, name, label in ((axes[0], "beta", "β (KL weight)"), (axes[1], "grad_weight", "mel-gradient weight")):
         for reconstruction, color in (("mse", "tab:blue"), ("l1", "tab:orange")):
             for skips, marker in ((True, "o"), (False, "s")):
-                group = [r for r in done if r.get("reconstruction") == reconstruction and bool(r.get("use_skips")) == skips]
+                group = [
+                    r for r in done if r.get("reconstruction") == reconstruction and bool(r.get("use_skips")) == skips
+                ]
                 if group:
-                    ax.scatter([r[name] for r in group], [r[objective_name] for r in group], c=color, marker=marker,
-                               alpha=0.8, label=f"{reconstruction}, {'skips' if skips else 'no skips'}")
+                    ax.scatter(
+                        [r[name] for r in group],
+                        [r[objective_name] for r in group],
+                        c=color,
+                        marker=marker,
+                        alpha=0.8,
+                        label=f"{reconstruction}, {'skips' if skips else 'no skips'}",
+                    )
         if best is not None:
-            ax.scatter([best[name]], [best[objective_name]], s=250, facecolors="none", edgecolors="k", linewidths=1.5,
-                       label=f"best (trial {best['trial']})")
+            ax.scatter(
+                [best[name]],
+                [best[objective_name]],
+                s=250,
+                facecolors="none",
+                edgecolors="k",
+                linewidths=1.5,
+                label=f"best (trial {best['trial']})",
+            )
         if failed:
             top = max((r[objective_name] for r in done), default=1.0)
-            ax.scatter([r[name] for r in failed], [top] * len(failed), marker="x", c="tab:red",
-                       label="failed (NaN), drawn at the top")
+            ax.scatter(
+                [r[name] for r in failed],
+                [top] * len(failed),
+                marker="x",
+                c="tab:red",
+                label="failed (NaN), drawn at the top",
+            )
         if name == "beta":
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # unlabelled minor ticks
@@ -803,15 +846,23 @@ def _save_best_run(search, out: Path, model, hypermodel, best: dict, settings, s
     objective_name = search.oracle.objective.name
     config = runs.run_config(
         variant_of(values),
-        {**values, "epochs": best["best_epoch"], "batch_size": settings["batch_size"], "warmup_epochs": 0,
-         "max_per_instrument": settings["max_per_instrument"]},
+        {
+            **values,
+            "epochs": best["best_epoch"],
+            "batch_size": settings["batch_size"],
+            "warmup_epochs": 0,
+            "max_per_instrument": settings["max_per_instrument"],
+        },
         settings["data"],
         dict(split),
         settings["seed"],
     )
     config["search"] = {
-        "trial": best["trial"], "objective": objective_name, "value": best[objective_name],
-        "tuner": settings["tuner"], "search_dir": str(out),
+        "trial": best["trial"],
+        "objective": objective_name,
+        "value": best[objective_name],
+        "tuner": settings["tuner"],
+        "search_dir": str(out),
     }
     # Build the new run beside the old one, then swap: the best variant may have changed.
     final = out / BEST_RUN

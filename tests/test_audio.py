@@ -73,8 +73,9 @@ def write_odd_but_usable_files(folder, seconds=1.0):
     }
     sf.write(paths["good"], tone(seconds), RATE, subtype="PCM_16")
     sf.write(paths["rate_44k"], tone(seconds, rate=44100), 44100, subtype="PCM_16")
-    sf.write(paths["stereo"], np.stack([tone(seconds), np.zeros(int(seconds * RATE), np.float32)], 1), RATE,
-             subtype="PCM_16")
+    sf.write(
+        paths["stereo"], np.stack([tone(seconds), np.zeros(int(seconds * RATE), np.float32)], 1), RATE, subtype="PCM_16"
+    )
     sf.write(paths["short"], tone(seconds / 4), RATE, subtype="PCM_16")
     sf.write(paths["long"], tone(seconds * 3), RATE, subtype="PCM_16")
     sf.write(paths["silent"], np.zeros(int(seconds * RATE), np.float32), RATE, subtype="PCM_16")
@@ -85,7 +86,9 @@ def write_odd_but_usable_files(folder, seconds=1.0):
     wav = paths["good"].read_bytes()
     listing = b"JUNK" + struct.pack("<I", 6) + b"\0" * 6
     body = wav[12:]
-    paths["list_first"].write_bytes(b"RIFF" + struct.pack("<I", 4 + len(listing) + len(body)) + b"WAVE" + listing + body)
+    paths["list_first"].write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + len(listing) + len(body)) + b"WAVE" + listing + body
+    )
     return paths
 
 
@@ -166,7 +169,7 @@ def test_other_rates_are_resampled(usable_files):
 
 def test_crop_and_pad(usable_files):
     short = load_audio(usable_files["short"], RATE, RATE)
-    assert short.shape == (RATE,) and np.all(short[RATE // 4:] == 0) and np.any(short[: RATE // 4] != 0)
+    assert short.shape == (RATE,) and np.all(short[RATE // 4 :] == 0) and np.any(short[: RATE // 4] != 0)
     long = load_audio(usable_files["long"], RATE, RATE)
     np.testing.assert_allclose(long, load_audio(usable_files["good"], RATE), atol=1e-4)
 

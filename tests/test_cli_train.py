@@ -23,8 +23,16 @@ def notes_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, notes_dir):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    training.train(out, data=notes_dir, frontend=TINY_FRONTEND, model_kwargs={"filters": (4, 8), "latent_dim": 4},
-                   epochs=1, batch_size=4, val_fraction=0.5, verbose=0)
+    training.train(
+        out,
+        data=notes_dir,
+        frontend=TINY_FRONTEND,
+        model_kwargs={"filters": (4, 8), "latent_dim": 4},
+        epochs=1,
+        batch_size=4,
+        val_fraction=0.5,
+        verbose=0,
+    )
     return out
 
 
@@ -39,9 +47,27 @@ def test_help(command, capsys):
 def test_train_cli_on_tiny_frontend(tmp_path, notes_dir, capsys):
     # The default model on 32 x 64 features: small enough for a test.
     out = tmp_path / "run"
-    argv = ["train", "--data", str(notes_dir), "--out", str(out), "--epochs", "1", "--n-mels", "32",
-            "--duration", "1.0", "--variant", "grad", "--val-fraction", "0.5", "--batch-size", "8",
-            "--distribute", "auto"]
+    argv = [
+        "train",
+        "--data",
+        str(notes_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--n-mels",
+        "32",
+        "--duration",
+        "1.0",
+        "--variant",
+        "grad",
+        "--val-fraction",
+        "0.5",
+        "--batch-size",
+        "8",
+        "--distribute",
+        "auto",
+    ]
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["variant"] == "grad"
     assert "Training grad on 10 notes (10 held out)" in capsys.readouterr().out
@@ -66,8 +92,23 @@ def test_reconstruct_and_interpolate(tiny_run, notes_dir, tmp_path):
     assert rate == 16000 and audio.shape == (16000,) and np.isfinite(audio).all()
     assert out.with_suffix(".png").stat().st_size > 5000
     morph = tmp_path / "morph"
-    assert main(["interpolate", str(tiny_run), str(wavs[0]), str(wavs[-1]), "--steps", "3", "--out", str(morph),
-                 "--griffin-lim-iters", "4"]) == 0
+    assert (
+        main(
+            [
+                "interpolate",
+                str(tiny_run),
+                str(wavs[0]),
+                str(wavs[-1]),
+                "--steps",
+                "3",
+                "--out",
+                str(morph),
+                "--griffin-lim-iters",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in morph.iterdir()) == ["step_00.wav", "step_01.wav", "step_02.wav", "strip.png"]
 
 

@@ -27,12 +27,18 @@ GOOD_TF_CONFIG = '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, 
 
 def run_python(code: str, backend: str, timeout: float = 240, **env) -> dict:
     """Runs `code` in a fresh interpreter; returns the JSON it prints on its last line."""
-    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1",
-                       PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-                       **env)
+    environment = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="-1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        **env,
+    )
     environment.pop("TF_CONFIG", None)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environment, capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=environment, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -70,7 +76,8 @@ def first_losses(mode, build, dataset, epochs=2):
 
 
 def test_tensorflow_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
-    result = run_python(TINY_MODELS + f"""
+    result = run_python(
+        TINY_MODELS + f"""
 import json
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -101,7 +108,9 @@ out["cache"] = [first_losses("none", TinyAutoencoder, streamed)[2],
 vae = lambda: TimbreVAE(input_shape=(16, 16, 1), latent_dim=4, filters=(4, 8))
 out["vae"] = [first_losses("none", vae, arrays, epochs=1)[2], first_losses("data-parallel", vae, arrays, epochs=1)[2]]
 print(json.dumps(out))
-""", "tensorflow")
+""",
+        "tensorflow",
+    )
     assert result["replicas"] == 2 and result["mirrored"] == 2
     assert result["engine"] == "tf.distribute.MirroredStrategy"
     single, parallel = result["scaled"]
@@ -117,7 +126,8 @@ print(json.dumps(out))
 
 
 def test_jax_data_parallel_on_two_cpus_matches_one_device():
-    result = run_python(TINY_MODELS + """
+    result = run_python(
+        TINY_MODELS + """
 import json
 import tensorflow as tf
 from keras_timbre.model import TimbreVAE
@@ -130,7 +140,10 @@ info, model, parallel = first_losses("data-parallel", vae, arrays, epochs=1)
 sharding = model.weights[0].value.sharding
 print(json.dumps({"single": single, "parallel": parallel, "replicas": info.num_replicas,
                   "engine": info.engine, "devices": len(sharding.device_set)}))
-""", "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+""",
+        "jax",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
     assert result["replicas"] == 2 and result["devices"] == 2
     assert result["engine"] == "keras.distribution.DataParallel"
     np.testing.assert_allclose(result["parallel"], result["single"], rtol=1e-4)
@@ -140,8 +153,13 @@ print(json.dumps({"single": single, "parallel": parallel, "replicas": info.num_r
 def test_two_workers_on_localhost_match_one_device():
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     environment.pop("TF_CONFIG", None)
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "multiworker_localhost.py"),
-                             "--timeout", "200"], env=environment, capture_output=True, text=True, timeout=260)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "multiworker_localhost.py"), "--timeout", "200"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=260,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "2 replicas, 2 workers" in result.stdout
     assert "OK: two workers on 127.0.0.1" in result.stdout
@@ -208,7 +226,9 @@ def test_unknown_mode_and_global_batch_checks():
     with pytest.raises(ValueError, match="Unknown distribute mode 'model-parallel'"):
         with distribution_scope("model-parallel"):
             pass
-    info = DistributionInfo(mode="data-parallel", backend="jax", num_replicas=4, engine="keras.distribution.DataParallel")
+    info = DistributionInfo(
+        mode="data-parallel", backend="jax", num_replicas=4, engine="keras.distribution.DataParallel"
+    )
     assert info.check_global_batch_size(32) == 8
     with pytest.raises(ValueError, match="batch size 30 is the global batch.*multiple of 4"):
         info.check_global_batch_size(30)

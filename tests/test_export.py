@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -182,7 +181,11 @@ def test_in_graph_griffin_lim_inverts_log_mel_as_well_as_librosa():
         ("serving_default", {"waveform": np.zeros((2, 0), np.float32)}, "waveform: no samples"),
         ("encode", {"waveform": np.full((1, 16000), np.nan, np.float32)}, "waveform: contains NaN or Inf"),
         ("reconstruct", {"waveform": np.array([[0.0, np.inf]], np.float32)}, "waveform: contains NaN or Inf"),
-        ("encode", {"waveform": np.zeros(16000, np.float32)}, "waveform [16000] is not compatible with expected shape [?,?]"),
+        (
+            "encode",
+            {"waveform": np.zeros(16000, np.float32)},
+            "waveform [16000] is not compatible with expected shape [?,?]",
+        ),
         ("encode", {"waveform": np.zeros((1, 1, 16000), np.float32)}, "is not compatible with expected shape [?,?]"),
         ("decode", {"z": np.zeros((1, LATENT_DIM + 1), np.float32)}, "is not compatible with expected shape [?,4]"),
         ("synthesize", {"z": np.zeros((0, LATENT_DIM), np.float32)}, "z: empty batch"),
@@ -304,7 +307,9 @@ def test_rest_bodies_run_on_the_loaded_signatures(served, form, signature_name):
     signature = served.signatures[signature_name]
     outputs = signature(**tf_serving_json_to_tensors(body, signature))
     parsed = rest.parse_response(json.loads(json.dumps(tf_serving_outputs_to_json(outputs, form))))
-    direct = call(served, signature_name, **{next(iter(signature.structured_input_signature[1])): batch.astype(np.float32)})
+    direct = call(
+        served, signature_name, **{next(iter(signature.structured_input_signature[1])): batch.astype(np.float32)}
+    )
     assert set(parsed) == set(direct)
     for name in direct:
         np.testing.assert_allclose(parsed[name], direct[name], atol=1e-5)
@@ -328,7 +333,9 @@ def test_grpc_predict_request_feeds_the_loaded_signature(served):
     request = grpc_example.predict_request(notes, model_name="timbre", signature_name="encode", version=1)
     request = predict_pb2.PredictRequest.FromString(request.SerializeToString())  # over the wire
     assert (request.model_spec.name, request.model_spec.signature_name, request.model_spec.version.value) == (
-        "timbre", "encode", 1
+        "timbre",
+        "encode",
+        1,
     )
     signature = served.signatures[request.model_spec.signature_name]
     outputs = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
@@ -357,7 +364,10 @@ def rest_server(served):
             signature = served.signatures[body.get("signature_name", "serving_default")]
             form = "instances" if "instances" in body else "inputs"
             try:
-                reply, status = tf_serving_outputs_to_json(signature(**tf_serving_json_to_tensors(body, signature)), form), 200
+                reply, status = (
+                    tf_serving_outputs_to_json(signature(**tf_serving_json_to_tensors(body, signature)), form),
+                    200,
+                )
             except tf.errors.InvalidArgumentError as error:
                 reply, status = {"error": error.message}, 400
             data = json.dumps(reply).encode()
@@ -419,7 +429,9 @@ def test_grpc_example_round_trip_over_grpc(served):
         outputs = grpc_example.predict(f"127.0.0.1:{port}", grpc_example.predict_request(z, signature_name="decode"))
         np.testing.assert_allclose(outputs["log_mel"], call(served, "decode", z=z)["log_mel"], atol=1e-5)
         with pytest.raises(grpc.RpcError) as raised:
-            grpc_example.predict(f"127.0.0.1:{port}", grpc_example.predict_request(np.zeros((0, 100)), signature_name="encode"))
+            grpc_example.predict(
+                f"127.0.0.1:{port}", grpc_example.predict_request(np.zeros((0, 100)), signature_name="encode")
+            )
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "waveform: empty batch" in raised.value.details()
     finally:

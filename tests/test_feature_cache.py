@@ -48,8 +48,8 @@ def test_round_trip_is_exact_with_labels_and_stats(cache):
     order = np.argsort(y["index"])
     np.testing.assert_array_equal(y["index"][order], np.arange(NOTES))
     np.testing.assert_array_equal(x[order, ..., 0], features)
-    np.testing.assert_array_equal(y["pitch"][order], [l["pitch"] for l in labels])
-    np.testing.assert_array_equal(y["family"][order], [l["family"] for l in labels])
+    np.testing.assert_array_equal(y["pitch"][order], [label["pitch"] for label in labels])
+    np.testing.assert_array_equal(y["family"][order], [label["family"] for label in labels])
     np.testing.assert_allclose(cache.stats.mean, features.mean(axis=(0, 2)), rtol=1e-5)
     np.testing.assert_allclose(cache.stats.std, features.std(axis=(0, 2)), rtol=1e-4)
     assert cache.skipped_notes == 0 and len(cache.skips) == 0
@@ -125,7 +125,9 @@ def test_records_that_do_not_decode_are_skipped_by_name(tmp_path):
     shard = tmp_path / "features-00000.tfrecord"
     with tf.io.TFRecordWriter(str(shard)) as writer:
         for i, size in enumerate([32 * 64, 10, 32 * 64]):
-            feature = {"log_mel": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.zeros(size, "f4").tobytes()]))}
+            feature = {
+                "log_mel": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.zeros(size, "f4").tobytes()]))
+            }
             feature["index"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))
             writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     manifest = json.loads((tmp_path / "manifest.json").read_text())

@@ -21,8 +21,15 @@ def reference_log_mel(waveform, config):
     """librosa.feature.melspectrogram + power_to_db with the frontend's parameters, written out here."""
     waveform = librosa.util.fix_length(waveform, size=config.num_samples)
     mel = librosa.feature.melspectrogram(
-        y=waveform, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
-        n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax, power=2.0, center=True,
+        y=waveform,
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+        power=2.0,
+        center=True,
     )
     return librosa.power_to_db(mel, ref=1.0, amin=config.log_floor, top_db=None)[:, : config.n_frames]
 

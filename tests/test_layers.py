@@ -22,8 +22,11 @@ class TestSampling(LayerTestCase):
     def test_round_trip(self):
         mean, log_var = _normal(4, 6), _normal(4, 6)
         self.run_layer_round_trip(
-            Sampling, {"seed": 3, "log_var_range": (-5.0, 5.0)}, [[mean, log_var]],
-            expected_output_shape=(4, 6), expect_trainable_weights=False,
+            Sampling,
+            {"seed": 3, "log_var_range": (-5.0, 5.0)},
+            [[mean, log_var]],
+            expected_output_shape=(4, 6),
+            expect_trainable_weights=False,
         )
 
     def test_inference_returns_the_mean(self):
@@ -63,7 +66,9 @@ class TestEncoderBlock(LayerTestCase):
     def test_round_trip(self, normalization):
         x = _normal(2, 16, 32, 3)
         self.run_layer_round_trip(
-            EncoderBlock, {"filters": 4, "normalization": normalization}, [x],
+            EncoderBlock,
+            {"filters": 4, "normalization": normalization},
+            [x],
             expected_output_shape=((2, 8, 16, 4), (2, 8, 16, 4)),
         )
 
@@ -86,7 +91,9 @@ class TestDecoderBlock(LayerTestCase):
 
     def test_round_trip_without_skip_or_normalization(self):
         self.run_layer_round_trip(
-            DecoderBlock, {"filters": 4, "normalization": None}, [_normal(2, 4, 8, 6)],
+            DecoderBlock,
+            {"filters": 4, "normalization": None},
+            [_normal(2, 4, 8, 6)],
             expected_output_shape=(2, 8, 16, 4),
         )
 

@@ -52,8 +52,10 @@ def test_a_few_fit_steps_lower_the_loss_and_report_every_term(trained):
     assert history["reconstruction_loss"][-1] < history["reconstruction_loss"][0]
     # The total is the weighted sum of the tracked terms (batches of equal size).
     expected = (
-        np.array(history["reconstruction_loss"]) + 1e-3 * np.array(history["kl_loss"])
-        + np.array(history["mel_grad_loss"]) + 0.5 * np.array(history["time_grad_loss"])
+        np.array(history["reconstruction_loss"])
+        + 1e-3 * np.array(history["kl_loss"])
+        + np.array(history["mel_grad_loss"])
+        + 0.5 * np.array(history["time_grad_loss"])
     )
     np.testing.assert_allclose(history["loss"], expected, rtol=1e-4)
 
@@ -167,8 +169,7 @@ def test_save_load_gives_identical_outputs(trained, tmp_path):
     loaded.fit(x, batch_size=8, epochs=1, verbose=0)
 
 
-_LOAD_SCRIPT = textwrap.dedent(
-    """
+_LOAD_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, keras
     import keras_timbre.model  # registers the classes
     model = keras.saving.load_model(sys.argv[1])
@@ -176,8 +177,7 @@ _LOAD_SCRIPT = textwrap.dedent(
     out = model(x)
     np.savez(sys.argv[3], **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()},
              skipless=keras.ops.convert_to_numpy(model.reconstruct(x, use_skips=False)))
-    """
-)
+    """)
 
 
 @pytest.mark.backend
@@ -192,9 +192,17 @@ def test_model_saved_here_loads_under_the_other_backends(trained, tmp_path):
     for other in sorted({"tensorflow", "jax", "torch"} - {here}):
         env = {**os.environ, "KERAS_BACKEND": other, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(
-            [sys.executable, str(script), str(tmp_path / "model.keras"), str(tmp_path / "x.npy"),
-             str(tmp_path / f"{other}.npz")],
-            env=env, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                str(script),
+                str(tmp_path / "model.keras"),
+                str(tmp_path / "x.npy"),
+                str(tmp_path / f"{other}.npz"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, f"{here} -> {other} load failed:\n{result.stderr[-3000:]}"
         got = np.load(tmp_path / f"{other}.npz")

@@ -60,15 +60,21 @@ def test_features_equal_the_public_log_mel(synth):
 
 def test_labels_travel_with_examples(synth):
     records = read_notes(synth)
-    dataset = feature_dataset(records, TINY, batch_size=6, shuffle=True, with_labels=True,
-                              skips=SkipReport(verbose=False))
+    dataset = feature_dataset(
+        records, TINY, batch_size=6, shuffle=True, with_labels=True, skips=SkipReport(verbose=False)
+    )
     seen = []
     for x, labels in dataset:
-        for i, family, source, pitch, velocity in zip(*(labels[k].numpy() for k in
-                                                        ("index", "family", "source", "pitch", "velocity"))):
+        for i, family, source, pitch, velocity in zip(
+            *(labels[k].numpy() for k in ("index", "family", "source", "pitch", "velocity"))
+        ):
             record = records[i]
             assert (family, source, pitch, velocity) == (
-                record.family_index, record.source_index, record.pitch, record.velocity)
+                record.family_index,
+                record.source_index,
+                record.pitch,
+                record.velocity,
+            )
             seen.append(int(i))
     assert sorted(seen) == list(range(len(records)))
 
@@ -99,8 +105,9 @@ def test_shuffle_is_seeded_and_cache_keeps_values(synth):
     records = read_notes(synth)
 
     def order(seed):
-        dataset = feature_dataset(records, TINY, batch_size=20, shuffle=True, seed=seed, with_labels=True,
-                                  skips=SkipReport(verbose=False))
+        dataset = feature_dataset(
+            records, TINY, batch_size=20, shuffle=True, seed=seed, with_labels=True, skips=SkipReport(verbose=False)
+        )
         return next(iter(dataset))[1]["index"].numpy().tolist(), dataset
 
     first, dataset = order(0)
@@ -138,8 +145,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_epoch_goes_on(messy, capsys)
 def test_odd_files_give_the_right_features(messy):
     usable, _, folder = messy
     records = {r.path: r for r in read_notes(folder)}
-    features, kept = load_features([records[str(p)] for p in usable.values()], TINY,
-                                   skips=SkipReport(verbose=False))
+    features, kept = load_features([records[str(p)] for p in usable.values()], TINY, skips=SkipReport(verbose=False))
     by_case = {case: features[[r.path for r in kept].index(str(path))][..., 0] for case, path in usable.items()}
     good = by_case["good"]
     loud = good > TINY.floor_db + 20  # near the floor, one 16-bit LSB moves a bin by ~0.1 dB
@@ -204,8 +210,11 @@ def test_tfrecord_release(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 notes with unknown family names: kazoo"):
         records = read_notes(tmp_path)
     assert [r.note_str for r in records] == [
-        "guitar_acoustic_000-060-100", "guitar_acoustic_000-064-100",
-        "guitar_acoustic_001-060-050", "guitar_acoustic_002-067-100"]
+        "guitar_acoustic_000-060-100",
+        "guitar_acoustic_000-064-100",
+        "guitar_acoustic_001-060-050",
+        "guitar_acoustic_002-067-100",
+    ]
     assert records[2].velocity == 50 and records[2].instrument == "guitar_acoustic_001"
     with pytest.warns(UserWarning):
         assert len(read_notes(path, velocities=[100])) == 3  # a .tfrecord file directly
@@ -216,8 +225,7 @@ def test_tfrecord_release(tmp_path):
     assert skips.change_counts() == {"resampled": 1}
     first = features[[r.note_str for r in kept].index(records[0].note_str)][..., 0]
     np.testing.assert_allclose(first, log_mel(tone(1.0, frequency=262), 16000, TINY), atol=1e-3)
-    np.testing.assert_allclose(load_audio(records[1].path, 16000, 16000)[:8000], tone(0.5, frequency=330),
-                               atol=1e-6)
+    np.testing.assert_allclose(load_audio(records[1].path, 16000, 16000)[:8000], tone(0.5, frequency=330), atol=1e-6)
 
 
 @pytest.mark.backend
@@ -261,8 +269,20 @@ def test_make_dataset_cache_features(synth, tmp_path, capsys):
     from keras_timbre.data.feature_cache import FeatureCache
 
     TINY.save(tmp_path / "frontend.json")
-    argv = ["make-dataset", "cache-features", str(synth), "--out", str(tmp_path / "cache"),
-            "--frontend", str(tmp_path / "frontend.json"), "--notes-per-shard", "8", "--families", "flute", "bass"]
+    argv = [
+        "make-dataset",
+        "cache-features",
+        str(synth),
+        "--out",
+        str(tmp_path / "cache"),
+        "--frontend",
+        str(tmp_path / "frontend.json"),
+        "--notes-per-shard",
+        "8",
+        "--families",
+        "flute",
+        "bass",
+    ]
     assert main(argv) == 0
     assert "4 notes in 1 shards" in capsys.readouterr().out
     cache = FeatureCache.open(tmp_path / "cache", TINY)

@@ -25,7 +25,12 @@ def is_png(path, min_bytes=5_000, max_bytes=300_000):
 def test_reconstruction_grid_with_zooms(tmp_path):
     target = notes()
     path = plots.plot_reconstructions(
-        tmp_path / "grid.png", target, {"baseline": target - 3, "skip+grad": target}, CONFIG, titles=["a", "b"], zoom=True
+        tmp_path / "grid.png",
+        target,
+        {"baseline": target - 3, "skip+grad": target},
+        CONFIG,
+        titles=["a", "b"],
+        zoom=True,
     )
     assert is_png(path)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic: no temporary left behind

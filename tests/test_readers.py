@@ -23,10 +23,19 @@ def synth(tmp_path_factory):
 
 def test_parse_note_names():
     assert parse_note_name("bass_electronic_000-029-100") == dict(
-        note_str="bass_electronic_000-029-100", family="bass", source="electronic",
-        instrument="bass_electronic_000", pitch=29, velocity=100)
+        note_str="bass_electronic_000-029-100",
+        family="bass",
+        source="electronic",
+        instrument="bass_electronic_000",
+        pitch=29,
+        velocity=100,
+    )
     lead = parse_note_name("synth_lead_synthetic_004-060-127")
-    assert (lead["family"], lead["source"], lead["instrument"]) == ("synth_lead", "synthetic", "synth_lead_synthetic_004")
+    assert (lead["family"], lead["source"], lead["instrument"]) == (
+        "synth_lead",
+        "synthetic",
+        "synth_lead_synthetic_004",
+    )
     assert parse_note_name("my recording") is None
     assert parse_note_name("bass_electronic_000-029") is None
     record = NoteRecord.from_path("/x/take 3.wav")
@@ -42,8 +51,12 @@ def test_jsonwav_layout(synth):
         entry = entries[record.note_str]
         assert record.path == str(synth / "audio" / f"{record.note_str}.wav")
         assert (record.family, record.source, record.instrument, record.pitch, record.velocity) == (
-            entry["instrument_family_str"], entry["instrument_source_str"], entry["instrument_str"],
-            entry["pitch"], entry["velocity"])
+            entry["instrument_family_str"],
+            entry["instrument_source_str"],
+            entry["instrument_str"],
+            entry["pitch"],
+            entry["velocity"],
+        )
     assert read_notes(synth / "examples.json") == records
     assert records == sorted(records, key=lambda r: r.note_str)
 
@@ -56,7 +69,12 @@ def test_real_audio_folder(nsynth_mini):
     first = records[0]
     assert first.note_str == "bass_electronic_000-029-100" and first.path.endswith(".flac")
     assert (first.family, first.source, first.instrument, first.pitch, first.velocity) == (
-        "bass", "electronic", "bass_electronic_000", 29, 100)
+        "bass",
+        "electronic",
+        "bass_electronic_000",
+        29,
+        100,
+    )
 
 
 def test_filters(synth):
@@ -112,8 +130,7 @@ def test_bad_examples_json_entries_are_skipped_and_counted(synth, tmp_path):
         records = read_notes(root)
     messages = [str(w.message) for w in caught]
     assert any(f"skipped 2 examples.json entries without audio: {names[0]}, {names[1]}" in m for m in messages)
-    assert any("skipped 1 audio files without examples.json entries: flute_acoustic_099-060-100" in m
-               for m in messages)
+    assert any("skipped 1 audio files without examples.json entries: flute_acoustic_099-060-100" in m for m in messages)
     assert any(f"skipped 1 notes with unknown family names: {names[2]} ('kazoo')" in m for m in messages)
     assert len(records) == 57
     (root / "examples.json").write_text("{not json")
@@ -148,16 +165,37 @@ def test_split_holds_out_pitches_per_instrument(nsynth_mini):
 
 
 def test_split_keeps_all_velocities_of_a_pitch_together():
-    records = [NoteRecord(f"{p}-{v}.wav", f"flute_acoustic_000-{p:03d}-{v:03d}", "flute", "acoustic",
-                          "flute_acoustic_000", p, v) for p in range(60, 70) for v in (25, 100)]
+    records = [
+        NoteRecord(
+            f"{p}-{v}.wav", f"flute_acoustic_000-{p:03d}-{v:03d}", "flute", "acoustic", "flute_acoustic_000", p, v
+        )
+        for p in range(60, 70)
+        for v in (25, 100)
+    ]
     train, val = split_notes(records, val_fraction=0.3)
     assert len({r.pitch for r in val}) == 3 and len(val) == 6
 
 
 def test_make_dataset_nsynth_mini_from_a_release(synth, tmp_path, capsys):
     out = tmp_path / "mini"
-    assert main(["make-dataset", "nsynth-mini", "--source", str(synth), "--out", str(out),
-                 "--families", "flute", "reed", "--per-instrument", "2"]) == 0
+    assert (
+        main(
+            [
+                "make-dataset",
+                "nsynth-mini",
+                "--source",
+                str(synth),
+                "--out",
+                str(out),
+                "--families",
+                "flute",
+                "reed",
+                "--per-instrument",
+                "2",
+            ]
+        )
+        == 0
+    )
     records = read_notes(out)
     assert {r.family for r in records} == {"flute", "reed"}
     assert len(records) == len({r.instrument for r in records}) * 2
@@ -172,8 +210,26 @@ def test_make_dataset_nsynth_mini_from_a_release(synth, tmp_path, capsys):
 
 def test_make_dataset_nsynth_mini_reencodes_flac(nsynth_mini, tmp_path):
     out = tmp_path / "mini"
-    assert main(["make-dataset", "nsynth-mini", "--source", str(nsynth_mini), "--out", str(out),
-                 "--families", "mallet", "--pitch-range", "60", "64", "--per-family", "3"]) == 0
+    assert (
+        main(
+            [
+                "make-dataset",
+                "nsynth-mini",
+                "--source",
+                str(nsynth_mini),
+                "--out",
+                str(out),
+                "--families",
+                "mallet",
+                "--pitch-range",
+                "60",
+                "64",
+                "--per-family",
+                "3",
+            ]
+        )
+        == 0
+    )
     records = read_notes(out)
     assert len(records) == 3 and all(r.family == "mallet" and 60 <= r.pitch <= 64 for r in records)
     for record in records:

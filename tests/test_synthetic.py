@@ -37,12 +37,24 @@ def test_nsynth_format(synth):
     assert len({r.instrument for r in records}) == 40
     entries = json.loads((synth / "examples.json").read_text())
     entry = entries[records[0].note_str]
-    assert {"note_str", "pitch", "velocity", "instrument_str", "instrument_family_str",
-            "instrument_source_str", "qualities", "sample_rate"} <= set(entry)
+    assert {
+        "note_str",
+        "pitch",
+        "velocity",
+        "instrument_str",
+        "instrument_family_str",
+        "instrument_source_str",
+        "qualities",
+        "sample_rate",
+    } <= set(entry)
     for record in records[::7]:
         with wave.open(record.path) as file:
             assert (file.getframerate(), file.getsampwidth(), file.getnchannels(), file.getnframes()) == (
-                16000, 2, 1, 64000)
+                16000,
+                2,
+                1,
+                64000,
+            )
     assert len({r.pitch for r in records}) > 30  # MIDI 28-96 across the families
     assert {r.velocity for r in records} == set(synthetic.VELOCITIES)
     for family in SYNTHETIC_FAMILIES:  # each instrument plays several pitches (pitch-held-out splits)
@@ -60,7 +72,9 @@ def test_same_seed_same_bytes_other_seed_other_notes(tmp_path):
     for name in names:
         assert (again / "audio" / name).read_bytes() == (first / "audio" / name).read_bytes()
     assert (other / "examples.json").read_bytes() != (first / "examples.json").read_bytes()
-    assert not np.array_equal(synthesize_note("flute", 0, 69, 100, seed=0), synthesize_note("flute", 0, 69, 100, seed=1))
+    assert not np.array_equal(
+        synthesize_note("flute", 0, 69, 100, seed=0), synthesize_note("flute", 0, 69, 100, seed=1)
+    )
 
 
 def test_notes_are_held_three_seconds_then_released():
@@ -69,8 +83,8 @@ def test_notes_are_held_three_seconds_then_released():
         note = synthesize_note(family, 0, 60, 100)
         assert note.shape == (64000,) and note.dtype == np.float32
         assert np.all(np.isfinite(note)) and 0.1 < np.max(np.abs(note)) <= 0.9 + 1e-6
-        held = np.sqrt(np.mean(note[int(2.5 * rate): 3 * rate] ** 2))
-        released = np.sqrt(np.mean(note[int(3.6 * rate):] ** 2))
+        held = np.sqrt(np.mean(note[int(2.5 * rate) : 3 * rate] ** 2))
+        released = np.sqrt(np.mean(note[int(3.6 * rate) :] ** 2))
         assert released < 0.1 * held, family
 
 
@@ -79,7 +93,7 @@ def test_sustained_and_struck_envelopes_differ():
 
     def sustain_ratio(family):  # level late in the hold against just after the attack
         note = synthesize_note(family, 0, 60, 100)
-        return np.std(note[int(2.5 * rate): 3 * rate]) / np.std(note[int(0.2 * rate): int(0.5 * rate)])
+        return np.std(note[int(2.5 * rate) : 3 * rate]) / np.std(note[int(0.2 * rate) : int(0.5 * rate)])
 
     for family in ("organ", "flute", "string", "reed"):
         assert sustain_ratio(family) > 0.7, family
@@ -91,7 +105,7 @@ def test_timbre_cues():
     rate = 16000
 
     def harmonic_levels(family, pitch=57, count=6):
-        note = synthesize_note(family, 0, pitch, 100)[rate: 3 * rate]
+        note = synthesize_note(family, 0, pitch, 100)[rate : 3 * rate]
         spectrum = np.abs(np.fft.rfft(note * np.hanning(note.size)))
         f0 = 440.0 * 2 ** ((pitch - 69) / 12)
         bins = np.fft.rfftfreq(note.size, 1 / rate)
@@ -116,7 +130,7 @@ def test_timbre_cues():
     assert np.max(np.abs(loud)) > 2 * np.max(np.abs(soft))
 
     def centroid(x):
-        spectrum = np.abs(np.fft.rfft(x[rate: 2 * rate]))
+        spectrum = np.abs(np.fft.rfft(x[rate : 2 * rate]))
         return np.sum(spectrum * np.arange(spectrum.size)) / np.sum(spectrum)
 
     assert centroid(loud) > 1.1 * centroid(soft)

@@ -24,8 +24,15 @@ def notes_dir(tmp_path_factory):
 def tiny_train(out, data, **kwargs):
     kwargs.setdefault("epochs", 2)
     return training.train(
-        out, data=data, frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5,
-        warmup_epochs=1, verbose=0, **kwargs,
+        out,
+        data=data,
+        frontend=TINY_FRONTEND,
+        model_kwargs=TINY_MODEL,
+        batch_size=4,
+        val_fraction=0.5,
+        warmup_epochs=1,
+        verbose=0,
+        **kwargs,
     )
 
 
@@ -140,8 +147,16 @@ def test_bad_arguments_are_clear(tmp_path, notes_dir):
 
 def test_ablation_table_and_media(tmp_path, notes_dir):
     table = ablation.run_ablation(
-        tmp_path / "abl", data=notes_dir, seeds=[3], variants=["baseline", "skip+grad"], epochs=1,
-        frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5, verbose=0,
+        tmp_path / "abl",
+        data=notes_dir,
+        seeds=[3],
+        variants=["baseline", "skip+grad"],
+        epochs=1,
+        frontend=TINY_FRONTEND,
+        model_kwargs=TINY_MODEL,
+        batch_size=4,
+        val_fraction=0.5,
+        verbose=0,
     )
     assert "| baseline |" in table and "| skip+grad |" in table and "One seed (3)" in table
     results = json.loads((tmp_path / "abl" / "results.json").read_text())
@@ -155,8 +170,16 @@ def test_ablation_table_and_media(tmp_path, notes_dir):
     # Rerunning reuses the finished runs instead of training again.
     before = (tmp_path / "abl" / "baseline_seed3" / "model.keras").stat().st_mtime_ns
     ablation.run_ablation(
-        tmp_path / "abl", data=notes_dir, seeds=[3], variants=["baseline"], epochs=1,
-        frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5, verbose=0,
+        tmp_path / "abl",
+        data=notes_dir,
+        seeds=[3],
+        variants=["baseline"],
+        epochs=1,
+        frontend=TINY_FRONTEND,
+        model_kwargs=TINY_MODEL,
+        batch_size=4,
+        val_fraction=0.5,
+        verbose=0,
     )
     assert (tmp_path / "abl" / "baseline_seed3" / "model.keras").stat().st_mtime_ns == before
 

@@ -65,9 +65,18 @@ def test_invalid_space_is_a_clear_error(kwargs, message):
 
 def test_build_gives_a_built_compiled_model_with_the_pinned_values():
     hypermodel = tuning.TimbreHyperModel(
-        FRONTEND, _stats(), filters=(4, 8),
-        fixed={"beta": 0.02, "grad_weight": 1.5, "reconstruction": "l1", "latent_dim": 8,
-               "learning_rate": 5e-4, "use_skips": True, "skip_dropout": 0.25},
+        FRONTEND,
+        _stats(),
+        filters=(4, 8),
+        fixed={
+            "beta": 0.02,
+            "grad_weight": 1.5,
+            "reconstruction": "l1",
+            "latent_dim": 8,
+            "learning_rate": 5e-4,
+            "use_skips": True,
+            "skip_dropout": 0.25,
+        },
     )
     hp = kt.HyperParameters()
     model = hypermodel.build(hp)
@@ -218,8 +227,14 @@ class _DivergeWithLatent8(keras.callbacks.Callback):
 def test_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(notes, tmp_path):
     fixed = {"beta": 1e-3, "grad_weight": 0.5, "reconstruction": "mse", "learning_rate": 1e-3, "use_skips": False}
     result = tuning.run_search(
-        tmp_path / "search", data=notes, tuner="bayesian", max_trials=2, fixed=fixed,
-        ranges={"latent_dim": [4, 8]}, callbacks=[_DivergeWithLatent8()], **TINY,
+        tmp_path / "search",
+        data=notes,
+        tuner="bayesian",
+        max_trials=2,
+        fixed=fixed,
+        ranges={"latent_dim": [4, 8]},
+        callbacks=[_DivergeWithLatent8()],
+        **TINY,
     )
     by_latent = {row["latent_dim"]: row for row in result.rows}
     assert sorted(by_latent) == [4, 8]
@@ -232,11 +247,34 @@ def test_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(notes, tmp
 
 def test_cli_hyperband_search(notes, tmp_path, capsys):
     out = tmp_path / "search"
-    code = main([
-        "search", "--data", str(notes), "--tuner", "hyperband", "--max-trials", "2", "--epochs", "3",
-        "--n-mels", "32", "--duration", "1.0", "--filters", "4,8", "--batch-size", "8",
-        "--fix", "use_skips=true", "--range", "beta=1e-3:1e-2", "--quiet", "--out", str(out),
-    ])
+    code = main(
+        [
+            "search",
+            "--data",
+            str(notes),
+            "--tuner",
+            "hyperband",
+            "--max-trials",
+            "2",
+            "--epochs",
+            "3",
+            "--n-mels",
+            "32",
+            "--duration",
+            "1.0",
+            "--filters",
+            "4,8",
+            "--batch-size",
+            "8",
+            "--fix",
+            "use_skips=true",
+            "--range",
+            "beta=1e-3:1e-2",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert "single: ran trials 0, 1" in capsys.readouterr().out
     with open(out / tuning.TRIALS_CSV, newline="") as handle:

@@ -46,9 +46,27 @@ def _ran_trials(log: str, role: str) -> list[str]:
 def test_chief_and_two_workers_share_one_search_and_run_each_trial_once(notes, tmp_path):
     out = tmp_path / "search"
     command = [
-        sys.executable, "-m", "keras_timbre.cli", "search", "--data", str(notes), "--max-trials", "4",
-        "--epochs", "1", "--n-mels", "32", "--duration", "1.0", "--filters", "4,8", "--batch-size", "8",
-        "--quiet", "--out", str(out),
+        sys.executable,
+        "-m",
+        "keras_timbre.cli",
+        "search",
+        "--data",
+        str(notes),
+        "--max-trials",
+        "4",
+        "--epochs",
+        "1",
+        "--n-mels",
+        "32",
+        "--duration",
+        "1.0",
+        "--filters",
+        "4,8",
+        "--batch-size",
+        "8",
+        "--quiet",
+        "--out",
+        str(out),
     ]
     env = dict(
         os.environ,
@@ -64,7 +82,10 @@ def test_chief_and_two_workers_share_one_search_and_run_each_trial_once(notes, t
             logs[tuner_id] = tmp_path / f"{tuner_id}.log"
             with open(logs[tuner_id], "w") as log:
                 processes[tuner_id] = subprocess.Popen(
-                    command, env=dict(env, KERASTUNER_TUNER_ID=tuner_id), stdout=log, stderr=subprocess.STDOUT,
+                    command,
+                    env=dict(env, KERASTUNER_TUNER_ID=tuner_id),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     cwd=tmp_path,
                 )
         for tuner_id in (*WORKERS, "chief"):

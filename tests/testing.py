@@ -91,17 +91,16 @@ class LayerTestCase:
         assert restored.get_config() == config
         restored(*call_args, **call_kwargs)
         restored.set_weights(layer.get_weights())
-        for got, want in zip(
-            keras.tree.flatten(restored(*call_args, **call_kwargs)), keras.tree.flatten(outputs)
-        ):
+        for got, want in zip(keras.tree.flatten(restored(*call_args, **call_kwargs)), keras.tree.flatten(outputs)):
             np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=1e-5, atol=1e-6)
 
         # One fit step trains the layer inside a model on this backend.
         model = _OneLayerModel(layer, call_kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         before = [to_numpy(w).copy() for w in layer.trainable_weights]
-        history = model.fit(tuple(call_args), epochs=1, batch_size=len(np.asarray(keras.tree.flatten(call_args)[0])),
-                            verbose=0)
+        history = model.fit(
+            tuple(call_args), epochs=1, batch_size=len(np.asarray(keras.tree.flatten(call_args)[0])), verbose=0
+        )
         assert np.isfinite(history.history["loss"][0])
         if expect_trainable_weights:
             assert before, f"{layer_cls.__name__} has no trainable weights"

@@ -72,8 +72,14 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     """The `read_notes` filters as options."""
     parser.add_argument("--families", nargs="+", default=None, metavar="FAMILY", help="keep these families")
     parser.add_argument("--sources", nargs="+", default=None, metavar="SOURCE", help="keep these sources")
-    parser.add_argument("--pitch-range", nargs=2, type=int, default=None, metavar=("LOW", "HIGH"),
-                        help="keep MIDI pitches in [LOW, HIGH]")
+    parser.add_argument(
+        "--pitch-range",
+        nargs=2,
+        type=int,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="keep MIDI pitches in [LOW, HIGH]",
+    )
     parser.add_argument("--velocities", nargs="+", type=int, default=None, metavar="V", help="keep these velocities")
     parser.add_argument("--per-instrument", type=int, default=None, metavar="N", help="at most N notes per instrument")
 
@@ -119,8 +125,10 @@ def _cache_features(args: argparse.Namespace) -> int:
     shard = args.notes_per_shard or feature_cache.DEFAULT_NOTES_PER_SHARD
     start = time.perf_counter()
     cache = feature_cache.ensure_feature_cache(records, args.out, frontend, notes_per_shard=shard)
-    print(f"Feature cache {args.out}: {cache.num_notes} notes in {len(cache.shards)} shards "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(
+        f"Feature cache {args.out}: {cache.num_notes} notes in {len(cache.shards)} shards "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 
@@ -166,9 +174,11 @@ def _inspect(args: argparse.Namespace) -> int:
     mean = total / frames
     std = np.sqrt(np.maximum(squares / frames - mean**2, 0))
     print(f"features: {read} notes x {frontend.feature_shape} log-mel (dB)")
-    print(f"  mean {mean.mean():.1f} dB, std {np.sqrt(np.mean(std**2 + (mean - mean.mean())**2)):.1f} dB, "
-          f"min {low:.1f} dB, max {high:.1f} dB, {100 * at_floor / (frames * frontend.n_mels):.1f}% of bins "
-          f"at the floor ({frontend.floor_db:.0f} dB)")
+    print(
+        f"  mean {mean.mean():.1f} dB, std {np.sqrt(np.mean(std**2 + (mean - mean.mean())**2)):.1f} dB, "
+        f"min {low:.1f} dB, max {high:.1f} dB, {100 * at_floor / (frames * frontend.n_mels):.1f}% of bins "
+        f"at the floor ({frontend.floor_db:.0f} dB)"
+    )
     quarters = np.array_split(np.arange(frontend.n_mels), 4)
     print("  mean dB by mel quarter (low to high): " + ", ".join(f"{mean[q].mean():.1f}" for q in quarters))
     print(f"read {read} of {len(records)} notes in {seconds:.1f} s: {read / seconds:.0f} notes/s")

@@ -86,21 +86,55 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="search directory")
     parser.add_argument("--data", help="NSynth-format data directory (default: the built-in synthetic notes)")
     parser.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default: %(default)s)")
-    parser.add_argument("--max-trials", type=positive_int, default=10, help="trials in all, earlier runs included (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per trial; Hyperband: the most (default: %(default)s)")
+    parser.add_argument(
+        "--max-trials",
+        type=positive_int,
+        default=10,
+        help="trials in all, earlier runs included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=10, help="epochs per trial; Hyperband: the most (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="(default: %(default)s)")
-    parser.add_argument("--objective", default=DEFAULT_OBJECTIVE,
-                        help="metric to minimise (default: %(default)s, held-out log-spectral distance in dB)")
-    parser.add_argument("--fix", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
-                        help="pin a hyperparameter, e.g. --fix beta=0.01 --fix use_skips=true (repeatable)")
-    parser.add_argument("--range", type=_assignment, action="append", default=[], metavar="NAME=LOW:HIGH|A,B",
-                        help="narrow a range, e.g. --range beta=1e-3:0.1 --range latent_dim=32,64 (repeatable)")
+    parser.add_argument(
+        "--objective",
+        default=DEFAULT_OBJECTIVE,
+        help="metric to minimise (default: %(default)s, held-out log-spectral distance in dB)",
+    )
+    parser.add_argument(
+        "--fix",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pin a hyperparameter, e.g. --fix beta=0.01 --fix use_skips=true (repeatable)",
+    )
+    parser.add_argument(
+        "--range",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=LOW:HIGH|A,B",
+        help="narrow a range, e.g. --range beta=1e-3:0.1 --range latent_dim=32,64 (repeatable)",
+    )
     parser.add_argument("--filters", type=_filters, help="encoder channels, e.g. 16,32,64,128 (default: the model's)")
     add_frontend_arguments(parser)
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="fraction of each instrument's pitches held out (default: %(default)s)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="fraction of each instrument's pitches held out (default: %(default)s)",
+    )
     parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
-    parser.add_argument("--max-failures", type=positive_int, default=5, help="stop after this many failed trials in a row (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, oracle and models (default: %(default)s)")
+    parser.add_argument(
+        "--max-failures",
+        type=positive_int,
+        default=5,
+        help="stop after this many failed trials in a row (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, oracle and models (default: %(default)s)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="delete an existing search in OUT first")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     parser.set_defaults(func=_run)

@@ -22,15 +22,28 @@ def _variant(name: str) -> str:
 
 
 def _add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -> None:
-    parser.add_argument("--data", help="NSynth-format data directory (default: the built-in synthetic notes, generated on first use)")
-    parser.add_argument("--epochs", type=positive_int, default=default_epochs, help="epochs per model (default: %(default)s)")
+    parser.add_argument(
+        "--data", help="NSynth-format data directory (default: the built-in synthetic notes, generated on first use)"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=default_epochs, help="epochs per model (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="global batch size (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--beta", type=float, help="KL weight after warm-up (default: the model's)")
-    parser.add_argument("--grad-weight", type=float, help="mel-gradient loss weight of the grad variants (default: the model's)")
+    parser.add_argument(
+        "--grad-weight", type=float, help="mel-gradient loss weight of the grad variants (default: the model's)"
+    )
     parser.add_argument("--latent-dim", type=positive_int, help="latent size (default: the model's)")
-    parser.add_argument("--warmup-epochs", type=int, default=5, help="epochs of linear beta warm-up (default: %(default)s)")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="fraction of each instrument's pitches held out (default: %(default)s)")
+    parser.add_argument(
+        "--warmup-epochs", type=int, default=5, help="epochs of linear beta warm-up (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="fraction of each instrument's pitches held out (default: %(default)s)",
+    )
     parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
     add_frontend_arguments(parser)
 
@@ -61,14 +74,30 @@ def register(subparsers) -> None:
         "from the last finished epoch.",
     )
     train.add_argument("--out", default="runs/main", help="run directory (default: %(default)s)")
-    train.add_argument("--variant", type=_variant, default="skip+grad", help=f"one of {', '.join(VARIANTS)} (default: %(default)s)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the split, weights and sampling (default: %(default)s)")
-    train.add_argument("--distribute", choices=("auto", "none", "data-parallel"), default="none",
-                       help="data-parallel training over local devices (default: %(default)s)")
-    train.add_argument("--cache", metavar="DIR",
-                       help="stream log-mel from feature caches in DIR (built on first use, rebuilt when stale) "
-                       "instead of holding every note in memory: for data larger than RAM")
-    train.add_argument("--figure-every", type=positive_int, default=5, help="draw reconstructions every N epochs (default: %(default)s)")
+    train.add_argument(
+        "--variant", type=_variant, default="skip+grad", help=f"one of {', '.join(VARIANTS)} (default: %(default)s)"
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, weights and sampling (default: %(default)s)"
+    )
+    train.add_argument(
+        "--distribute",
+        choices=("auto", "none", "data-parallel"),
+        default="none",
+        help="data-parallel training over local devices (default: %(default)s)",
+    )
+    train.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="stream log-mel from feature caches in DIR (built on first use, rebuilt when stale) "
+        "instead of holding every note in memory: for data larger than RAM",
+    )
+    train.add_argument(
+        "--figure-every",
+        type=positive_int,
+        default=5,
+        help="draw reconstructions every N epochs (default: %(default)s)",
+    )
     _add_training_options(train, DEFAULT_EPOCHS)
     train.set_defaults(func=_train)
 
@@ -103,7 +132,9 @@ def register(subparsers) -> None:
     interpolate.add_argument("run", help="run directory")
     interpolate.add_argument("a", help="first audio file")
     interpolate.add_argument("b", help="second audio file")
-    interpolate.add_argument("--steps", type=positive_int, default=5, help="points from A to B, both included (default: %(default)s)")
+    interpolate.add_argument(
+        "--steps", type=positive_int, default=5, help="points from A to B, both included (default: %(default)s)"
+    )
     interpolate.add_argument("--out", required=True, help="output directory")
     interpolate.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     interpolate.set_defaults(func=_interpolate)
@@ -129,11 +160,21 @@ def _train(args) -> int:
     from keras_timbre.training import train
 
     try:
-        train(args.out, variant=args.variant, seed=args.seed, distribute=args.distribute, cache=args.cache,
-              figure_every=args.figure_every, **_training_kwargs(args))
+        train(
+            args.out,
+            variant=args.variant,
+            seed=args.seed,
+            distribute=args.distribute,
+            cache=args.cache,
+            figure_every=args.figure_every,
+            **_training_kwargs(args),
+        )
     except NonFiniteLossError as error:
-        print(f"keras-timbre train: {error}\nThe last finished epoch is kept in {args.out}; "
-              "lower --learning-rate or --beta and rerun to resume.", file=sys.stderr)
+        print(
+            f"keras-timbre train: {error}\nThe last finished epoch is kept in {args.out}; "
+            "lower --learning-rate or --beta and rerun to resume.",
+            file=sys.stderr,
+        )
         return 3
     return 0
 

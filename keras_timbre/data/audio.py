@@ -111,8 +111,12 @@ def _probe_wav(path: Path, size: int) -> AudioInfo | None:
                 # version accepts (older ones want fmt first, 16 or 18 bytes, consistent
                 # 16-bit PCM); anything else goes through soundfile, never a failed epoch.
                 tf_decodable = (
-                    first and chunk_size in (16, 18) and audio_format == _WAVE_FORMAT_PCM and bits == 16
-                    and block_align == 2 * channels and byte_rate == block_align * rate
+                    first
+                    and chunk_size in (16, 18)
+                    and audio_format == _WAVE_FORMAT_PCM
+                    and bits == 16
+                    and block_align == 2 * channels
+                    and byte_rate == block_align * rate
                 )
                 fmt = (channels, rate, block_align)
                 if chunk_size & 1:
@@ -138,9 +142,7 @@ def _probe_wav(path: Path, size: int) -> AudioInfo | None:
                 file.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
 
 
-def load_audio(
-    path: str | os.PathLike, sample_rate: int, num_samples: int | None = None
-) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sample_rate: int, num_samples: int | None = None) -> np.ndarray:
     """Decodes a note to a mono float32 waveform at `sample_rate`.
 
     Multi-channel audio is averaged to mono; other rates are resampled with

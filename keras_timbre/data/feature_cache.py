@@ -93,8 +93,10 @@ def source_fingerprint(records: Sequence[NoteRecord]) -> str:
                 stats[file] = (info.st_size, info.st_mtime_ns)
             except OSError:
                 stats[file] = (-1, -1)
-        digest.update(f"{record.path}|{record.note_str}|{record.family}|{record.source}|"
-                      f"{record.pitch}|{record.velocity}|{stats[file]}\n".encode())
+        digest.update(
+            f"{record.path}|{record.note_str}|{record.family}|{record.source}|"
+            f"{record.pitch}|{record.velocity}|{stats[file]}\n".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -154,16 +156,20 @@ class FeatureCache:
             raise FileNotFoundError(f"No feature cache at {directory}")
         manifest_path = directory / MANIFEST
         if not manifest_path.is_file():
-            raise StaleCacheError(f"{directory} is not a complete feature cache: no {MANIFEST} "
-                                  "(never built, or the build was interrupted)")
+            raise StaleCacheError(
+                f"{directory} is not a complete feature cache: no {MANIFEST} "
+                "(never built, or the build was interrupted)"
+            )
         try:
             manifest = json.loads(manifest_path.read_text())
             cached = FrontendConfig.from_dict(manifest["frontend"])
         except (ValueError, KeyError, TypeError) as error:
             raise StaleCacheError(f"{manifest_path} is unreadable ({error}); rebuild the cache") from None
         if manifest.get("format") != CACHE_FORMAT:
-            raise StaleCacheError(f"{directory} has cache format {manifest.get('format')!r}, "
-                                  f"this version reads {CACHE_FORMAT}; rebuild the cache")
+            raise StaleCacheError(
+                f"{directory} has cache format {manifest.get('format')!r}, "
+                f"this version reads {CACHE_FORMAT}; rebuild the cache"
+            )
         if frontend is not None and frontend_key(frontend) != manifest.get("key"):
             try:
                 frontend.check_matches(cached, what=f"feature cache {directory}")
@@ -192,9 +198,12 @@ class FeatureCache:
             if size is None:
                 self._lose(str(path), shard["notes"], f"{path}: shard missing ({shard['notes']} notes skipped)")
             elif size != shard["bytes"]:
-                self._lose(str(path), shard["notes"],
-                           f"{path}: shard has {size} bytes, the manifest says {shard['bytes']} "
-                           f"(truncated or overwritten; {shard['notes']} notes skipped)")
+                self._lose(
+                    str(path),
+                    shard["notes"],
+                    f"{path}: shard has {size} bytes, the manifest says {shard['bytes']} "
+                    f"(truncated or overwritten; {shard['notes']} notes skipped)",
+                )
             else:
                 good.append(str(path))
         return good
@@ -239,8 +248,9 @@ class FeatureCache:
         import tensorflow as tf
 
         if stats is not None and stats.n_mels != self.frontend.n_mels:
-            raise ValueError(f"stats have {stats.n_mels} mel bins, the cache {self.directory} has "
-                             f"{self.frontend.n_mels}")
+            raise ValueError(
+                f"stats have {stats.n_mels} mel bins, the cache {self.directory} has " f"{self.frontend.n_mels}"
+            )
         expected = {str(self.directory / s["name"]): int(s["notes"]) for s in self.shards}
         paths = self.check_shards()
         if not paths:
@@ -287,8 +297,12 @@ class FeatureCache:
         if shuffle:
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         dataset = (
-            dataset.interleave(read_shard, cycle_length=min(cycle_length, len(paths)),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+            dataset.interleave(
+                read_shard,
+                cycle_length=min(cycle_length, len(paths)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=not shuffle,
+            )
             .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
             .filter(keep)
         )
@@ -304,11 +318,18 @@ class FeatureCache:
         path, count, notes = path.numpy().decode(), int(count), int(notes)
         if bool(is_end):
             lost = notes - count
-            self._lose(path, lost, f"{path}: corrupt or truncated record after {count} of {notes} "
-                                   f"records; the remaining {lost} notes of the shard skipped")
+            self._lose(
+                path,
+                lost,
+                f"{path}: corrupt or truncated record after {count} of {notes} "
+                f"records; the remaining {lost} notes of the shard skipped",
+            )
         elif not bool(whole):
-            self._lose(f"{path}#{count}", 1, f"{path}: record {count} is not a "
-                                            f"{self.frontend.feature_shape} float32 log-mel; skipped")
+            self._lose(
+                f"{path}#{count}",
+                1,
+                f"{path}: record {count} is not a " f"{self.frontend.feature_shape} float32 log-mel; skipped",
+            )
         else:
             self._lose(f"{path}#{count}", 1, f"{path}: record {count} has NaN or Inf features; skipped")
         return False
@@ -359,8 +380,9 @@ def write_feature_cache(
     directory = Path(directory)
     if directory.is_dir() and any(directory.iterdir()) and not _is_cache(directory):
         # Never clear a folder that is not ours (a run directory also has frontend.json and stats.npz).
-        raise ValueError(f"{directory} is not empty and holds no feature cache: write the cache to a new or "
-                         "empty folder")
+        raise ValueError(
+            f"{directory} is not empty and holds no feature cache: write the cache to a new or " "empty folder"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     _remove_cache_files(directory)
     shape = frontend.feature_shape
@@ -391,19 +413,22 @@ def write_feature_cache(
     stats = FeatureStats(mean=mean, std=np.sqrt(np.maximum(total_squares / frames - np.square(mean), 0.0)))
     stats.save(directory / "stats.npz")
     frontend.save(directory / "frontend.json")
-    atomic.write_json(directory / MANIFEST, {
-        "format": CACHE_FORMAT,
-        "key": frontend_key(frontend),
-        "frontend": frontend.to_dict(),
-        "source": str(source),
-        "fingerprint": fingerprint,
-        "notes": written,
-        "shards": shards,
-        "skipped": dict(skipped or {}),
-        "stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist()},
-        "feature_dtype": "float32",
-        "labels": {"family": list(FAMILIES), "source": list(SOURCES)},
-    })
+    atomic.write_json(
+        directory / MANIFEST,
+        {
+            "format": CACHE_FORMAT,
+            "key": frontend_key(frontend),
+            "frontend": frontend.to_dict(),
+            "source": str(source),
+            "fingerprint": fingerprint,
+            "notes": written,
+            "shards": shards,
+            "skipped": dict(skipped or {}),
+            "stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist()},
+            "feature_dtype": "float32",
+            "labels": {"family": list(FAMILIES), "source": list(SOURCES)},
+        },
+    )
     return FeatureCache.open(directory, frontend)
 
 
@@ -455,8 +480,14 @@ def build_feature_cache(
 
     name = str(source) if isinstance(source, (str, os.PathLike)) else f"{len(records)} records"
     return write_feature_cache(
-        directory, frontend, examples(), total=len(records), source=name,
-        fingerprint=source_fingerprint(records), skipped=skips.skipped, notes_per_shard=notes_per_shard,
+        directory,
+        frontend,
+        examples(),
+        total=len(records),
+        source=name,
+        fingerprint=source_fingerprint(records),
+        skipped=skips.skipped,
+        notes_per_shard=notes_per_shard,
     )
 
 
@@ -486,11 +517,15 @@ def ensure_feature_cache(
             log(f"keras-timbre: feature cache {directory} is stale, rebuilding: {error}")
         else:
             if cache.fingerprint == source_fingerprint(records):
-                log(f"keras-timbre: reusing feature cache {directory} ({cache.num_notes} notes, "
-                    f"{len(cache.shards)} shards)")
+                log(
+                    f"keras-timbre: reusing feature cache {directory} ({cache.num_notes} notes, "
+                    f"{len(cache.shards)} shards)"
+                )
                 return cache
-            log(f"keras-timbre: feature cache {directory} was built from other notes than {source!s:.200}; "
-                "rebuilding")
+            log(
+                f"keras-timbre: feature cache {directory} was built from other notes than {source!s:.200}; "
+                "rebuilding"
+            )
     return build_feature_cache(records, directory, frontend, notes_per_shard=notes_per_shard, skips=skips)
 
 

@@ -228,8 +228,9 @@ def _tfrecord_waveforms(notes: dict, records: Sequence[NoteRecord], frontend: Fr
     def parse(serialized):
         example = tf.io.parse_single_example(serialized, spec)
         index = table.lookup(example["note_str"])
-        waveform, ok = tf.py_function(check, [example["audio"].values, example["sample_rate"], index],
-                                      [tf.float32, tf.bool])
+        waveform, ok = tf.py_function(
+            check, [example["audio"].values, example["sample_rate"], index], [tf.float32, tf.bool]
+        )
         waveform.set_shape([frontend.num_samples])
         ok.set_shape([])
         return waveform, index, ok
@@ -337,8 +338,9 @@ def feature_dataset(
 
 
 def _cache_key(records, frontend: FrontendConfig, stats: FeatureStats | None, with_labels: bool) -> str:
-    digest = hashlib.sha256(json.dumps([frontend.to_dict(), with_labels, [dataclasses.astuple(r) for r in records]])
-                            .encode())
+    digest = hashlib.sha256(
+        json.dumps([frontend.to_dict(), with_labels, [dataclasses.astuple(r) for r in records]]).encode()
+    )
     if stats is not None:
         digest.update(stats.mean.tobytes() + stats.std.tobytes())
     return digest.hexdigest()[:16]
@@ -348,9 +350,7 @@ def _features_only(x, index):
     return x
 
 
-def compute_stats(
-    records_or_dataset, frontend: FrontendConfig, skips: SkipReport | None = None
-) -> FeatureStats:
+def compute_stats(records_or_dataset, frontend: FrontendConfig, skips: SkipReport | None = None) -> FeatureStats:
     """Per-mel-bin mean and std of log-mel (dB), streamed over the notes.
 
     Compute it on the training split only, and save it with the model.

@@ -32,8 +32,17 @@ import numpy as np
 
 # NSynth's label vocabularies, in NSynth's index order.
 FAMILIES = (
-    "bass", "brass", "flute", "guitar", "keyboard", "mallet",
-    "organ", "reed", "string", "synth_lead", "vocal",
+    "bass",
+    "brass",
+    "flute",
+    "guitar",
+    "keyboard",
+    "mallet",
+    "organ",
+    "reed",
+    "string",
+    "synth_lead",
+    "vocal",
 )
 SOURCES = ("acoustic", "electronic", "synthetic")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")

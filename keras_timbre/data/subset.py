@@ -90,8 +90,13 @@ def make_subset(
         if decoded:
             skips = SkipReport()
             frontend = FrontendConfig(sample_rate=sample_rate, duration=duration, fmax=sample_rate / 2)
-            for waveform, index in tqdm(waveform_dataset(decoded, frontend, skips).as_numpy_iterator(),
-                                        total=len(decoded), desc="re-encoding", unit="note", disable=None):
+            for waveform, index in tqdm(
+                waveform_dataset(decoded, frontend, skips).as_numpy_iterator(),
+                total=len(decoded),
+                desc="re-encoding",
+                unit="note",
+                disable=None,
+            ):
                 record = decoded[int(index)]
                 write_wav(audio_dir / f"{record.note_str}.wav", np.asarray(waveform), sample_rate)
                 written.append(record)

@@ -24,7 +24,6 @@ the same seed writes byte-identical files.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -139,7 +138,9 @@ def make_synthetic_dataset(
         note_str = f"{instrument_str}-{pitch:03d}-{velocity:03d}"
         waveform = synthesize_note(family, instrument, pitch, velocity, seed=seed)
         write_wav(audio_dir / f"{note_str}.wav", waveform)
-        record = NoteRecord(str(audio_dir / f"{note_str}.wav"), note_str, family, source, instrument_str, pitch, velocity)
+        record = NoteRecord(
+            str(audio_dir / f"{note_str}.wav"), note_str, family, source, instrument_str, pitch, velocity
+        )
         examples[note_str] = example_entry(record, index, SAMPLE_RATE)
     atomic.write_json(out_dir / "examples.json", examples)
     return out_dir
@@ -264,12 +265,16 @@ def _partials(t, frequencies, amplitudes, decays, rng, slow_decays=None, slow_we
     frequencies, amplitudes, decays = (np.asarray(v, np.float64) for v in (frequencies, amplitudes, decays))
     offsets = rng.uniform(0.0, 2 * np.pi, frequencies.shape[0])
     keep = frequencies < _NYQUIST_MARGIN
-    stages = [(decays, 1.0 - slow_weight)] if slow_decays is None else [
-        (decays, 1.0 - slow_weight), (np.asarray(slow_decays, np.float64), slow_weight)]
+    stages = (
+        [(decays, 1.0 - slow_weight)]
+        if slow_decays is None
+        else [(decays, 1.0 - slow_weight), (np.asarray(slow_decays, np.float64), slow_weight)]
+    )
     total = np.zeros(t.shape[0], np.float32)
     for stage_decays, weight in stages:
         total += _damped_sines(t.shape[0], frequencies[keep], stage_decays[keep], offsets[keep]) @ (
-            weight * amplitudes[keep]).astype(np.float32)
+            weight * amplitudes[keep]
+        ).astype(np.float32)
     return total
 
 
@@ -326,8 +331,8 @@ def _bass(t, f0, loud, character, rng):
 def _brass(t, f0, loud, character, rng):
     k = np.arange(1, 61)
     formant = _formants(k * f0, [character.uniform(1000, 1500)], bandwidth=500.0)
-    bright = k ** -0.6 * formant * _tilt(k, loud, 0.5)
-    dark = k ** -1.8 * formant
+    bright = k**-0.6 * formant * _tilt(k, loud, 0.5)
+    dark = k**-1.8 * formant
     env = _envelope(t, character.uniform(0.06, 0.1), 0.2, 0.85, 0.1)
     cycles = _phase(t, f0, 5.0, 0.003, vibrato_delay=1.0, scoop=0.02)
     return env * _harmonic(t, f0, dark, bright, env**2, cycles, rng)
@@ -359,7 +364,7 @@ def _keyboard(t, f0, loud, character, rng):
     k = np.arange(1, 17)
     inharmonicity = character.uniform(2e-4, 5e-4)
     frequencies = k * f0 * np.sqrt(1 + inharmonicity * k**2)
-    amplitudes = k ** -1.2 * _tilt(k, loud, 1.2)
+    amplitudes = k**-1.2 * _tilt(k, loud, 1.2)
     fast = character.uniform(0.15, 0.3) / (1 + 0.1 * k)
     slow = character.uniform(1.5, 3.0) / (1 + 0.15 * k)
     detune = 1 + character.uniform(0.0003, 0.001)  # a second string, slightly sharp: beating
