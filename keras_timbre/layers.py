@@ -221,6 +221,8 @@ class DecoderBlock(keras.layers.Layer):
         self.upsample.build(input_shape)
         output_shape = self.compute_output_shape(input_shape)
         if self.skip_channels:
+            # Holds the 1x1 kernel (and the saved weights' layout); `_mix_skip` applies it
+            # without concatenating.
             self.skip_conv = keras.layers.Conv2D(self.filters, 1, use_bias=use_bias, name="skip_conv")
             self.skip_conv.build(output_shape[:3] + (self.filters + self.skip_channels,))
         self.norm = _normalization(self.normalization, self.filters)
