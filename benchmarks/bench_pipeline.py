@@ -36,6 +36,7 @@ from keras_timbre.data import compute_stats  # noqa: E402
 from keras_timbre.data import feature_dataset  # noqa: E402
 from keras_timbre.data import read_notes  # noqa: E402
 from keras_timbre.frontend import FrontendConfig  # noqa: E402
+from keras_timbre.frontend import librosa_log_mel  # noqa: E402
 from keras_timbre.frontend import tf_log_mel  # noqa: E402
 
 BATCH = 32
@@ -61,18 +62,7 @@ def librosa_loop(paths, config, stats, reader):
             y, _ = librosa.load(path, sr=config.sample_rate)
         else:
             y, _ = sf.read(path, dtype="float32")
-        y = librosa.util.fix_length(y, size=config.num_samples)
-        mel = librosa.feature.melspectrogram(
-            y=y,
-            sr=config.sample_rate,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            fmin=config.fmin,
-            fmax=config.fmax,
-            power=2.0,
-        )
-        db = librosa.power_to_db(mel, ref=1.0, amin=config.log_floor, top_db=None)[:, : config.n_frames]
+        db = librosa_log_mel(y, config)
         batch.append(stats.normalize(db)[..., None].astype(np.float32))
         if len(batch) == BATCH:
             batches.append(np.stack(batch))
