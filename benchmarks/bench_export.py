@@ -35,11 +35,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_timbre import export  # noqa: E402
-from keras_timbre.frontend import FeatureStats  # noqa: E402
-from keras_timbre.frontend import FrontendConfig  # noqa: E402
-from keras_timbre.frontend import librosa_log_mel  # noqa: E402
-from keras_timbre.model import TimbreVAE  # noqa: E402
+from keras_timbre.export import saved_model as export# noqa: E402
+from keras_timbre.audio.stats import FeatureStats# noqa: E402
+from keras_timbre.audio.frontend import FrontendConfig# noqa: E402
+from keras_timbre.audio.frontend import librosa_log_mel# noqa: E402
+from keras_timbre.models.timbre_vae import TimbreVAE# noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NSYNTH_MINI = Path(os.environ.get("KERAS_TIMBRE_NSYNTH_MINI", REPO.parent / "shared" / "nsynth-mini"))
@@ -49,7 +49,7 @@ def load_notes(count: int, config: FrontendConfig) -> tuple[np.ndarray, str]:
     """`count` real NSynth notes if nsynth-mini is there, else synthetic harmonic tones."""
     files = sorted((NSYNTH_MINI / "audio").glob("*.flac"))[:count] if (NSYNTH_MINI / "audio").is_dir() else []
     if len(files) == count:
-        from keras_timbre.data.audio import load_audio
+        from keras_timbre.audio.io import load_audio
 
         notes = np.stack([load_audio(f, config.sample_rate, config.num_samples) for f in files])
         return notes, f"{count} real NSynth notes from nsynth-mini"

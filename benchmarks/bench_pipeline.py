@@ -30,14 +30,14 @@ import soundfile as sf  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from keras_timbre import atomic  # noqa: E402
+from keras_timbre import atomic# noqa: E402
 from keras_timbre.data import SkipReport  # noqa: E402
 from keras_timbre.data import compute_stats  # noqa: E402
 from keras_timbre.data import feature_dataset  # noqa: E402
 from keras_timbre.data import read_notes  # noqa: E402
-from keras_timbre.frontend import FrontendConfig  # noqa: E402
-from keras_timbre.frontend import librosa_log_mel  # noqa: E402
-from keras_timbre.frontend import tf_log_mel  # noqa: E402
+from keras_timbre.audio.frontend import FrontendConfig# noqa: E402
+from keras_timbre.audio.frontend import librosa_log_mel# noqa: E402
+from keras_timbre.audio.frontend import tf_log_mel# noqa: E402
 
 BATCH = 32
 
@@ -95,7 +95,7 @@ def frontend_comparison(config, repeats, paths):
     import keras
     import tensorflow as tf
 
-    from keras_timbre.frontend import librosa_log_mel
+    from keras_timbre.audio.frontend import librosa_log_mel
 
     notes = np.stack([sf.read(p, dtype="float32")[0][: config.num_samples] for p in paths[:BATCH]])
     waveforms = tf.constant(notes)

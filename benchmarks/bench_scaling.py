@@ -72,8 +72,8 @@ def child_write(workdir: Path, notes: int) -> dict:
     from keras_timbre.data import SYNTHETIC_FAMILIES
     from keras_timbre.data import synthesize_note
     from keras_timbre.data.feature_cache import write_feature_cache
-    from keras_timbre.frontend import FrontendConfig
-    from keras_timbre.frontend import tf_log_mel
+    from keras_timbre.audio.frontend import FrontendConfig
+    from keras_timbre.audio.frontend import tf_log_mel
 
     frontend = FrontendConfig()
     families = list(SYNTHETIC_FAMILIES)
@@ -178,7 +178,7 @@ def child_uncached(workdir: Path, notes: int) -> dict:
     from keras_timbre.data import feature_dataset
     from keras_timbre.data import make_synthetic_dataset
     from keras_timbre.data import read_notes
-    from keras_timbre.frontend import FrontendConfig
+    from keras_timbre.audio.frontend import FrontendConfig
 
     records = read_notes(make_synthetic_dataset(workdir / "wav", notes=notes, seed=0))
     dataset = feature_dataset(records, FrontendConfig(), None, batch_size=BATCH, shuffle=True, cache=False)
@@ -194,8 +194,8 @@ def child_train(workdir: Path, steps: int) -> dict:
     import keras
     import numpy as np
 
-    from keras_timbre.model import TimbreVAE
-    from keras_timbre.model import default_jit_compile
+    from keras_timbre.models.timbre_vae import TimbreVAE
+    from keras_timbre.models.timbre_vae import default_jit_compile
 
     keras.utils.set_random_seed(0)
     model = TimbreVAE()

@@ -246,7 +246,7 @@ def worker(with_peer: bool, jit: bool, batch_size: int, steps: int, repeats: int
     import keras
     import numpy as np
 
-    from keras_timbre.model import DEFAULT_BETA, DEFAULT_GRAD_WEIGHT, DEFAULT_SKIP_DROPOUT, TimbreVAE
+    from keras_timbre.models.timbre_vae import DEFAULT_BETA, DEFAULT_GRAD_WEIGHT, DEFAULT_SKIP_DROPOUT, TimbreVAE
 
     keras.utils.set_random_seed(0)
     ours = TimbreVAE.from_variant("skip+grad")

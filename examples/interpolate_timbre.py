@@ -12,8 +12,8 @@ import soundfile as sf
 
 from keras_timbre import log_mel, mel_to_audio
 from keras_timbre.data import load_audio
-from keras_timbre.plots import plot_interpolation
-from keras_timbre.runs import load_run
+from keras_timbre.analysis.plots import plot_interpolation
+from keras_timbre.training.run import load_run
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("run")

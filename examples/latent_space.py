@@ -5,9 +5,9 @@ python examples/latent_space.py runs/main --data ../shared/nsynth-mini --out lat
 
 import argparse
 
-from keras_timbre.runs import load_run
+from keras_timbre.training.run import load_run
 from keras_timbre.data import load_features, read_notes
-from keras_timbre.plots import plot_latent_pca
+from keras_timbre.analysis.plots import plot_latent_pca
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("run", help="run directory from `keras-timbre train`")

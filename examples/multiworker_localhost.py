@@ -59,7 +59,7 @@ class TinyAutoencoder(keras.Model):
         return self.decoder(self.encoder(x))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        from keras_timbre.distribute import scale_loss_for_replicas
+        from keras_timbre.models.losses import scale_loss_for_replicas
 
         return scale_loss_for_replicas(keras.ops.mean(keras.ops.square(y_pred - x)))
 
@@ -69,7 +69,7 @@ def train(mode: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from keras_timbre.distribute import distribution_scope
+    from keras_timbre.training.distribute import distribution_scope
 
     keras.utils.set_random_seed(0)
     x = np.random.RandomState(0).randn(128, 16, 8, 1).astype("float32")

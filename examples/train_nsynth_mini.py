@@ -11,11 +11,11 @@ import argparse
 
 import keras
 
-from keras_timbre import runs
-from keras_timbre.callbacks import BetaWarmup
+from keras_timbre.training import run as runs
+from keras_timbre.training.callbacks import BetaWarmup
 from keras_timbre.data import compute_stats, feature_dataset, read_notes, split_notes
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.model import TimbreVAE
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.models.timbre_vae import TimbreVAE
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data", default="../shared/nsynth-mini")

@@ -18,32 +18,32 @@ from typing import TYPE_CHECKING
 # first use, so that `import keras_timbre` stays fast and the CLI can set
 # TensorFlow's log level before TensorFlow loads.
 _EXPORTS = {
-    "callbacks": ("keras_timbre.callbacks", None),
+    "callbacks": ("keras_timbre.training.callbacks", None),
     "data": ("keras_timbre.data", None),
-    "layers": ("keras_timbre.layers", None),
-    "losses": ("keras_timbre.losses", None),
-    "BetaWarmup": ("keras_timbre.callbacks", "BetaWarmup"),
-    "NaNGuard": ("keras_timbre.callbacks", "NaNGuard"),
+    "layers": ("keras_timbre.models.layers", None),
+    "losses": ("keras_timbre.models.losses", None),
+    "BetaWarmup": ("keras_timbre.training.callbacks", "BetaWarmup"),
+    "NaNGuard": ("keras_timbre.training.callbacks", "NaNGuard"),
     "compute_stats": ("keras_timbre.data", "compute_stats"),
     "default_data_dir": ("keras_timbre.data", "default_data_dir"),
     "feature_dataset": ("keras_timbre.data", "feature_dataset"),
     "make_synthetic_dataset": ("keras_timbre.data", "make_synthetic_dataset"),
     "read_notes": ("keras_timbre.data", "read_notes"),
     "split_notes": ("keras_timbre.data", "split_notes"),
-    "distribution_scope": ("keras_timbre.distribute", "distribution_scope"),
-    "evaluate": ("keras_timbre.evaluation", "evaluate"),
-    "export_run": ("keras_timbre.export", "export_run"),
-    "export_saved_model": ("keras_timbre.export", "export_saved_model"),
-    "FeatureStats": ("keras_timbre.frontend", "FeatureStats"),
-    "FrontendConfig": ("keras_timbre.frontend", "FrontendConfig"),
-    "log_mel": ("keras_timbre.frontend", "log_mel"),
-    "mel_to_audio": ("keras_timbre.frontend", "mel_to_audio"),
-    "VARIANTS": ("keras_timbre.model", "VARIANTS"),
-    "TimbreVAE": ("keras_timbre.model", "TimbreVAE"),
-    "load_run": ("keras_timbre.runs", "load_run"),
-    "train": ("keras_timbre.training", "train"),
-    "TimbreHyperModel": ("keras_timbre.tuning", "TimbreHyperModel"),
-    "run_search": ("keras_timbre.tuning", "run_search"),
+    "distribution_scope": ("keras_timbre.training.distribute", "distribution_scope"),
+    "evaluate": ("keras_timbre.evaluation.evaluator", "evaluate"),
+    "export_run": ("keras_timbre.export.saved_model", "export_run"),
+    "export_saved_model": ("keras_timbre.export.saved_model", "export_saved_model"),
+    "FeatureStats": ("keras_timbre.audio.stats", "FeatureStats"),
+    "FrontendConfig": ("keras_timbre.audio.frontend", "FrontendConfig"),
+    "log_mel": ("keras_timbre.audio.frontend", "log_mel"),
+    "mel_to_audio": ("keras_timbre.audio.vocoder", "mel_to_audio"),
+    "VARIANTS": ("keras_timbre.models.timbre_vae", "VARIANTS"),
+    "TimbreVAE": ("keras_timbre.models.timbre_vae", "TimbreVAE"),
+    "load_run": ("keras_timbre.training.run", "load_run"),
+    "train": ("keras_timbre.training.trainer", "train"),
+    "TimbreHyperModel": ("keras_timbre.tuning.search", "TimbreHyperModel"),
+    "run_search": ("keras_timbre.tuning.search", "run_search"),
 }
 
 __version__ = "0.1.0"
@@ -66,29 +66,29 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # static analysers see the real imports
-    from keras_timbre import callbacks
+    from keras_timbre.training import callbacks
     from keras_timbre import data
-    from keras_timbre import layers
-    from keras_timbre import losses
-    from keras_timbre.callbacks import BetaWarmup
-    from keras_timbre.callbacks import NaNGuard
+    from keras_timbre.models import layers
+    from keras_timbre.models import losses
+    from keras_timbre.training.callbacks import BetaWarmup
+    from keras_timbre.training.callbacks import NaNGuard
     from keras_timbre.data import compute_stats
     from keras_timbre.data import default_data_dir
     from keras_timbre.data import feature_dataset
     from keras_timbre.data import make_synthetic_dataset
     from keras_timbre.data import read_notes
     from keras_timbre.data import split_notes
-    from keras_timbre.distribute import distribution_scope
-    from keras_timbre.evaluation import evaluate
-    from keras_timbre.export import export_run
-    from keras_timbre.export import export_saved_model
-    from keras_timbre.frontend import FeatureStats
-    from keras_timbre.frontend import FrontendConfig
-    from keras_timbre.frontend import log_mel
-    from keras_timbre.frontend import mel_to_audio
-    from keras_timbre.model import VARIANTS
-    from keras_timbre.model import TimbreVAE
-    from keras_timbre.runs import load_run
-    from keras_timbre.training import train
-    from keras_timbre.tuning import TimbreHyperModel
-    from keras_timbre.tuning import run_search
+    from keras_timbre.training.distribute import distribution_scope
+    from keras_timbre.evaluation.evaluator import evaluate
+    from keras_timbre.export.saved_model import export_run
+    from keras_timbre.export.saved_model import export_saved_model
+    from keras_timbre.audio.stats import FeatureStats
+    from keras_timbre.audio.frontend import FrontendConfig
+    from keras_timbre.audio.frontend import log_mel
+    from keras_timbre.audio.vocoder import mel_to_audio
+    from keras_timbre.models.timbre_vae import VARIANTS
+    from keras_timbre.models.timbre_vae import TimbreVAE
+    from keras_timbre.training.run import load_run
+    from keras_timbre.training.trainer import train
+    from keras_timbre.tuning.search import TimbreHyperModel
+    from keras_timbre.tuning.search import run_search

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_timbre.callbacks import BetaWarmup
-from keras_timbre.callbacks import NaNGuard
-from keras_timbre.callbacks import NonFiniteLossError
-from keras_timbre.callbacks import beta_schedule
-from keras_timbre.model import TimbreVAE
+from keras_timbre.training.callbacks import BetaWarmup
+from keras_timbre.training.callbacks import NaNGuard
+from keras_timbre.training.callbacks import NonFiniteLossError
+from keras_timbre.training.callbacks import beta_schedule
+from keras_timbre.models.timbre_vae import TimbreVAE
 from tests.testing import to_numpy
 
 TINY = {"input_shape": (16, 32, 1), "latent_dim": 4, "filters": (4, 8)}

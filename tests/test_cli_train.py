@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from keras_timbre import training
+from keras_timbre.training import trainer as training
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.audio.frontend import FrontendConfig
 
 COMMANDS = ("train", "evaluate", "reconstruct", "interpolate", "ablation")
 TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)

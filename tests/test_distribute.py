@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_timbre.distribute import DistributionInfo
-from keras_timbre.distribute import distribution_scope
-from keras_timbre.distribute import parse_tf_config
+from keras_timbre.training.distribute import DistributionInfo
+from keras_timbre.training.distribute import distribution_scope
+from keras_timbre.training.distribute import parse_tf_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOOD_TF_CONFIG = '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}'
@@ -47,7 +47,8 @@ def run_python(code: str, backend: str, timeout: float = 240, **env) -> dict:
 TINY_MODELS = """
 import keras
 import numpy as np
-from keras_timbre.distribute import distribution_scope, scale_loss_for_replicas
+from keras_timbre.models.losses import scale_loss_for_replicas
+from keras_timbre.training.distribute import distribution_scope
 
 
 class TinyAutoencoder(keras.Model):
@@ -84,8 +85,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from keras_timbre.data.feature_cache import write_feature_cache
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.model import TimbreVAE
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.models.timbre_vae import TimbreVAE
 
 x = np.random.RandomState(0).randn(64, 16, 16, 1).astype("float32")
 arrays = tf.data.Dataset.from_tensor_slices(x).batch(16)
@@ -130,7 +131,7 @@ def test_jax_data_parallel_on_two_cpus_matches_one_device():
         TINY_MODELS + """
 import json
 import tensorflow as tf
-from keras_timbre.model import TimbreVAE
+from keras_timbre.models.timbre_vae import TimbreVAE
 
 x = np.random.RandomState(0).randn(64, 16, 16, 1).astype("float32")
 arrays = tf.data.Dataset.from_tensor_slices(x).batch(16)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_timbre import export
-from keras_timbre import runs
-from keras_timbre.frontend import FeatureStats
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.frontend import mel_to_audio
-from keras_timbre.frontend import tf_log_mel
-from keras_timbre.model import TimbreVAE
+from keras_timbre.export import saved_model as export
+from keras_timbre.training import run as runs
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.vocoder import mel_to_audio
+from keras_timbre.audio.frontend import tf_log_mel
+from keras_timbre.models.timbre_vae import TimbreVAE
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)  # features (32, 64)

@@ -10,7 +10,7 @@ from keras_timbre.data.feature_cache import StaleCacheError
 from keras_timbre.data.feature_cache import build_feature_cache
 from keras_timbre.data.feature_cache import ensure_feature_cache
 from keras_timbre.data.feature_cache import write_feature_cache
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.audio.frontend import FrontendConfig
 
 FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)  # features (32, 64)
 NOTES = 25

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from keras_timbre.frontend import FeatureStats
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.frontend import librosa_log_mel
-from keras_timbre.frontend import log_mel
-from keras_timbre.frontend import mel_to_audio
-from keras_timbre.frontend import tf_log_mel
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.frontend import librosa_log_mel
+from keras_timbre.audio.frontend import log_mel
+from keras_timbre.audio.vocoder import mel_to_audio
+from keras_timbre.audio.frontend import tf_log_mel
 
 # Measured: at most 0.002 dB (float32 FFTs) over ten real notes; 0.5 dB is the bound.
 TOLERANCE_DB = 0.01

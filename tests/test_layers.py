@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_timbre.layers import DecoderBlock
-from keras_timbre.layers import EncoderBlock
-from keras_timbre.layers import Sampling
+from keras_timbre.models.layers import DecoderBlock
+from keras_timbre.models.layers import EncoderBlock
+from keras_timbre.models.layers import Sampling
 from tests.testing import LayerTestCase
 from tests.testing import to_numpy
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_timbre import losses
+from keras_timbre.models import losses
 from tests.testing import to_numpy
 
 pytestmark = pytest.mark.backend

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from keras_timbre import metrics
+from keras_timbre.analysis import metrics
 
 
 def harmonic_notes(notes=3, n_mels=32, n_frames=64, onset=10):

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_timbre.model import VARIANTS
-from keras_timbre.model import TimbreVAE
-from keras_timbre.model import default_jit_compile
+from keras_timbre.models.timbre_vae import VARIANTS
+from keras_timbre.models.timbre_vae import TimbreVAE
+from keras_timbre.models.timbre_vae import default_jit_compile
 from tests.testing import to_numpy
 
 SHAPE = (32, 64, 1)
@@ -171,7 +171,7 @@ def test_save_load_gives_identical_outputs(trained, tmp_path):
 
 _LOAD_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, keras
-    import keras_timbre.model  # registers the classes
+    import keras_timbre.models.timbre_vae  # registers the classes
     model = keras.saving.load_model(sys.argv[1])
     x = np.load(sys.argv[2])
     out = model(x)

@@ -18,9 +18,9 @@ from keras_timbre.data import load_features
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.data import parse_note_name
 from keras_timbre.data import read_notes
-from keras_timbre.frontend import FeatureStats
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.frontend import log_mel
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.frontend import log_mel
 
 TINY = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_timbre import plots
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.analysis import plots
+from keras_timbre.audio.frontend import FrontendConfig
 
 CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from keras_timbre import runs
-from keras_timbre.frontend import FeatureStats, FrontendConfig
+from keras_timbre.training import run as runs
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
 
 CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 STATS = FeatureStats(mean=np.linspace(-60, -20, 32), std=np.full(32, 10.0))

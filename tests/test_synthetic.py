@@ -19,7 +19,7 @@ from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.data import read_notes
 from keras_timbre.data import synthesize_note
 from keras_timbre.data import synthetic
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.audio.frontend import FrontendConfig
 
 
 @pytest.fixture(scope="module")

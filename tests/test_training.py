@@ -7,9 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_timbre import ablation, evaluation, runs, training
+from keras_timbre.evaluation import ablation
+from keras_timbre.evaluation import evaluator as evaluation
+from keras_timbre.training import run as runs
+from keras_timbre.training import trainer as training
 from keras_timbre.data import make_synthetic_dataset
-from keras_timbre.frontend import FeatureStats, FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
 
 TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 TINY_MODEL = {"filters": (4, 8), "latent_dim": 4}

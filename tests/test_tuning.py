@@ -8,10 +8,14 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from keras_timbre import evaluation, runs, training, tuning
+from keras_timbre.evaluation import evaluator as evaluation
+from keras_timbre.training import run as runs
+from keras_timbre.training import trainer as training
+from keras_timbre.tuning import search as tuning
 from keras_timbre.cli import main
-from keras_timbre.frontend import FeatureStats, FrontendConfig
-from keras_timbre.metrics import lsd_db
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.analysis.metrics import lsd_db
 
 FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 TINY = dict(frontend=FRONTEND, filters=(4, 8), epochs=1, batch_size=8, verbose=0)

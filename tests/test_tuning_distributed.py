@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_timbre import runs, tuning
+from keras_timbre.training import run as runs
+from keras_timbre.tuning import search as tuning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIME_LIMIT_S = 300

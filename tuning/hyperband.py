@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=SETTINGS["epochs"], help="the most epochs any trial gets")
     args = parser.parse_args()
 
-    from keras_timbre.tuning import run_search
+    from keras_timbre.tuning.search import run_search
 
     settings = dict(SETTINGS, max_trials=args.max_trials, epochs=args.epochs)
     run_search(args.out, data=args.data, ranges=RANGES, fixed=FIXED, **settings)

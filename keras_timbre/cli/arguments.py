@@ -21,7 +21,7 @@ def add_frontend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def frontend_from_arguments(args: argparse.Namespace):
     """The FrontendConfig the options ask for, or None for the default."""
-    from keras_timbre.frontend import FrontendConfig
+    from keras_timbre.audio.frontend import FrontendConfig
 
     overrides = {k: v for k, v in (("n_mels", args.n_mels), ("duration", args.duration)) if v is not None}
     return FrontendConfig(**overrides) if overrides else None

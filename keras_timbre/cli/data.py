@@ -118,7 +118,7 @@ def _make_nsynth_mini(args: argparse.Namespace) -> int:
 def _cache_features(args: argparse.Namespace) -> int:
     from keras_timbre.data import feature_cache
     from keras_timbre.data.readers import read_notes
-    from keras_timbre.frontend import FrontendConfig
+    from keras_timbre.audio.frontend import FrontendConfig
 
     frontend = FrontendConfig.load(args.frontend) if args.frontend else FrontendConfig()
     records = read_notes(args.source, **filter_kwargs(args))
@@ -140,7 +140,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from keras_timbre.data.pipeline import feature_dataset
     from keras_timbre.data.readers import count_labels
     from keras_timbre.data.readers import read_notes
-    from keras_timbre.frontend import FrontendConfig
+    from keras_timbre.audio.frontend import FrontendConfig
 
     import tensorflow  # noqa: F401  (imported before the clock starts)
 

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from keras_timbre import export
+    from keras_timbre.export import saved_model as export
 
     iters = export.GRIFFIN_LIM_ITERS if args.griffin_lim_iters is None else args.griffin_lim_iters
     if iters < 0:

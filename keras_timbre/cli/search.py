@@ -36,7 +36,7 @@ def _assignment(text: str) -> tuple[str, str]:
 
 def _range_value(name: str, text: str):
     """`LOW:HIGH` is a float range; `A,B,C` a list of choices."""
-    from keras_timbre.tuning import DEFAULT_SPACE
+    from keras_timbre.tuning.search import DEFAULT_SPACE
 
     if ":" in text:
         if isinstance(DEFAULT_SPACE.get(name), tuple):
@@ -69,7 +69,7 @@ def _filters(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from keras_timbre.tuning import DEFAULT_OBJECTIVE, TUNERS
+    from keras_timbre.tuning.search import DEFAULT_OBJECTIVE, TUNERS
 
     parser = subparsers.add_parser(
         "search",
@@ -141,7 +141,7 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from keras_timbre.tuning import run_search
+    from keras_timbre.tuning.search import run_search
 
     fixed = {}
     for name, value in args.fix:

@@ -12,7 +12,7 @@ import argparse
 import json
 
 from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
-from keras_timbre.model import VARIANTS
+from keras_timbre.models.timbre_vae import VARIANTS
 
 
 def _variant(name: str) -> str:
@@ -65,7 +65,7 @@ def _training_kwargs(args) -> dict:
 
 
 def register(subparsers) -> None:
-    from keras_timbre.training import DEFAULT_EPOCHS
+    from keras_timbre.training.trainer import DEFAULT_EPOCHS
 
     train = subparsers.add_parser(
         "train",
@@ -156,8 +156,8 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     import sys
 
-    from keras_timbre.callbacks import NonFiniteLossError
-    from keras_timbre.training import train
+    from keras_timbre.training.callbacks import NonFiniteLossError
+    from keras_timbre.training.trainer import train
 
     try:
         train(
@@ -180,7 +180,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from keras_timbre.evaluation import METRIC_KEYS, evaluate
+    from keras_timbre.evaluation.evaluator import METRIC_KEYS, evaluate
 
     result = evaluate(args.run, data=args.data, out=args.out)
     print(json.dumps({key: result[key] for key in METRIC_KEYS}, indent=2))
@@ -188,7 +188,7 @@ def _evaluate(args) -> int:
 
 
 def _reconstruct(args) -> int:
-    from keras_timbre.evaluation import reconstruct_file
+    from keras_timbre.evaluation.evaluator import reconstruct_file
 
     wav, png = reconstruct_file(args.run, args.audio, args.out, n_iter=args.griffin_lim_iters)
     print(f"Wrote {wav} and {png}")
@@ -196,7 +196,7 @@ def _reconstruct(args) -> int:
 
 
 def _interpolate(args) -> int:
-    from keras_timbre.evaluation import interpolate
+    from keras_timbre.evaluation.evaluator import interpolate
 
     written = interpolate(args.run, args.a, args.b, args.out, steps=args.steps, n_iter=args.griffin_lim_iters)
     print(f"Wrote {len(written)} files to {args.out} (strip.png, step_*.wav)")
@@ -204,7 +204,7 @@ def _interpolate(args) -> int:
 
 
 def _ablation(args) -> int:
-    from keras_timbre.ablation import run_ablation
+    from keras_timbre.evaluation.ablation import run_ablation
 
     report = run_ablation(args.out, seeds=args.seeds, variants=args.variants, **_training_kwargs(args))
     print(report)

@@ -9,10 +9,10 @@ Example:
 >>> dataset = data.feature_dataset(train, FrontendConfig(), stats, shuffle=True)  # doctest: +SKIP
 """
 
-from keras_timbre.data.audio import AudioError
-from keras_timbre.data.audio import AudioInfo
-from keras_timbre.data.audio import load_audio
-from keras_timbre.data.audio import probe_audio
+from keras_timbre.audio.io import AudioError
+from keras_timbre.audio.io import AudioInfo
+from keras_timbre.audio.io import load_audio
+from keras_timbre.audio.io import probe_audio
 from keras_timbre.data.pipeline import SkipReport
 from keras_timbre.data.pipeline import compute_stats
 from keras_timbre.data.pipeline import feature_dataset

@@ -51,8 +51,8 @@ from keras_timbre.data.pipeline import SkipReport
 from keras_timbre.data.readers import FAMILIES
 from keras_timbre.data.readers import SOURCES
 from keras_timbre.data.readers import NoteRecord
-from keras_timbre.frontend import FeatureStats
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"

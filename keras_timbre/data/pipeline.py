@@ -25,15 +25,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from keras_timbre.data.audio import AudioError
-from keras_timbre.data.audio import load_audio
-from keras_timbre.data.audio import probe_audio
+from keras_timbre.audio.io import AudioError
+from keras_timbre.audio.io import load_audio
+from keras_timbre.audio.io import probe_audio
 from keras_timbre.data.readers import NoteRecord
 from keras_timbre.data.readers import split_tfrecord_path
-from keras_timbre.frontend import FeatureStats
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.frontend import fit_to_length
-from keras_timbre.frontend import tf_log_mel
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.frontend import fit_to_length
+from keras_timbre.audio.frontend import tf_log_mel
 
 # Notes per log-mel call: one batched STFT is faster than many small ones.
 _FEATURE_BATCH = 32

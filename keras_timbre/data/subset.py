@@ -26,7 +26,7 @@ from keras_timbre.data.readers import NoteRecord
 from keras_timbre.data.readers import example_entry
 from keras_timbre.data.readers import read_notes
 from keras_timbre.data.synthetic import write_wav
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.audio.frontend import FrontendConfig
 
 
 def make_subset(

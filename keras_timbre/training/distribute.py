@@ -106,30 +106,6 @@ class DistributionInfo:
         return summary
 
 
-def scale_loss_for_replicas(loss):
-    """Divides a model's `compute_loss` total by the replicas of a `tf.distribute` strategy.
-
-    Under `tf.distribute`, Keras sums the replicas' gradients, so the loss each
-    replica returns must be its share of the global mean: Keras' own
-    `keras.losses.Loss` objects divide by the number of replicas, and a
-    hand-written `compute_loss` must do the same, or the gradients (and the
-    reported loss) grow with the number of replicas. On JAX and torch, and
-    outside a strategy, it returns `loss` unchanged.
-
-    Example:
-    >>> float(scale_loss_for_replicas(keras.ops.convert_to_tensor(2.0)))
-    2.0
-    """
-    if keras.backend.backend() != "tensorflow":
-        return loss
-    import tensorflow as tf
-
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas == 1:
-        return loss
-    return keras.ops.multiply(loss, keras.ops.cast(1.0 / replicas, loss.dtype))
-
-
 def parse_tf_config(text: str | None = None) -> dict[str, Any] | None:
     """Parses and checks `TF_CONFIG` (the environment variable when `text` is None).
 

@@ -45,8 +45,9 @@ import keras
 import keras_tuner as kt
 
 from keras_timbre import atomic
-from keras_timbre import runs
-from keras_timbre.frontend import FeatureStats, FrontendConfig
+from keras_timbre.training import run as runs
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
 
 DEFAULT_OBJECTIVE = "val_lsd"
 TUNERS = ("random", "bayesian", "hyperband")
@@ -277,7 +278,7 @@ class TimbreHyperModel(kt.HyperModel):
         _declare(hp, self.space)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        from keras_timbre.model import TimbreVAE, default_optimizer
+        from keras_timbre.models.timbre_vae import TimbreVAE, default_optimizer
 
         values = _declare(hp, self.space)
         learning_rate = values.pop("learning_rate")
@@ -356,7 +357,7 @@ class LogSpectralDistance(keras.callbacks.Callback):
                 yield x[start : start + self.batch_size]
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_timbre.metrics import lsd_db
+        from keras_timbre.analysis.metrics import lsd_db
 
         total, count = 0.0, 0
         for x in self._batches():
@@ -561,7 +562,7 @@ def run_search(
         ValueError: a bad space, objective, tuner name or count, or `out`
             holding a different search; all raised before any trial runs.
     """
-    from keras_timbre import training
+    from keras_timbre.training import trainer as training
 
     if tuner not in TUNERS:
         raise ValueError(f"Unknown tuner {tuner!r}; choose one of {', '.join(TUNERS)}")

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from keras_timbre import atomic
-from keras_timbre.frontend import FeatureStats, FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
 
 MODEL_FILE = "model.keras"
 FRONTEND_FILE = "frontend.json"
@@ -164,7 +165,7 @@ def load_run(path: str | os.PathLike, load_model: bool = True) -> Run:
     if load_model:
         import keras
 
-        import keras_timbre.model  # noqa: F401  (registers TimbreVAE and its layers)
+        import keras_timbre.models.timbre_vae  # noqa: F401  (registers TimbreVAE and its layers)
 
         model = keras.saving.load_model(path / MODEL_FILE)
     return Run(

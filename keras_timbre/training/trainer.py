@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from keras_timbre import atomic, runs
-from keras_timbre.frontend import FeatureStats, FrontendConfig
-from keras_timbre.model import VARIANTS
+from keras_timbre import atomic
+from keras_timbre.training import run as runs
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.models.timbre_vae import VARIANTS
 
 DEFAULT_VARIANT = "skip+grad"
 DEFAULT_EPOCHS = 12
@@ -160,8 +162,8 @@ def completed_epochs(history_csv: Path) -> int:
 def _callbacks(run_path: Path, model, stats, figure_db, figure_titles, frontend, figure_every, epochs, warmup_epochs):
     import keras
 
-    from keras_timbre import callbacks as timbre_callbacks
-    from keras_timbre import plots
+    from keras_timbre.training import callbacks as timbre_callbacks
+    from keras_timbre.analysis import plots
 
     class SaveAndPlot(keras.callbacks.Callback):
         """Saves model.keras after every epoch and draws reconstructions every few."""
@@ -245,8 +247,8 @@ def train(
     """
     import keras
 
-    from keras_timbre import plots
-    from keras_timbre.model import TimbreVAE
+    from keras_timbre.analysis import plots
+    from keras_timbre.models.timbre_vae import TimbreVAE
 
     check_variant(variant)
     if epochs < 1:
@@ -386,7 +388,7 @@ def _distribution(mode: str):
         yield None
         return
     try:
-        from keras_timbre.distribute import distribution_scope
+        from keras_timbre.training.distribute import distribution_scope
     except ImportError:
         if mode == "data-parallel":
             raise ValueError("data-parallel training needs keras_timbre.distribute, which is not installed")

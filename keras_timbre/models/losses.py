@@ -6,6 +6,7 @@ Axis 1 is mel (frequency, low to high), axis 2 is time. All functions use
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 RECONSTRUCTIONS = ("mse", "l1")
@@ -114,3 +115,27 @@ def time_gradient_loss(y_true, y_pred):
     0.0
     """
     return gradient_difference_loss(y_true, y_pred, TIME_AXIS)
+
+
+def scale_loss_for_replicas(loss):
+    """Divides a model's `compute_loss` total by the replicas of a `tf.distribute` strategy.
+
+    Under `tf.distribute`, Keras sums the replicas' gradients, so the loss each
+    replica returns must be its share of the global mean: Keras' own
+    `keras.losses.Loss` objects divide by the number of replicas, and a
+    hand-written `compute_loss` must do the same, or the gradients (and the
+    reported loss) grow with the number of replicas. On JAX and torch, and
+    outside a strategy, it returns `loss` unchanged.
+
+    Example:
+    >>> float(scale_loss_for_replicas(keras.ops.convert_to_tensor(2.0)))
+    2.0
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1:
+        return loss
+    return keras.ops.multiply(loss, keras.ops.cast(1.0 / replicas, loss.dtype))

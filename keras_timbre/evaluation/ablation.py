@@ -26,8 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from keras_timbre import atomic, evaluation, runs
-from keras_timbre.training import VARIANTS, check_variant, diverse_notes, load_split, reconstruct_db, train
+from keras_timbre import atomic
+from keras_timbre.evaluation import evaluator as evaluation
+from keras_timbre.training import run as runs
+from keras_timbre.training.trainer import VARIANTS, check_variant, diverse_notes, load_split, reconstruct_db, train
 
 TABLE_METRICS = (
     ("lsd_db", "LSD (dB) ↓"),
@@ -145,8 +147,8 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     """Figure grid (input vs each variant, with zooms), latent PCAs and audio, for the first seed."""
     import soundfile as sf
 
-    from keras_timbre import plots
-    from keras_timbre.frontend import mel_to_audio
+    from keras_timbre.analysis import plots
+    from keras_timbre.audio.vocoder import mel_to_audio
 
     first = next(iter(loaded.values()))
     split = first.config["split"]

@@ -23,16 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from keras_timbre import atomic, metrics, runs
-from keras_timbre.frontend import FrontendConfig
-from keras_timbre.training import (
-    as_model_input,
-    check_data_dir,
-    diverse_notes,
-    load_log_mel,
-    load_split,
-    reconstruct_db,
-)
+from keras_timbre import atomic
+from keras_timbre.analysis import metrics
+from keras_timbre.training import run as runs
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.training.trainer import as_model_input, check_data_dir, diverse_notes, load_log_mel, load_split, reconstruct_db
 
 METRIC_KEYS = (
     "lsd_db",
@@ -157,8 +152,8 @@ def write_examples(run: runs.Run, records, log_mel_db: np.ndarray) -> None:
     """Reconstruction grid, latent PCA and a few WAVs (input, reconstruction, decode(z))."""
     import soundfile as sf
 
-    from keras_timbre import plots
-    from keras_timbre.frontend import mel_to_audio
+    from keras_timbre.analysis import plots
+    from keras_timbre.audio.vocoder import mel_to_audio
 
     shown = diverse_notes(records, FIGURE_NOTES)
     chosen = log_mel_db[shown]
@@ -191,9 +186,10 @@ def reconstruct_file(
     """
     import soundfile as sf
 
-    from keras_timbre import plots
+    from keras_timbre.analysis import plots
     from keras_timbre.data import load_audio
-    from keras_timbre.frontend import log_mel, mel_to_audio
+    from keras_timbre.audio.frontend import log_mel
+    from keras_timbre.audio.vocoder import mel_to_audio
 
     if not isinstance(run, runs.Run):
         run = runs.load_run(run)
@@ -233,9 +229,10 @@ def interpolate(
     import keras
     import soundfile as sf
 
-    from keras_timbre import plots
+    from keras_timbre.analysis import plots
     from keras_timbre.data import load_audio
-    from keras_timbre.frontend import log_mel, mel_to_audio
+    from keras_timbre.audio.frontend import log_mel
+    from keras_timbre.audio.vocoder import mel_to_audio
 
     if steps < 2:
         raise ValueError(f"--steps must be >= 2, got {steps}")

@@ -12,11 +12,10 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_timbre import losses
-from keras_timbre.distribute import scale_loss_for_replicas
-from keras_timbre.layers import DecoderBlock
-from keras_timbre.layers import EncoderBlock
-from keras_timbre.layers import Sampling
+from keras_timbre.models import losses
+from keras_timbre.models.layers import DecoderBlock
+from keras_timbre.models.layers import EncoderBlock
+from keras_timbre.models.layers import Sampling
 
 DEFAULT_INPUT_SHAPE = (128, 256, 1)
 DEFAULT_FILTERS = (16, 32, 64, 128)
@@ -366,7 +365,7 @@ class TimbreVAE(keras.Model):
         self.mel_grad_tracker.update_state(mel_grad_term)
         self.time_grad_tracker.update_state(time_grad_term)
         # Under tf.distribute Keras sums replica gradients: return this replica's share.
-        return scale_loss_for_replicas(total)
+        return losses.scale_loss_for_replicas(total)
 
     def _maybe_stop(self, reconstructed, weight_name):
         return ops.stop_gradient(reconstructed) if self._initial_weights[weight_name] == 0 else reconstructed

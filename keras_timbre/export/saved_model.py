@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from keras_timbre import atomic
-from keras_timbre.frontend import FeatureStats
-from keras_timbre.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.frontend import FrontendConfig
 
 SIGNATURES = ("serving_default", "reconstruct", "encode", "decode", "synthesize")
 # TF Serving ignores assets.extra/ (apart from warm-up requests): our export record lives there.
@@ -109,8 +109,8 @@ def tf_mel_to_audio(
     """
     import tensorflow as tf
 
-    from keras_timbre.frontend import fit_to_length
-    from keras_timbre.frontend import mel_filters
+    from keras_timbre.audio.frontend import fit_to_length
+    from keras_timbre.audio.frontend import mel_filters
 
     log_mel_db = tf.convert_to_tensor(log_mel_db, tf.float32)
     power = tf.pow(10.0, log_mel_db / 10.0)
@@ -227,7 +227,7 @@ def export_saved_model(
     if _existing_export_is_current(path, fingerprint, griffin_lim_iters, overwrite):
         return path
     if keras.backend.backend() != "tensorflow":
-        from keras_timbre import runs
+        from keras_timbre.training import run as runs
 
         with tempfile.TemporaryDirectory(prefix="keras_timbre_export_") as run_dir:
             variant = str(getattr(model, "variant", "unknown"))
@@ -284,7 +284,7 @@ def load_run_for_export(run_dir: str | os.PathLike):
     Raises:
         FileNotFoundError: naming the run directory or the missing file.
     """
-    from keras_timbre import runs
+    from keras_timbre.training import run as runs
 
     run = runs.load_run(run_dir)
     return run.model, run.frontend, run.stats
@@ -430,8 +430,8 @@ def _build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin
     import keras
     import tensorflow as tf
 
-    from keras_timbre.frontend import fit_to_length
-    from keras_timbre.frontend import tf_log_mel
+    from keras_timbre.audio.frontend import fit_to_length
+    from keras_timbre.audio.frontend import tf_log_mel
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("_build_archive needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")

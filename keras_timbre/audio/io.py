@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_timbre.data.readers import split_tfrecord_path
 
 _WAVE_FORMAT_PCM = 1
 
@@ -165,6 +164,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int, num_samples: int | Non
     Example:
     >>> waveform = load_audio("note.flac", 16000, 64000)  # doctest: +SKIP
     """
+    from keras_timbre.data.readers import split_tfrecord_path  # TODO(layout): TFRecord notes belong to data/
+
     location = split_tfrecord_path(str(path))
     if location is not None:
         waveform, rate = _read_tfrecord_note(*location)

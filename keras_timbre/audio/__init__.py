@@ -1,0 +1,1 @@
+"""Audio: decoding files, the log-mel frontend, its inverse, feature statistics."""

@@ -1,0 +1,1 @@
+"""Evaluation: held-out metrics, reconstruction and interpolation, the ablation."""

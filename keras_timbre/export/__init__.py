@@ -1,0 +1,1 @@
+"""Export: TF Serving SavedModels with the frontend in the graph."""

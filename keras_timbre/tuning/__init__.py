@@ -1,0 +1,1 @@
+"""Tuning: KerasTuner searches over beta and the loss weights."""
