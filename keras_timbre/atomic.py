@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,6 +39,62 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yields an empty temporary folder next to `path`; renames it to `path` on success.
+
+    A reader sees either no `path`, the old one, or the complete new one. An
+    existing empty `path` is replaced; a non-empty one only with `replace=True`
+    (else `FileExistsError`, also when another writer finished first). On an
+    exception the temporary folder is removed and `path` is left as it was.
+    Files inside get umask-based modes (a server may run as another user).
+
+    Example:
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with atomic_directory(root / "out") as tmp:
+    ...     _ = (tmp / "a.txt").write_text("a")
+    >>> sorted(p.name for p in (root / "out").iterdir())
+    ['a.txt']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        _make_readable(tmp)
+        _swap_into_place(tmp, path, replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(new: Path, target: Path, replace: bool) -> None:
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        try:
+            os.rename(new, target)
+            return
+        except OSError:  # another writer got there first
+            if not target.exists():
+                raise
+    if not replace:
+        raise FileExistsError(f"{target} already exists")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    try:
+        os.replace(target, old / target.name)
+        os.replace(new, target)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_readable(folder: Path) -> None:
+    umask = _umask()
+    folder.chmod(0o777 & ~umask)
+    for item in folder.rglob("*"):
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def _umask() -> int:

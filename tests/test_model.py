@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_timbre.models.timbre_vae import VARIANTS
+from keras_timbre.models.variants import VARIANTS
 from keras_timbre.models.timbre_vae import TimbreVAE
 from keras_timbre.models.timbre_vae import default_jit_compile
 from tests.testing import to_numpy

@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_timbre import atomic# noqa: E402
-from keras_timbre.audio.frontend import FrontendConfig# noqa: E402
-from keras_timbre.analysis.metrics import onset_frames# noqa: E402
+from keras_timbre import atomic  # noqa: E402
+from keras_timbre.audio.frontend import FrontendConfig  # noqa: E402
+from keras_timbre.analysis.metrics import onset_frames  # noqa: E402
 
 DPI = 80
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 _WAVE_FORMAT_PCM = 1
 
 

@@ -48,6 +48,10 @@ class FeatureStats:
         """(..., n_mels, n_frames) dB -> zero-mean, unit-variance per mel bin."""
         return (log_mel_db - self.mean[:, None]) / self.std[:, None]
 
+    def to_model_input(self, log_mel_db) -> np.ndarray:
+        """dB log-mel (notes, mels, frames) -> normalised float32 model input (notes, mels, frames, 1)."""
+        return self.normalize(np.asarray(log_mel_db, np.float32))[..., None].astype(np.float32)
+
     def denormalize(self, features):
         """Inverse of `normalize`."""
         return features * self.std[:, None] + self.mean[:, None]

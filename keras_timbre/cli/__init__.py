@@ -17,7 +17,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Command-group modules, in the order `--help` lists them.
-_COMMAND_MODULES = ("data", "train", "search", "export")
+_COMMAND_MODULES = ("data", "train", "evaluate", "search", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"keras_timbre.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"keras_timbre.cli.{name}":
-                continue  # command group not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"keras_timbre.cli.{name}").register(subparsers)
     return parser
 
 

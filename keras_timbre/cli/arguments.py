@@ -25,3 +25,57 @@ def frontend_from_arguments(args: argparse.Namespace):
 
     overrides = {k: v for k, v in (("n_mels", args.n_mels), ("duration", args.duration)) if v is not None}
     return FrontendConfig(**overrides) if overrides else None
+
+
+def variant(name: str) -> str:
+    """argparse type: one of the paper's variants."""
+    from keras_timbre.models.variants import VARIANTS
+
+    if name not in VARIANTS:
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return name
+
+
+def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -> None:
+    """The data, budget and hyperparameter options of `train` and `ablation`."""
+    parser.add_argument(
+        "--data", help="NSynth-format data directory (default: the built-in synthetic notes, generated on first use)"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=default_epochs, help="epochs per model (default: %(default)s)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="global batch size (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--beta", type=float, help="KL weight after warm-up (default: the model's)")
+    parser.add_argument(
+        "--grad-weight", type=float, help="mel-gradient loss weight of the grad variants (default: the model's)"
+    )
+    parser.add_argument("--latent-dim", type=positive_int, help="latent size (default: the model's)")
+    parser.add_argument(
+        "--warmup-epochs", type=int, default=5, help="epochs of linear beta warm-up (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="fraction of each instrument's pitches held out (default: %(default)s)",
+    )
+    parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
+    add_frontend_arguments(parser)
+
+
+def training_kwargs(args) -> dict:
+    """`train()` keyword arguments from the options `add_training_options` adds."""
+    return dict(
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        grad_weight=args.grad_weight,
+        latent_dim=args.latent_dim,
+        warmup_epochs=args.warmup_epochs,
+        val_fraction=args.val_fraction,
+        max_per_instrument=args.max_per_instrument,
+        frontend=frontend_from_arguments(args),
+    )

@@ -25,7 +25,7 @@ from keras_timbre.data.readers import count_labels
 from keras_timbre.data.readers import filter_notes
 from keras_timbre.data.readers import parse_note_name
 from keras_timbre.data.readers import read_notes
-from keras_timbre.data.readers import split_notes
+from keras_timbre.data.split import split_notes
 from keras_timbre.data.synthetic import SYNTHETIC_FAMILIES
 from keras_timbre.data.synthetic import default_data_dir
 from keras_timbre.data.synthetic import make_synthetic_dataset

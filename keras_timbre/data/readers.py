@@ -235,52 +235,6 @@ def filter_notes(
     return sorted(keep, key=lambda r: r.note_str)
 
 
-def split_notes(
-    records: Sequence[NoteRecord], val_fraction: float = 0.15, seed: int = 0
-) -> tuple[list[NoteRecord], list[NoteRecord]]:
-    """Splits notes into training and validation, holding out pitches per instrument.
-
-    For each instrument, about `val_fraction` of its distinct pitches go to
-    validation with all their velocities, so no validation pitch of an
-    instrument was seen in training. Instruments with one pitch stay in training.
-
-    Args:
-        records: The notes.
-        val_fraction: Fraction of each instrument's pitches held out, in [0, 1).
-        seed: Seed of the choice of pitches.
-
-    Returns:
-        `(train, val)`, each in the order of `records`.
-
-    Example:
-    >>> train, val = split_notes(records, val_fraction=0.2)  # doctest: +SKIP
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    pitches = defaultdict(set)
-    for record in records:
-        pitches[record.instrument].add(record.pitch)
-    held_out = set()
-    for instrument in sorted(pitches):
-        candidates = sorted(pitches[instrument])
-        count = int(round(val_fraction * len(candidates)))
-        count = min(count, len(candidates) - 1)
-        if count <= 0:
-            continue
-        # A seed per instrument: adding an instrument does not change the others' split.
-        rng = np.random.default_rng([seed, _stable_hash(instrument)])
-        for pitch in rng.choice(candidates, size=count, replace=False):
-            held_out.add((instrument, int(pitch)))
-    train = [r for r in records if (r.instrument, r.pitch) not in held_out]
-    val = [r for r in records if (r.instrument, r.pitch) in held_out]
-    return train, val
-
-
-def _stable_hash(text: str) -> int:
-    # Python's hash() is salted per process; crc32 is not.
-    return zlib.crc32(text.encode())
-
-
 def _check_known(what: str, values: set, known: Sequence[str]) -> None:
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -29,7 +29,10 @@ import numpy as np
 from keras_timbre import atomic
 from keras_timbre.evaluation import evaluator as evaluation
 from keras_timbre.training import run as runs
-from keras_timbre.training.trainer import VARIANTS, check_variant, diverse_notes, load_split, reconstruct_db, train
+from keras_timbre.data.split import diverse_notes, load_split
+from keras_timbre.models.inference import latent_means, reconstruct_db
+from keras_timbre.models.variants import VARIANTS, check_variant
+from keras_timbre.training.trainer import train
 
 TABLE_METRICS = (
     ("lsd_db", "LSD (dB) ↓"),
@@ -169,7 +172,7 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
         out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles, zoom=True
     )
     for variant, run in loaded.items():
-        z_mean, _ = evaluation.latent_means(run.model, log_mel_db, run.stats)
+        z_mean, _ = latent_means(run.model, log_mel_db, run.stats)
         plots.plot_latent_pca(
             out / "figures" / f"latent_pca_{variant.replace('+', '_')}.png",
             z_mean,

@@ -27,7 +27,9 @@ from keras_timbre import atomic
 from keras_timbre.analysis import metrics
 from keras_timbre.training import run as runs
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.training.trainer import as_model_input, check_data_dir, diverse_notes, load_log_mel, load_split, reconstruct_db
+from keras_timbre.data.locate import check_data_dir
+from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
+from keras_timbre.models.inference import latent_means, reconstruct_db
 
 METRIC_KEYS = (
     "lsd_db",
@@ -55,7 +57,7 @@ def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
         _, _, records, log_mel_db = load_split(
             data_path,
             run.frontend,
-            split.get("val_fraction", 0.15),
+            split.get("val_fraction", DEFAULT_VAL_FRACTION),
             split.get("split_seed", 0),
             run.config.get("hyperparameters", {}).get("max_per_instrument"),
         )
@@ -67,19 +69,6 @@ def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
         run.frontend.check_matches(FrontendConfig.load(saved_frontend), f"data at {data_path}")
     log_mel_db, records = load_log_mel(read_notes(data_path), run.frontend)
     return records, log_mel_db
-
-
-def latent_means(model, log_mel_db, stats, batch_size: int = 32):
-    """`(z_mean, z_log_var)` of the posterior, as numpy arrays."""
-    import keras
-
-    x = as_model_input(log_mel_db, stats)
-    means, log_vars = [], []
-    for start in range(0, len(x), batch_size):
-        z_mean, z_log_var = model.encode(x[start : start + batch_size])
-        means.append(keras.ops.convert_to_numpy(z_mean))
-        log_vars.append(keras.ops.convert_to_numpy(z_log_var))
-    return np.concatenate(means), np.concatenate(log_vars)
 
 
 def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: int = 32) -> dict[str, Any]:

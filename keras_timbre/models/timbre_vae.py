@@ -16,6 +16,7 @@ from keras_timbre.models import losses
 from keras_timbre.models.layers import DecoderBlock
 from keras_timbre.models.layers import EncoderBlock
 from keras_timbre.models.layers import Sampling
+from keras_timbre.models.variants import VARIANTS, check_variant
 
 DEFAULT_INPUT_SHAPE = (128, 256, 1)
 DEFAULT_FILTERS = (16, 32, 64, 128)
@@ -26,15 +27,6 @@ DEFAULT_SKIP_DROPOUT = 0.5
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_CLIPNORM = 1.0
 LOG_VAR_RANGE = (-10.0, 10.0)
-
-# name -> (use_skips, mel-gradient loss on). Everything else (filters, latent
-# size, beta, optimiser, seed) is shared so the variants differ in one thing.
-VARIANTS = {
-    "baseline": (False, False),
-    "skip": (True, False),
-    "grad": (False, True),
-    "skip+grad": (True, True),
-}
 
 # Measured in benchmarks/bench_training.py (see benchmarks/results/training.md),
 # default model, idle 2-core CPU: TF 152 samples/s without XLA vs 98 with (XLA's

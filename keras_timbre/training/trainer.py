@@ -32,9 +32,11 @@ from keras_timbre import atomic
 from keras_timbre.training import run as runs
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.models.timbre_vae import VARIANTS
+from keras_timbre.models.variants import DEFAULT_VARIANT, VARIANTS, check_variant
+from keras_timbre.data.locate import check_data_dir, resolve_data
+from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
+from keras_timbre.models.inference import reconstruct_db
 
-DEFAULT_VARIANT = "skip+grad"
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
 FIGURE_NOTES = 3
@@ -50,105 +52,6 @@ MODEL_KEYS = (
     "normalization",
     "use_skips",
 )
-
-
-def check_variant(variant: str) -> str:
-    """Returns `variant` or raises a ValueError listing the known ones."""
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return variant
-
-
-def check_data_dir(data: str | os.PathLike) -> Path:
-    """Returns the data directory as a Path, or raises naming the missing path."""
-    path = Path(data)
-    if not path.exists():
-        raise FileNotFoundError(f"Data path {path} does not exist")
-    return path
-
-
-def resolve_data(data: str | os.PathLike | None) -> Path:
-    """The data directory: `data`, or the built-in synthetic set (generated on first use)."""
-    if data is not None:
-        return check_data_dir(data)
-    from keras_timbre.data import default_data_dir
-
-    return Path(default_data_dir())
-
-
-def load_split(data: Path, frontend: FrontendConfig, val_fraction: float, seed: int, max_per_instrument=None):
-    """Reads and splits notes, and computes their log-mel (dB).
-
-    Returns:
-        `(train_records, train_db, val_records, val_db)`; files that fail to
-        decode are skipped (and reported by the data module).
-    """
-    from keras_timbre.data import read_notes, split_notes
-
-    key = (str(Path(data).resolve()), frontend, val_fraction, seed, max_per_instrument)
-    if key not in _SPLIT_CACHE:
-        records = read_notes(data, max_per_instrument=max_per_instrument)
-        if not records:
-            raise ValueError(f"No notes found in {data}")
-        train_records, val_records = split_notes(records, val_fraction=val_fraction, seed=seed)
-        train_db, train_records = load_log_mel(train_records, frontend)
-        val_db, val_records = load_log_mel(val_records, frontend)
-        if len(train_records) == 0:
-            raise ValueError(f"No readable training notes in {data}")
-        # The ablation trains and evaluates several models on one split: read it once.
-        _SPLIT_CACHE.clear()
-        _SPLIT_CACHE[key] = (train_records, train_db, val_records, val_db)
-    return _SPLIT_CACHE[key]
-
-
-_SPLIT_CACHE: dict = {}
-
-
-def load_log_mel(records, frontend: FrontendConfig) -> tuple[np.ndarray, list]:
-    """`(log_mel_db (N, mels, frames) float32, kept_records)`; unreadable files are skipped and reported."""
-    from keras_timbre.data import load_features
-
-    records = list(records)
-    if not records:
-        return np.zeros((0, *frontend.feature_shape), np.float32), []
-    features, kept = load_features(records, frontend)
-    return np.asarray(features, np.float32)[..., 0], kept
-
-
-def as_model_input(log_mel_db: np.ndarray, stats: FeatureStats) -> np.ndarray:
-    """dB log-mel (notes, mels, frames) -> normalised float32 (notes, mels, frames, 1)."""
-    return stats.normalize(np.asarray(log_mel_db, np.float32))[..., None].astype(np.float32)
-
-
-def reconstruct_db(model, log_mel_db: np.ndarray, stats: FeatureStats, batch_size: int = 32, skips: bool = True):
-    """Deterministic reconstructions in dB, optionally with the decoder's skips zeroed."""
-    x = as_model_input(log_mel_db, stats)
-    outputs = []
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        if skips:
-            out = model(batch, training=False)["reconstruction"]
-        else:
-            out = model.reconstruct(batch, use_skips=False)
-        outputs.append(np.asarray(_to_numpy(out))[..., 0])
-    return stats.denormalize(np.concatenate(outputs)) if outputs else np.zeros_like(log_mel_db)
-
-
-def diverse_notes(records, count: int) -> list[int]:
-    """Indices of up to `count` notes, from different families first, so figures show different timbres."""
-    picks, seen = [], set()
-    for i, record in enumerate(records):
-        if record.family not in seen:
-            picks.append(i)
-            seen.add(record.family)
-    picks += [i for i in range(len(records)) if i not in picks]
-    return picks[:count]
-
-
-def _to_numpy(value):
-    import keras
-
-    return keras.ops.convert_to_numpy(value)
 
 
 def completed_epochs(history_csv: Path) -> int:
@@ -201,7 +104,7 @@ def train(
     grad_weight: float | None = None,
     latent_dim: int | None = None,
     warmup_epochs: int = 5,
-    val_fraction: float = 0.15,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     split_seed: int = 0,
     frontend: FrontendConfig | None = None,
@@ -279,9 +182,9 @@ def train(
             data_path, frontend, val_fraction, split_seed, max_per_instrument
         )
         stats = FeatureStats.from_features(train_db)
-        x_val = as_model_input(val_db, stats) if len(val_db) else None
+        x_val = stats.to_model_input(val_db) if len(val_db) else None
         fit_inputs = dict(
-            x=as_model_input(train_db, stats),
+            x=stats.to_model_input(train_db),
             validation_data=(x_val,) if x_val is not None else None,
             batch_size=batch_size,
             shuffle=True,

@@ -45,6 +45,7 @@ import keras
 import keras_tuner as kt
 
 from keras_timbre import atomic
+from keras_timbre.data.split import DEFAULT_VAL_FRACTION
 from keras_timbre.training import run as runs
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
@@ -520,7 +521,7 @@ def run_search(
     fixed: Mapping[str, Any] | None = None,
     frontend: FrontendConfig | None = None,
     filters: Sequence[int] | None = None,
-    val_fraction: float = 0.15,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     max_per_instrument: int | None = None,
     seed: int = 0,
     max_consecutive_failed_trials: int = 5,
@@ -562,7 +563,8 @@ def run_search(
         ValueError: a bad space, objective, tuner name or count, or `out`
             holding a different search; all raised before any trial runs.
     """
-    from keras_timbre.training import trainer as training
+    from keras_timbre.data.locate import resolve_data
+    from keras_timbre.data.split import load_split
 
     if tuner not in TUNERS:
         raise ValueError(f"Unknown tuner {tuner!r}; choose one of {', '.join(TUNERS)}")
@@ -574,7 +576,7 @@ def run_search(
         raise NotADirectoryError(f"Search directory {out} exists and is not a directory")
     space = resolve_space(ranges, fixed)  # fail on a bad space before reading any data
     role = search_role()
-    data_path = training.resolve_data(data)
+    data_path = resolve_data(data)
     frontend = frontend or FrontendConfig()
     settings = {
         "tuner": tuner,
@@ -594,7 +596,7 @@ def run_search(
     _check_same_search(out, settings)
 
     keras.utils.set_random_seed(seed)
-    train_records, train_db, val_records, val_db = training.load_split(
+    train_records, train_db, val_records, val_db = load_split(
         data_path, frontend, val_fraction, seed, max_per_instrument
     )
     if len(val_records) == 0:
@@ -603,8 +605,8 @@ def run_search(
             "raise val_fraction or use instruments with more pitches"
         )
     stats = FeatureStats.from_features(train_db)
-    x_train = training.as_model_input(train_db, stats)
-    x_val = training.as_model_input(val_db, stats)
+    x_train = stats.to_model_input(train_db)
+    x_val = stats.to_model_input(val_db)
     hypermodel = TimbreHyperModel(frontend, stats, ranges=ranges, fixed=fixed, filters=filters, seed=seed)
     check_objective(objective_name, hypermodel)
     if role != "worker":

@@ -1,0 +1,101 @@
+"""The training / held-out split of a note collection, read into log-mel."""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.data.pipeline import load_features
+from keras_timbre.data.readers import NoteRecord, read_notes
+
+# Share of each instrument's pitches held out for validation, everywhere a split is made.
+DEFAULT_VAL_FRACTION = 0.15
+
+
+def split_notes(
+    records: Sequence[NoteRecord], val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0
+) -> tuple[list[NoteRecord], list[NoteRecord]]:
+    """Splits notes into training and validation, holding out pitches per instrument.
+
+    For each instrument, about `val_fraction` of its distinct pitches go to
+    validation with all their velocities, so no validation pitch of an
+    instrument was seen in training. Instruments with one pitch stay in training.
+
+    Args:
+        records: The notes.
+        val_fraction: Fraction of each instrument's pitches held out, in [0, 1).
+        seed: Seed of the choice of pitches.
+
+    Returns:
+        `(train, val)`, each in the order of `records`.
+
+    Example:
+    >>> train, val = split_notes(records, val_fraction=0.2)  # doctest: +SKIP
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    pitches = defaultdict(set)
+    for record in records:
+        pitches[record.instrument].add(record.pitch)
+    held_out = set()
+    for instrument in sorted(pitches):
+        candidates = sorted(pitches[instrument])
+        count = int(round(val_fraction * len(candidates)))
+        count = min(count, len(candidates) - 1)
+        if count <= 0:
+            continue
+        # A seed per instrument: adding an instrument does not change the others' split.
+        rng = np.random.default_rng([seed, _stable_hash(instrument)])
+        for pitch in rng.choice(candidates, size=count, replace=False):
+            held_out.add((instrument, int(pitch)))
+    train = [r for r in records if (r.instrument, r.pitch) not in held_out]
+    val = [r for r in records if (r.instrument, r.pitch) in held_out]
+    return train, val
+
+
+def _stable_hash(text: str) -> int:
+    # Python's hash() is salted per process; crc32 is not.
+    return zlib.crc32(text.encode())
+
+
+def load_split(data: Path, frontend: FrontendConfig, val_fraction: float, seed: int, max_per_instrument=None):
+    """Reads and splits notes, and computes their log-mel (dB).
+
+    Returns:
+        `(train_records, train_db, val_records, val_db)`; files that fail to
+        decode are skipped (and reported by the data module).
+    """
+    records = read_notes(data, max_per_instrument=max_per_instrument)
+    if not records:
+        raise ValueError(f"No notes found in {data}")
+    train_records, val_records = split_notes(records, val_fraction=val_fraction, seed=seed)
+    train_db, train_records = load_log_mel(train_records, frontend)
+    val_db, val_records = load_log_mel(val_records, frontend)
+    if len(train_records) == 0:
+        raise ValueError(f"No readable training notes in {data}")
+    return train_records, train_db, val_records, val_db
+
+
+def load_log_mel(records, frontend: FrontendConfig) -> tuple[np.ndarray, list]:
+    """`(log_mel_db (N, mels, frames) float32, kept_records)`; unreadable files are skipped and reported."""
+    records = list(records)
+    if not records:
+        return np.zeros((0, *frontend.feature_shape), np.float32), []
+    features, kept = load_features(records, frontend)
+    return np.asarray(features, np.float32)[..., 0], kept
+
+
+def diverse_notes(records, count: int) -> list[int]:
+    """Indices of up to `count` notes, from different families first, so figures show different timbres."""
+    picks, seen = [], set()
+    for i, record in enumerate(records):
+        if record.family not in seen:
+            picks.append(i)
+            seen.add(record.family)
+    picks += [i for i in range(len(records)) if i not in picks]
+    return picks[:count]
