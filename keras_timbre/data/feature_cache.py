@@ -38,7 +38,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import threading
 from pathlib import Path
@@ -47,12 +46,14 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from keras_timbre import atomic
-from keras_timbre.data.pipeline import SkipReport
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.stats import FeatureStatsAccumulator
+from keras_timbre.data.nsynth import split_tfrecord_path
 from keras_timbre.data.readers import FAMILIES
 from keras_timbre.data.readers import SOURCES
 from keras_timbre.data.readers import NoteRecord
-from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.data.skips import SkipReport
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -86,7 +87,8 @@ def source_fingerprint(records: Sequence[NoteRecord]) -> str:
     digest = hashlib.sha256()
     stats: dict[str, tuple[int, int]] = {}
     for record in records:
-        file = record.path.split("#", 1)[0] if ".tfrecord" in record.path else record.path
+        location = split_tfrecord_path(record.path)
+        file = record.path if location is None else location[0]
         if file not in stats:
             try:
                 info = os.stat(file)
@@ -386,8 +388,7 @@ def write_feature_cache(
     directory.mkdir(parents=True, exist_ok=True)
     _remove_cache_files(directory)
     shape = frontend.feature_shape
-    total_sum = np.zeros(frontend.n_mels, np.float64)
-    total_squares = np.zeros(frontend.n_mels, np.float64)
+    accumulator = FeatureStatsAccumulator(frontend.n_mels)
     shards: list[dict] = []
     written = 0
     remaining = iter(tqdm(examples, total=total, desc="caching log-mel", unit="note", disable=None, leave=False))
@@ -401,16 +402,12 @@ def write_feature_cache(
                     value = written if name == "index" else int(labels.get(name, -1))
                     feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
                 writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-                values = log_mel_db.astype(np.float64)
-                total_sum += values.sum(axis=1)
-                total_squares += np.square(values).sum(axis=1)
+                accumulator.add(log_mel_db)
                 written += 1
         shards.append({"name": path.name, "notes": len(chunk), "bytes": path.stat().st_size})
     if written == 0:
         raise ValueError(f"No notes to cache in {directory}" + (f" (from {source})" if source else ""))
-    frames = written * frontend.n_frames
-    mean = total_sum / frames
-    stats = FeatureStats(mean=mean, std=np.sqrt(np.maximum(total_squares / frames - np.square(mean), 0.0)))
+    stats = accumulator.result()
     stats.save(directory / "stats.npz")
     frontend.save(directory / "frontend.json")
     atomic.write_json(
@@ -467,8 +464,8 @@ def build_feature_cache(
     from keras_timbre.data.pipeline import feature_dataset
     from keras_timbre.data.readers import read_notes
 
-    records = read_notes(source) if isinstance(source, (str, os.PathLike)) else list(source)
     skips = SkipReport() if skips is None else skips
+    records = read_notes(source, skips=skips) if isinstance(source, (str, os.PathLike)) else list(source)
     dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, with_labels=True, skips=skips)
 
     def examples() -> Iterator[tuple[np.ndarray, dict]]:
@@ -508,7 +505,8 @@ def ensure_feature_cache(
     """
     from keras_timbre.data.readers import read_notes
 
-    records = read_notes(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    skips = SkipReport() if skips is None else skips
+    records = read_notes(source, skips=skips) if isinstance(source, (str, os.PathLike)) else list(source)
     directory = Path(directory)
     if directory.is_dir() and _is_cache(directory):
         try:
@@ -527,13 +525,3 @@ def ensure_feature_cache(
                 "rebuilding"
             )
     return build_feature_cache(records, directory, frontend, notes_per_shard=notes_per_shard, skips=skips)
-
-
-def cache_size_bytes(frontend: FrontendConfig, notes: int) -> int:
-    """Approximate bytes of a cache of `notes` notes (float32 log-mel plus framing).
-
-    Example:
-    >>> round(cache_size_bytes(FrontendConfig(), 289_205) / 1e9, 1)
-    38.0
-    """
-    return int(notes * (4 * math.prod(frontend.feature_shape) + 160))
