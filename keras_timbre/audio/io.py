@@ -202,6 +202,12 @@ def _quiet_decoder_stderr():
                 os.write(2, b"".join(kept))
 
 
+def print_message(text: str) -> None:
+    """Prints a line on stderr, never while fd 2 is redirected away from a decoder (it would be lost)."""
+    with _STDERR_LOCK:
+        print(text, file=sys.stderr, flush=True)
+
+
 def conform_audio(
     data: np.ndarray, rate: int, sample_rate: int, num_samples: int | None = None, name: str = "audio"
 ) -> np.ndarray:

@@ -8,10 +8,11 @@ command prints every skipped note once, with its reason, and one count.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 from collections import Counter
 from collections import defaultdict
+
+from keras_timbre.audio.io import print_message
 
 
 @dataclasses.dataclass
@@ -48,7 +49,7 @@ class SkipReport:
                 return
             self.skipped[path] = reason
         if self.verbose:
-            print(f"keras-timbre: skipped {path}: {reason}", file=sys.stderr, flush=True)
+            print_message(f"keras-timbre: skipped {path}: {reason}")
 
     def change(self, path: str, what: list[str]) -> None:
         """Records what loading did to a usable file (resampled, downmixed...)."""
@@ -60,7 +61,7 @@ class SkipReport:
         if self.verbose:
             for message in what:
                 if message.split()[0] in new_kinds:
-                    print(f"keras-timbre: {path}: {message} (further such files are counted)", file=sys.stderr)
+                    print_message(f"keras-timbre: {path}: {message} (further such files are counted)")
 
     def __len__(self) -> int:
         return len(self.skipped)
