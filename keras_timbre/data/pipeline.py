@@ -215,31 +215,42 @@ def feature_dataset(
 
     waveforms = waveform_dataset(records, frontend, skips)
     dataset = waveforms.batch(_FEATURE_BATCH).map(features, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    if with_labels:
-        columns = {
-            "family": [r.family_index for r in records],
-            "source": [r.source_index for r in records],
-            "pitch": [r.pitch for r in records],
-            "velocity": [r.velocity for r in records],
-        }
-        columns = {name: tf.constant(values, tf.int32) for name, values in columns.items()}
-
-        def labelled(x, index):
-            labels = {name: tf.gather(values, index) for name, values in columns.items()}
-            labels["index"] = index
-            return x, labels
-
-        dataset = dataset.map(labelled)
-    else:
-        dataset = dataset.map(_features_only)
+    dataset = dataset.map(_labeller(records)) if with_labels else dataset.map(_features_only)
     if isinstance(cache, str) and cache:
         # tf.data reuses complete cache files blindly: key them by what they hold.
         dataset = dataset.cache(f"{cache}-{_cache_key(records, frontend, stats, with_labels)}")
     elif cache:
         dataset = _filled_cache(dataset, len(records), skips)
-    if shuffle:
-        dataset = dataset.shuffle(min(len(records), _MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    return _batches(dataset, len(records) if shuffle else 0, seed, batch_size, drop_remainder)
+
+
+def _batches(dataset, shuffle_notes: int, seed: int, batch_size: int, drop_remainder: bool):
+    """Notes shuffled (when `shuffle_notes`, reshuffled every epoch), batched, prefetched."""
+    import tensorflow as tf
+
+    if shuffle_notes:
+        dataset = dataset.shuffle(min(shuffle_notes, _MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _labeller(records: Sequence[NoteRecord]):
+    """`(x, index) -> (x, labels)`, labels the int32 columns of the records plus `index`."""
+    import tensorflow as tf
+
+    columns = {
+        "family": [r.family_index for r in records],
+        "source": [r.source_index for r in records],
+        "pitch": [r.pitch for r in records],
+        "velocity": [r.velocity for r in records],
+    }
+    columns = {name: tf.constant(values, tf.int32) for name, values in columns.items()}
+
+    def labelled(x, index):
+        labels = {name: tf.gather(values, index) for name, values in columns.items()}
+        labels["index"] = index
+        return x, labels
+
+    return labelled
 
 
 def _filled_cache(dataset, notes: int, skips: SkipReport):
