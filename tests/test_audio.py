@@ -1,16 +1,45 @@
 """Decoding notes: formats, downmixing, resampling, crop/pad, and every kind of bad file."""
 
+import os
 import struct
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from keras_timbre.audio.io import conform_audio
+from keras_timbre.audio.io import read_audio
 from keras_timbre.data import AudioError
 from keras_timbre.data import load_audio
 from keras_timbre.data import probe_audio
 
 RATE = 16000
+
+
+def pcm16_wav(samples, rate=RATE, chunks_before=(), odd_data=False, trailing=b""):
+    """The bytes of a mono 16-bit WAV: extra chunks (RIFF-padded) before `data`, a stray byte, a tail."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes() + (b"\x01" if odd_data else b"")
+    body = b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    for chunk_id, payload in chunks_before:
+        body += chunk_id + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) % 2)
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm + b"\0" * (len(pcm) % 2) + trailing
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def write_valid_looking_wavs(folder):
+    """Issue 12.1: WAVs soundfile reads that tf.audio.decode_wav rejects: {case: path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    id3 = b"ID3\x03\x00\x00\x00\x00\x00\x10" + b"\0" * 16
+    cases = {
+        "odd_chunk": pcm16_wav(tone(), chunks_before=[(b"LIST", b"INFOabc")]),
+        "odd_data": pcm16_wav(tone(), odd_data=True),
+        "id3_tail": pcm16_wav(tone(), trailing=id3),
+    }
+    paths = {}
+    for number, (case, data) in enumerate(cases.items()):
+        paths[case] = folder / f"reed_acoustic_{number:03d}-060-100.wav"
+        paths[case].write_bytes(data)
+    return paths
 
 
 def tone(seconds=1.0, rate=RATE, frequency=440.0, amplitude=0.5):
@@ -106,8 +135,8 @@ def usable_files(tmp_path_factory):
     "case, message",
     [
         ("empty", "empty file"),
-        ("not_audio", "not a readable audio file"),
-        ("not_audio_flac", "not a readable audio file"),
+        ("not_audio", "not a WAV/RIFF file"),
+        ("not_audio_flac", "not an audio file: starts with"),
         ("truncated", "truncated WAV: header promises 32000 bytes of audio, the file holds 1000"),
         ("corrupt_header", "corrupt WAV"),
         ("nan", "2 NaN or Inf samples"),
@@ -127,12 +156,7 @@ def test_missing_file(tmp_path):
     assert "nope.wav" in str(error.value)
 
 
-def test_probe_says_what_tf_decodes(usable_files):
-    assert probe_audio(usable_files["good"]).tf_decodable
-    assert probe_audio(usable_files["stereo"]).tf_decodable
-    assert not probe_audio(usable_files["pcm24"]).tf_decodable
-    assert not probe_audio(usable_files["flac"]).tf_decodable
-    assert not probe_audio(usable_files["list_first"]).tf_decodable
+def test_probe_reads_headers(usable_files):
     info = probe_audio(usable_files["rate_44k"])
     assert (info.sample_rate, info.channels, info.frames) == (44100, 1, 44100)
     assert info.changes(RATE, RATE) == ["resampled from 44100 Hz to 16000 Hz"]
@@ -177,3 +201,46 @@ def test_crop_and_pad(usable_files):
 def test_silence_loads_as_zeros(usable_files):
     silent = load_audio(usable_files["silent"], RATE, RATE)
     assert silent.shape == (RATE,) and not np.any(silent)
+
+
+def test_valid_looking_wavs_decode(tmp_path):
+    reference = tone()
+    for case, path in write_valid_looking_wavs(tmp_path).items():
+        np.testing.assert_allclose(load_audio(path, RATE), reference, atol=2 / 32767, err_msg=case)
+        assert probe_audio(path).frames == RATE, case
+
+
+def test_random_bytes_are_not_a_wav(tmp_path):
+    path = tmp_path / "noise.wav"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(AudioError, match="not a WAV/RIFF file") as error:
+        load_audio(path, RATE)
+    assert str(error.value).startswith(str(path)) and "pipe" not in str(error.value)
+
+
+def test_decoder_noise_stays_off_stderr(tmp_path, capfd):
+    """mpg123 prints on fd 2 when it searches junk for MP3 frames; none of it may reach the user."""
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + np.random.default_rng(1).bytes(20000))
+    sync = tmp_path / "sync.mp3"  # an MPEG frame sync, then garbage
+    sync.write_bytes(b"\xff\xfb\x90\x00" + np.random.default_rng(2).bytes(20000))
+    for path in (junk, sync):
+        with pytest.raises(AudioError):
+            load_audio(path, RATE)
+    assert capfd.readouterr().err == ""
+
+
+def test_other_writes_to_stderr_pass_while_decoder_noise_is_dropped(tmp_path, capfd):
+    from keras_timbre.audio import io
+
+    with io._quiet_decoder_stderr():
+        os.write(2, b"Note: Illegal Audio-MPEG-Header 0x00000000 at offset 0.\nkept line\n")
+    assert capfd.readouterr().err == "kept line\n"
+
+
+def test_read_audio_and_conform(usable_files):
+    data, info = read_audio(usable_files["stereo"])
+    assert data.shape == (RATE, 2) and (info.channels, info.sample_rate) == (2, RATE)
+    np.testing.assert_allclose(conform_audio(data, RATE, RATE), data.mean(axis=1))
+    with pytest.raises(AudioError, match="x.wav: contains no audio samples"):
+        conform_audio(np.zeros((0, 1)), RATE, RATE, name="x.wav")

@@ -1,5 +1,8 @@
 """The tf.data pipeline: shapes, values, labels, normalisation, skipped files, TFRecords, inspect."""
 
+import time
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -7,6 +10,7 @@ import tensorflow as tf
 from test_audio import tone
 from test_audio import write_bad_files
 from test_audio import write_odd_but_usable_files
+from test_audio import write_valid_looking_wavs
 
 from keras_timbre.cli import main
 from keras_timbre.data import NoteRecord
@@ -23,6 +27,7 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.frontend import log_mel
 
 TINY = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+RATE_16K = 16000
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +171,29 @@ def test_odd_files_give_the_right_features(messy):
 def test_all_files_bad_is_a_clear_error(tmp_path):
     bad = write_bad_files(tmp_path / "bad")
     records = [NoteRecord.from_path(p) for p in bad.values() if p.suffix == ".wav" and "007" not in p.name]
-    with pytest.raises(ValueError, match="None of the 4 notes could be read"):
-        feature_dataset(records, TINY, skips=SkipReport(verbose=False))
+    skips = SkipReport(verbose=False)
+    with pytest.raises(ValueError, match="None of the 4 notes could be read:\n4 file"):
+        compute_stats(records, TINY, skips=skips)
+    features, kept = load_features(records, TINY, skips=skips)
+    assert features.shape == (0, 32, 64, 1) and kept == [] and len(skips) == 4
     with pytest.raises(ValueError, match="no records"):
         feature_dataset([], TINY)
 
 
-def nsynth_example(note_str, audio, family="guitar", source="acoustic", rate=16000):
+def test_valid_looking_wavs_do_not_stop_the_epoch(tmp_path):
+    """Issue 12.1: odd chunks, odd data, an ID3 tail used to kill the job inside tf.audio.decode_wav."""
+    paths = write_valid_looking_wavs(tmp_path / "odd")
+    skips = SkipReport(verbose=False)
+    features, kept = load_features(read_notes(tmp_path / "odd"), TINY, skips=skips)
+    assert len(kept) == 3 and len(skips) == 0
+    expected = log_mel(tone(), RATE_16K, TINY)
+    for x in features:
+        np.testing.assert_allclose(x[..., 0], expected, atol=0.05)
+    assert main(["inspect", str(tmp_path / "odd")]) == 0
+    assert sorted(str(p) for p in paths.values()) == sorted(r.path for r in kept)
+
+
+def nsynth_example(note_str, audio, family="guitar", source="acoustic", rate=16000, with_rate=True):
     labels = parse_note_name(note_str)
 
     def ints(*v):
@@ -194,6 +215,8 @@ def nsynth_example(note_str, audio, family="guitar", source="acoustic", rate=160
         "instrument_source_str": text(source),
         "qualities": ints(*([0] * 10)),
     }
+    if not with_rate:
+        del features["sample_rate"]
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
@@ -207,8 +230,12 @@ def test_tfrecord_release(tmp_path):
         writer.write(nsynth_example("guitar_acoustic_001-060-050", nan))
         writer.write(nsynth_example("guitar_acoustic_002-067-100", tone(2.0, rate=32000), rate=32000))
         writer.write(nsynth_example("kazoo_acoustic_000-060-100", tone(1.0), family="kazoo"))
-    with pytest.warns(UserWarning, match="skipped 1 notes with unknown family names: kazoo"):
-        records = read_notes(tmp_path)
+    listing = SkipReport(verbose=False)
+    records = read_notes(tmp_path, skips=listing)
+    assert listing.skipped == {
+        f"{path}#kazoo_acoustic_000-060-100": listing.skipped[f"{path}#kazoo_acoustic_000-060-100"]
+    }
+    assert "unknown instrument family 'kazoo'" in listing.skipped[f"{path}#kazoo_acoustic_000-060-100"]
     assert [r.note_str for r in records] == [
         "guitar_acoustic_000-060-100",
         "guitar_acoustic_000-064-100",
@@ -216,16 +243,60 @@ def test_tfrecord_release(tmp_path):
         "guitar_acoustic_002-067-100",
     ]
     assert records[2].velocity == 50 and records[2].instrument == "guitar_acoustic_001"
-    with pytest.warns(UserWarning):
-        assert len(read_notes(path, velocities=[100])) == 3  # a .tfrecord file directly
+    assert len(read_notes(path, velocities=[100], skips=SkipReport(verbose=False))) == 3  # a .tfrecord directly
     skips = SkipReport(verbose=False)
     features, kept = load_features(records[:3] + records[3:], TINY, skips=skips)
     assert {r.note_str for r in kept} == {records[i].note_str for i in (0, 1, 3)}
     assert list(skips.skipped) == [records[2].path] and "NaN or Inf" in skips.skipped[records[2].path]
-    assert skips.change_counts() == {"resampled": 1}
+    assert skips.change_counts() == {"cropped": 1, "padded": 1, "resampled": 1}
     first = features[[r.note_str for r in kept].index(records[0].note_str)][..., 0]
     np.testing.assert_allclose(first, log_mel(tone(1.0, frequency=262), 16000, TINY), atol=1e-3)
     np.testing.assert_allclose(load_audio(records[1].path, 16000, 16000)[:8000], tone(0.5, frequency=330), atol=1e-6)
+
+
+def test_tfrecord_notes_read_alike_one_by_one_and_streamed(tmp_path):
+    """`load_audio` (one note) and `feature_dataset` (tf.data) give one TFRecord note the same features.
+
+    The second note has no `sample_rate` feature: it is NSynth's 16 kHz on both paths,
+    whatever the frontend's rate (here 8 kHz).
+    """
+    frontend = FrontendConfig(sample_rate=8000, fmax=4000, n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+    path = tmp_path / "nsynth-valid.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(nsynth_example("guitar_acoustic_000-060-100", tone(1.0, rate=32000), rate=32000))
+        writer.write(nsynth_example("guitar_acoustic_000-064-100", tone(1.5, frequency=330), with_rate=False))
+    records = read_notes(path)
+    streamed, kept = load_features(records, frontend, skips=SkipReport(verbose=False))
+    assert [r.note_str for r in kept] == [r.note_str for r in records]
+    for x, record in zip(streamed, kept):
+        waveform = load_audio(record.path, frontend.sample_rate, frontend.num_samples)
+        np.testing.assert_allclose(x[..., 0], log_mel(waveform, frontend.sample_rate, frontend), atol=1e-4)
+    # 330 Hz at 16 kHz, resampled to 8 kHz: still 330 Hz (1 Hz bins over one second).
+    waveform = load_audio(kept[1].path, 8000, 8000)
+    assert np.argmax(np.abs(np.fft.rfft(waveform))) == 330
+
+
+def test_cached_epochs_are_fast_and_deterministic_per_seed(synth):
+    records = read_notes(synth)
+
+    def epochs(seed, count):
+        start = time.perf_counter()
+        dataset = feature_dataset(
+            records, TINY, batch_size=4, shuffle=True, seed=seed, with_labels=True, skips=SkipReport(verbose=False)
+        )
+        seconds = [time.perf_counter() - start]  # the first pass fills the cache
+        assert int(dataset.cardinality()) == 5  # known: Keras shows steps and does not warn
+        orders = []
+        for _ in range(count):
+            start = time.perf_counter()
+            orders.append([int(i) for _, labels in dataset for i in labels["index"]])
+            seconds.append(time.perf_counter() - start)
+        return orders, seconds
+
+    orders, seconds = epochs(seed=3, count=3)
+    assert epochs(seed=3, count=2)[0] == orders[:2]  # the same seed, the same orders, epoch by epoch
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1]) == list(range(len(records)))
+    assert max(seconds[1:]) < seconds[0] / 2, seconds  # epochs read the in-memory cache
 
 
 @pytest.mark.backend
@@ -238,8 +309,11 @@ def test_the_dataset_feeds_model_fit(synth):
     pairs = dataset.map(lambda x: (x, x))
     model = keras.Sequential([keras.Input((32, 64, 1)), keras.layers.Conv2D(1, 3, padding="same")])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-    history = model.fit(pairs, epochs=3, verbose=0, shuffle=False)  # the dataset shuffles itself
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(pairs, epochs=3, verbose=0, shuffle=False)  # the dataset shuffles itself
     assert history.history["loss"][-1] < history.history["loss"][0]
+    assert not [w for w in caught if "ran out of data" in str(w.message)]  # its length is known
 
 
 def test_inspect_reports_notes_skips_stats_and_speed(messy, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import pytest
 import soundfile as sf
@@ -9,6 +10,7 @@ from test_audio import tone
 
 from keras_timbre.cli import main
 from keras_timbre.data import NoteRecord
+from keras_timbre.data import SkipReport
 from keras_timbre.data import count_labels
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.data import parse_note_name
@@ -126,16 +128,41 @@ def test_bad_examples_json_entries_are_skipped_and_counted(synth, tmp_path):
     sf.write(root / "audio" / "flute_acoustic_099-060-100.wav", tone(), 16000)  # audio without an entry
     entries[names[2]]["instrument_family_str"] = "kazoo"  # unknown family
     (root / "examples.json").write_text(json.dumps(entries))
-    with pytest.warns(UserWarning) as caught:
-        records = read_notes(root)
-    messages = [str(w.message) for w in caught]
-    assert any(f"skipped 2 examples.json entries without audio: {names[0]}, {names[1]}" in m for m in messages)
-    assert any("skipped 1 audio files without examples.json entries: flute_acoustic_099-060-100" in m for m in messages)
-    assert any(f"skipped 1 notes with unknown family names: {names[2]} ('kazoo')" in m for m in messages)
+    skips = SkipReport(verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # counted skips, not warnings
+        records = read_notes(root, skips=skips)
+    examples = root / "examples.json"
+    assert skips.skipped == {
+        f"{examples}: {names[0]}": f"examples.json entry without audio in {root / 'audio'}",
+        f"{examples}: {names[1]}": f"examples.json entry without audio in {root / 'audio'}",
+        str(root / "audio" / "flute_acoustic_099-060-100.wav"): f"audio file without an entry in {examples}",
+        str(root / "audio" / f"{names[2]}.wav"): skips.skipped[str(root / "audio" / f"{names[2]}.wav")],
+    }
+    assert "unknown instrument family 'kazoo'" in skips.skipped[str(root / "audio" / f"{names[2]}.wav")]
     assert len(records) == 57
     (root / "examples.json").write_text("{not json")
     with pytest.raises(ValueError, match="examples.json is not valid JSON"):
         read_notes(root)
+
+
+def test_metadata_skips_are_counted_once_by_inspect(synth, tmp_path, capsys):
+    """Issue 12.4: examples.json problems are named, counted skips in the summary; nothing else is printed."""
+    root = tmp_path / "broken"
+    shutil.copytree(synth, root)
+    names = sorted(json.loads((root / "examples.json").read_text()))
+    (root / "audio" / f"{names[0]}.wav").unlink()
+    sf.write(root / "audio" / "flute_acoustic_099-060-100.wav", tone(), 16000)
+    flute = next(name for name in names if name.startswith("flute"))
+    (root / "audio" / f"{flute}.wav").write_bytes(b"")  # a decoding skip, counted with the metadata ones
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["inspect", str(root), "--families", "flute"]) == 0
+    captured = capsys.readouterr()
+    assert "3 file(s) skipped" in captured.out and captured.out.count("flute_acoustic_099-060-100") == 1
+    assert f"{names[0]}: examples.json entry without audio" in captured.out
+    assert "empty file" in captured.out
+    assert "Warning" not in captured.err
 
 
 def test_audio_folder_with_unknown_family_and_plain_names(tmp_path):
@@ -143,8 +170,9 @@ def test_audio_folder_with_unknown_family_and_plain_names(tmp_path):
     sf.write(tmp_path / "my take.wav", tone(), 16000)
     (tmp_path / "sub").mkdir()
     sf.write(tmp_path / "sub" / "reed_acoustic_000-060-100.flac", tone(), 16000)
-    with pytest.warns(UserWarning, match="skipped 1 notes with unknown family names: kazoo_acoustic_000-060-100.wav"):
-        records = read_notes(tmp_path)
+    skips = SkipReport(verbose=False)
+    records = read_notes(tmp_path, skips=skips)
+    assert list(skips.skipped) == [str(tmp_path / "kazoo_acoustic_000-060-100.wav")]
     assert [(r.note_str, r.family) for r in records] == [("my take", ""), ("reed_acoustic_000-060-100", "reed")]
 
 

@@ -1,11 +1,12 @@
 """Audio: a file to a mono float32 waveform at the frontend's rate.
 
-`probe_audio` checks a file cheaply (header only) and says whether TensorFlow
-can decode it inside the graph: `tf.audio.decode_wav` reads only 16-bit PCM
-WAV. `load_audio` decodes anything soundfile reads (WAV of any sample type,
-FLAC, OGG, MP3), downmixes, resamples with librosa (soxr) and crops or pads.
-tensorflow-io is not used: its compiled ops do not load with current
-TensorFlow, and soundfile covers the same formats.
+`read_audio` opens a file once: it recognises the container from its first
+bytes, decodes it with soundfile (WAV of any sample type and chunk layout,
+FLAC, OGG, MP3) and checks a WAV's data chunk is all there. `conform_audio`
+then downmixes, resamples with librosa (soxr) and crops or pads; every load
+path (files, TFRecord notes) goes through it, so one note always gives one
+waveform. tensorflow-io is not used: its compiled ops do not load with
+current TensorFlow, and soundfile covers the same formats.
 
 Every problem raises `AudioError` (a `ValueError`) whose message starts with
 the file's path and says what is wrong.
@@ -13,14 +14,27 @@ the file's path and says what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import struct
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
-_WAVE_FORMAT_PCM = 1
+# Containers by their first bytes. Anything else is never handed to libsndfile:
+# it would try it as MP3, and mpg123 prints its complaints on fd 2.
+_RIFF_MAGIC = (b"RIFF", b"RIFX", b"RF64")
+_OTHER_MAGIC = {b"fLaC": "FLAC", b"OggS": "OGG", b"FORM": "AIFF", b".snd": "AU", b"riff": "W64", b"caff": "CAF"}
+_WAVE_FORMAT_MPEG = (0x0050, 0x0055)  # MPEG audio inside a WAV: decoded by mpg123 too
+# What mpg123 prints on fd 2 while it searches junk for frames.
+_DECODER_NOISE = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/|.*mpg123)")
+# fd 2 is shared by every thread: redirect it for one decode at a time.
+_STDERR_LOCK = threading.Lock()
 
 
 class AudioError(ValueError):
@@ -29,23 +43,25 @@ class AudioError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class AudioInfo:
-    """What a file's header says.
+    """What a file holds.
 
     Args:
         sample_rate: Rate in Hz.
         channels: Channel count.
         frames: Samples per channel.
-        tf_decodable: True if `tf.audio.decode_wav` can decode it (16-bit PCM
-            WAV with all its data present).
     """
 
     sample_rate: int
     channels: int
     frames: int
-    tf_decodable: bool = False
 
     def changes(self, sample_rate: int, num_samples: int) -> list[str]:
-        """What loading at `sample_rate` and `num_samples` will do to this audio."""
+        """What loading at `sample_rate` and `num_samples` will do to this audio.
+
+        Example:
+        >>> AudioInfo(44100, 2, 44100).changes(16000, 32000)
+        ['downmixed 2 channels to mono', 'resampled from 44100 Hz to 16000 Hz', 'padded from 1.000 s to 2.000 s']
+        """
         notes = []
         if self.channels > 1:
             notes.append(f"downmixed {self.channels} channels to mono")
@@ -60,96 +76,183 @@ class AudioInfo:
 
 
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
-    """Reads a file's header: rate, channels, length, and whether TF decodes it.
+    """Rate, channels and length of a file, from its headers (no samples decoded).
+
+    Raises:
+        AudioError: As `read_audio`, except for damage only decoding finds.
+    """
+    return _open_audio(Path(path), read=False)[1]
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, AudioInfo]:
+    """Decodes a file as it is: float32 `(frames, channels)` and its `AudioInfo`.
 
     Raises:
         AudioError: The file is missing, empty, not audio, corrupt, truncated,
             or holds no samples.
     """
-    path = Path(path)
+    return _open_audio(Path(path), read=True)
+
+
+def _open_audio(path: Path, read: bool) -> tuple[np.ndarray | None, AudioInfo]:
+    head = _read_head(path)
+    walk = _walk_wav(path, path.stat().st_size) if head[:4] in _RIFF_MAGIC else None
+    data, info = _decode(path, noisy=_may_reach_mpg123(head, walk), walk=walk, read=read)
+    if walk is not None and walk.missing_bytes > 0:
+        raise AudioError(
+            f"{path}: truncated WAV: header promises {walk.data_size} bytes of audio, "
+            f"the file holds {walk.data_size - walk.missing_bytes}"
+        )
+    if info.frames <= 0 or info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    return data, info
+
+
+def _read_head(path: Path) -> bytes:
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     with open(path, "rb") as file:
         head = file.read(12)
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        info = _probe_wav(path, size)
-        if info is not None:
-            return info
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError or TypeError
-        raise AudioError(f"{path}: not a readable audio file ({_describe(error, path)})") from error
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError(f"{path}: contains no audio samples")
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), tf_decodable=False)
+    if head[:4] in _RIFF_MAGIC or head[:4] in _OTHER_MAGIC or _is_mpeg(head):
+        return head
+    what = "a WAV/RIFF file (no RIFF header)" if path.suffix.lower() == ".wav" else "an audio file"
+    raise AudioError(f"{path}: not {what}: starts with {head[:8]!r}, not WAV, FLAC, OGG or MP3")
 
 
-def _probe_wav(path: Path, size: int) -> AudioInfo | None:
-    """A WAV header walk; None where soundfile should judge (unusual layouts)."""
-    fmt = None
+def _is_mpeg(head: bytes) -> bool:
+    """ID3 tag, or an MPEG audio frame sync (11 set bits)."""
+    return head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WavLayout:
+    format_tag: int = -1
+    data_size: int = -1
+    missing_bytes: int = 0
+    problem: str = ""
+
+
+def _walk_wav(path: Path, size: int) -> _WavLayout:
+    """The fmt tag and data chunk of a RIFF file; `problem` says what soundfile will not like."""
+    format_tag = -1
     with open(path, "rb") as file:
         file.seek(12)
         while True:
             chunk = file.read(8)
             if len(chunk) < 8:
-                raise AudioError(f"{path}: corrupt WAV: no data chunk")
+                return _WavLayout(format_tag, problem="corrupt WAV: no data chunk")
             chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if chunk_id == b"fmt ":
-                first = file.tell() == 20
-                body = file.read(chunk_size)
+                body = file.read(min(chunk_size, 64))
                 if len(body) < 16:
-                    raise AudioError(f"{path}: corrupt WAV: fmt chunk of {len(body)} bytes")
-                audio_format, channels, rate, byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
-                # In-graph decoding only for the plain layout every tf.audio.decode_wav
-                # version accepts (older ones want fmt first, 16 or 18 bytes, consistent
-                # 16-bit PCM); anything else goes through soundfile, never a failed epoch.
-                tf_decodable = (
-                    first
-                    and chunk_size in (16, 18)
-                    and audio_format == _WAVE_FORMAT_PCM
-                    and bits == 16
-                    and block_align == 2 * channels
-                    and byte_rate == block_align * rate
-                )
-                fmt = (channels, rate, block_align)
-                if chunk_size & 1:
-                    file.seek(1, os.SEEK_CUR)
+                    return _WavLayout(problem=f"corrupt WAV: fmt chunk of {len(body)} bytes")
+                format_tag = struct.unpack("<H", body[:2])[0]
+                file.seek(chunk_size + (chunk_size & 1) - len(body), os.SEEK_CUR)
             elif chunk_id == b"data":
-                if fmt is None:
-                    raise AudioError(f"{path}: corrupt WAV: data before fmt chunk")
-                channels, rate, block_align = fmt
-                if channels == 0 or rate == 0 or block_align == 0:
-                    raise AudioError(f"{path}: corrupt WAV: {channels} channels at {rate} Hz")
-                if chunk_size == 0xFFFFFFFF:
-                    return None  # streamed WAV without a size: let soundfile read it
-                available = size - file.tell()
-                if chunk_size == 0:
-                    raise AudioError(f"{path}: contains no audio samples")
-                if chunk_size > available:
-                    raise AudioError(
-                        f"{path}: truncated WAV: header promises {chunk_size} bytes of audio, "
-                        f"the file holds {available}"
-                    )
-                return AudioInfo(rate, channels, chunk_size // block_align, tf_decodable)
+                # 0xFFFFFFFF: a streamed WAV (or RF64) without a size; soundfile reads to the end.
+                missing = 0 if chunk_size == 0xFFFFFFFF else chunk_size - (size - file.tell())
+                return _WavLayout(format_tag, chunk_size, max(missing, 0))
             else:
                 file.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
 
 
+def _may_reach_mpg123(head: bytes, walk: _WavLayout | None) -> bool:
+    if walk is not None:
+        return walk.format_tag in _WAVE_FORMAT_MPEG or walk.format_tag == -1
+    return head[:4] not in _OTHER_MAGIC
+
+
+def _decode(path: Path, noisy: bool, walk: _WavLayout | None, read: bool) -> tuple[np.ndarray | None, AudioInfo]:
+    import soundfile as sf
+
+    quiet = _quiet_decoder_stderr() if noisy else contextlib.nullcontext()
+    opened = False
+    try:
+        with quiet, sf.SoundFile(str(path)) as file:
+            opened = True
+            info = AudioInfo(int(file.samplerate), int(file.channels), int(file.frames))
+            data = file.read(dtype="float32", always_2d=True) if read else None
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError
+        if walk is not None and walk.problem:
+            raise AudioError(f"{path}: {walk.problem}") from None
+        what = "corrupt audio" if opened else "not a readable audio file"
+        raise AudioError(f"{path}: {what} ({_describe(error, path)})") from None
+    if data is not None and data.shape[0] < info.frames:
+        raise AudioError(f"{path}: truncated: header promises {info.frames} frames, decoded {data.shape[0]}")
+    return data, info
+
+
+@contextlib.contextmanager
+def _quiet_decoder_stderr():
+    """Keeps mpg123's lines off fd 2; anything else written meanwhile is passed on."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if not _DECODER_NOISE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+def print_message(text: str) -> None:
+    """Prints a line on stderr, never while fd 2 is redirected away from a decoder (it would be lost)."""
+    with _STDERR_LOCK:
+        print(text, file=sys.stderr, flush=True)
+
+
+def conform_audio(
+    data: np.ndarray, rate: int, sample_rate: int, num_samples: int | None = None, name: str = "audio"
+) -> np.ndarray:
+    """Mono float32 at `sample_rate`, cropped or zero-padded to `num_samples`.
+
+    Args:
+        data: Samples `(frames,)` or `(frames, channels)`; channels are averaged.
+        rate: Rate of `data` in Hz; resampled with `librosa.resample` (soxr) if
+            it differs from `sample_rate`.
+        sample_rate: Target rate in Hz.
+        num_samples: Target length, or None to keep the length.
+        name: What the samples are, for the error message (a path).
+
+    Raises:
+        AudioError: No samples, or NaN or Inf samples.
+
+    Example:
+    >>> conform_audio(np.ones((8000, 2)), 8000, 16000, 20000).shape
+    (20000,)
+    """
+    data = np.asarray(data, np.float32)
+    waveform = data.mean(axis=1) if data.ndim == 2 else data.reshape(-1)
+    if waveform.size == 0:
+        raise AudioError(f"{name}: contains no audio samples")
+    if not np.all(np.isfinite(waveform)):
+        raise AudioError(f"{name}: {int(np.sum(~np.isfinite(waveform)))} NaN or Inf samples")
+    if int(rate) != int(sample_rate):
+        import librosa
+
+        waveform = librosa.resample(waveform, orig_sr=int(rate), target_sr=int(sample_rate))
+    if num_samples is not None:
+        waveform = np.pad(waveform[:num_samples], (0, max(0, num_samples - waveform.shape[0])))
+    return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int, num_samples: int | None = None) -> np.ndarray:
-    """Decodes a note to a mono float32 waveform at `sample_rate`.
+    """Decodes an audio file to a mono float32 waveform at `sample_rate`.
 
     Multi-channel audio is averaged to mono; other rates are resampled with
     `librosa.resample` (soxr); with `num_samples`, the waveform is cropped or
-    zero-padded at the end to that length.
+    zero-padded at the end to that length. (TFRecord notes:
+    `keras_timbre.data.load_audio`.)
 
     Args:
-        path: An audio file soundfile reads, or a TFRecord note's
-            `"<file.tfrecord>#<note_str>"`.
+        path: An audio file soundfile reads.
         sample_rate: Target rate in Hz.
         num_samples: Target length, or None to keep the length.
 
@@ -163,57 +266,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int, num_samples: int | Non
     Example:
     >>> waveform = load_audio("note.flac", 16000, 64000)  # doctest: +SKIP
     """
-    from keras_timbre.data.readers import split_tfrecord_path  # TODO(layout): TFRecord notes belong to data/
-
-    location = split_tfrecord_path(str(path))
-    if location is not None:
-        waveform, rate = _read_tfrecord_note(*location)
-    else:
-        waveform, rate = _read_file(Path(path))
-    if not np.all(np.isfinite(waveform)):
-        bad = int(np.sum(~np.isfinite(waveform)))
-        raise AudioError(f"{path}: {bad} NaN or Inf samples")
-    if rate != sample_rate:
-        import librosa
-
-        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sample_rate)
-    if num_samples is not None:
-        waveform = waveform[:num_samples]
-        waveform = np.pad(waveform, (0, num_samples - waveform.shape[0]))
-    return np.ascontiguousarray(waveform, dtype=np.float32)
-
-
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    info = probe_audio(path)
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as error:  # LibsndfileError, RuntimeError
-        raise AudioError(f"{path}: corrupt audio ({_describe(error, path)})") from error
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: contains no audio samples")
-    if data.shape[0] < info.frames:
-        raise AudioError(f"{path}: truncated: header promises {info.frames} frames, decoded {data.shape[0]}")
-    return data.mean(axis=1), int(rate)
-
-
-def _read_tfrecord_note(file: str, note_str: str) -> tuple[np.ndarray, int]:
-    import tensorflow as tf
-
-    spec = {
-        "note_str": tf.io.FixedLenFeature([], tf.string),
-        "audio": tf.io.VarLenFeature(tf.float32),
-        "sample_rate": tf.io.FixedLenFeature([], tf.int64, default_value=16000),
-    }
-    dataset = tf.data.TFRecordDataset(file).map(lambda x: tf.io.parse_single_example(x, spec))
-    for example in dataset.filter(lambda e: e["note_str"] == note_str).take(1):
-        return example["audio"].values.numpy(), int(example["sample_rate"])
-    raise AudioError(f"{file}: no note {note_str!r} in this TFRecord")
+    data, info = read_audio(path)
+    return conform_audio(data, info.sample_rate, sample_rate, num_samples, name=str(path))
 
 
 def _describe(error: Exception, path: Path) -> str:
     """The decoder's first line of error, without the path it repeats."""
     text = str(error).strip()
     text = text.splitlines()[0] if text else type(error).__name__
-    return text.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "the file")
+    text = text.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "the file")
+    # libsndfile's message for a format it does not recognise misleads: the file is there.
+    return text.replace("File does not exist or is not a regular file (possibly a pipe?).", "format not recognised")

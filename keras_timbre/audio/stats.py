@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -35,10 +36,22 @@ class FeatureStats:
     @classmethod
     def from_features(cls, features: np.ndarray) -> "FeatureStats":
         """Stats of features (notes, n_mels, n_frames[, 1])."""
-        features = np.asarray(features, np.float64)
-        if features.ndim == 4:
-            features = features[..., 0]
-        return cls(mean=features.mean(axis=(0, 2)), std=features.std(axis=(0, 2)))
+        features = np.asarray(features)
+        return cls.accumulate([features], n_mels=features.shape[1])
+
+    @classmethod
+    def accumulate(cls, batches: Iterable, n_mels: int) -> "FeatureStats":
+        """Stats streamed over batches of features (see `FeatureStatsAccumulator.add`).
+
+        Example:
+        >>> batches = [np.full((2, 3, 4), 1.0), np.full((2, 3, 4), 3.0)]
+        >>> FeatureStats.accumulate(batches, n_mels=3).mean.tolist()
+        [2.0, 2.0, 2.0]
+        """
+        accumulator = FeatureStatsAccumulator(n_mels)
+        for batch in batches:
+            accumulator.add(batch)
+        return accumulator.result()
 
     @property
     def n_mels(self) -> int:
@@ -67,3 +80,55 @@ class FeatureStats:
             raise FileNotFoundError(f"No feature statistics at {path}")
         with np.load(path) as data:
             return cls(mean=data["mean"], std=data["std"])
+
+
+class FeatureStatsAccumulator:
+    """Per-mel-bin sums of log-mel over any number of batches: the one place stats are computed.
+
+    Sums are float64, so millions of float32 frames add up without drift.
+
+    Args:
+        n_mels: Mel bins of the features.
+
+    Example:
+    >>> accumulator = FeatureStatsAccumulator(n_mels=2)
+    >>> accumulator.add(np.array([[[0.0, 2.0], [1.0, 1.0]]]))  # (notes, mels, frames)
+    >>> stats = accumulator.result()
+    >>> stats.mean.tolist(), stats.std.tolist()
+    ([1.0, 1.0], [1.0, 0.0010000000474974513])
+    """
+
+    def __init__(self, n_mels: int):
+        self.n_mels = int(n_mels)
+        self.sum = np.zeros(self.n_mels, np.float64)
+        self.sum_squares = np.zeros(self.n_mels, np.float64)
+        self.notes = 0
+        self.frames = 0
+
+    def add(self, features) -> None:
+        """Adds `(notes, n_mels, n_frames[, 1])` features, or `(features, labels)`, or one `(n_mels, n_frames)` note."""
+        if isinstance(features, (tuple, list)):
+            features = features[0]
+        x = np.asarray(features, np.float64)
+        if x.ndim == 4:
+            x = x[..., 0]
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[1] != self.n_mels:
+            raise ValueError(f"expected features (notes, {self.n_mels}, frames[, 1]), got shape {np.shape(features)}")
+        self.sum += x.sum(axis=(0, 2))
+        self.sum_squares += np.square(x).sum(axis=(0, 2))
+        self.notes += x.shape[0]
+        self.frames += x.shape[0] * x.shape[2]
+
+    def result(self) -> FeatureStats:
+        """The mean and standard deviation of everything added.
+
+        Raises:
+            ValueError: Nothing was added.
+        """
+        if self.frames == 0:
+            raise ValueError("No features to compute statistics from: every note was skipped")
+        mean = self.sum / self.frames
+        std = np.sqrt(np.maximum(self.sum_squares / self.frames - np.square(mean), 0.0))
+        return FeatureStats(mean=mean, std=std)

@@ -116,70 +116,81 @@ def _make_nsynth_mini(args: argparse.Namespace) -> int:
 
 
 def _cache_features(args: argparse.Namespace) -> int:
+    from keras_timbre.audio.frontend import FrontendConfig
     from keras_timbre.data import feature_cache
     from keras_timbre.data.readers import read_notes
-    from keras_timbre.audio.frontend import FrontendConfig
+    from keras_timbre.data.skips import SkipReport
 
     frontend = FrontendConfig.load(args.frontend) if args.frontend else FrontendConfig()
-    records = read_notes(args.source, **filter_kwargs(args))
+    skips = SkipReport()
+    records = read_notes(args.source, skips=skips, **filter_kwargs(args))
     shard = args.notes_per_shard or feature_cache.DEFAULT_NOTES_PER_SHARD
     start = time.perf_counter()
-    cache = feature_cache.ensure_feature_cache(records, args.out, frontend, notes_per_shard=shard)
+    cache = feature_cache.ensure_feature_cache(records, args.out, frontend, notes_per_shard=shard, skips=skips)
     print(
         f"Feature cache {args.out}: {cache.num_notes} notes in {len(cache.shards)} shards "
-        f"({time.perf_counter() - start:.1f} s)"
+        f"({time.perf_counter() - start:.1f} s); {len(cache.build_skips)} note(s) skipped when it was built"
     )
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from keras_timbre.data.pipeline import SkipReport
-    from keras_timbre.data.pipeline import feature_dataset
+    from keras_timbre.audio.frontend import FrontendConfig
     from keras_timbre.data.readers import count_labels
     from keras_timbre.data.readers import read_notes
-    from keras_timbre.audio.frontend import FrontendConfig
-
-    import tensorflow  # noqa: F401  (imported before the clock starts)
+    from keras_timbre.data.skips import SkipReport
 
     frontend = FrontendConfig.load(args.frontend) if args.frontend else FrontendConfig()
     start = time.perf_counter()
-    records = read_notes(args.data_dir, **filter_kwargs(args))
+    skips = SkipReport(verbose=False)
+    records = read_notes(args.data_dir, skips=skips, **filter_kwargs(args))
     counts = count_labels(records)
     print(f"{args.data_dir}: {len(records)} notes listed")
     for label in ("family", "source"):
         print(f"  notes per {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts[label].items())))
-
-    skips = SkipReport(verbose=False)
-    dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, with_labels=True, skips=skips)
-    total = np.zeros(frontend.n_mels)
-    squares = np.zeros(frontend.n_mels)
-    low, high, at_floor, read, frames = np.inf, -np.inf, 0, 0, 0
-    for x, _ in tqdm(dataset, total=-(-len(records) // 64), desc="reading", unit="batch", disable=None):
-        x = x.numpy()[..., 0].astype(np.float64)
-        total += x.sum(axis=(0, 2))
-        squares += np.square(x).sum(axis=(0, 2))
-        low, high = min(low, x.min()), max(high, x.max())
-        at_floor += int(np.sum(x <= frontend.floor_db + 1e-3))
-        read += x.shape[0]
-        frames += x.shape[0] * x.shape[2]
+    accumulator, extremes = _read_features(records, frontend, skips)
     seconds = time.perf_counter() - start
 
     print(skips.summary())
-    if read == 0:
+    if accumulator.notes == 0:
         print(f"No note of {args.data_dir} could be read.", file=sys.stderr)
         return 1
-    mean = total / frames
-    std = np.sqrt(np.maximum(squares / frames - mean**2, 0))
-    print(f"features: {read} notes x {frontend.feature_shape} log-mel (dB)")
+    _print_feature_summary(accumulator, extremes, frontend)
+    read = accumulator.notes
+    print(f"read {read} of {len(records)} notes in {seconds:.1f} s: {read / seconds:.0f} notes/s")
+    return 0
+
+
+def _read_features(records, frontend, skips):
+    """Every note through the training pipeline: the stats accumulator and (min, max, bins at the floor)."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from keras_timbre.audio.stats import FeatureStatsAccumulator
+    from keras_timbre.data.pipeline import feature_dataset
+
+    dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, with_labels=True, skips=skips)
+    accumulator = FeatureStatsAccumulator(frontend.n_mels)
+    low, high, at_floor = np.inf, -np.inf, 0
+    for x, _ in tqdm(dataset, total=-(-len(records) // 64), desc="reading", unit="batch", disable=None):
+        x = x.numpy()
+        accumulator.add(x)
+        low, high = min(low, float(x.min())), max(high, float(x.max()))
+        at_floor += int(np.sum(x <= frontend.floor_db + 1e-3))
+    return accumulator, (low, high, at_floor)
+
+
+def _print_feature_summary(accumulator, extremes, frontend) -> None:
+    import numpy as np
+
+    low, high, at_floor = extremes
+    stats = accumulator.result()
+    mean, std = stats.mean.astype(np.float64), stats.std.astype(np.float64)
+    print(f"features: {accumulator.notes} notes x {frontend.feature_shape} log-mel (dB)")
     print(
         f"  mean {mean.mean():.1f} dB, std {np.sqrt(np.mean(std**2 + (mean - mean.mean())**2)):.1f} dB, "
-        f"min {low:.1f} dB, max {high:.1f} dB, {100 * at_floor / (frames * frontend.n_mels):.1f}% of bins "
-        f"at the floor ({frontend.floor_db:.0f} dB)"
+        f"min {low:.1f} dB, max {high:.1f} dB, {100 * at_floor / (accumulator.frames * frontend.n_mels):.1f}% of "
+        f"bins at the floor ({frontend.floor_db:.0f} dB)"
     )
     quarters = np.array_split(np.arange(frontend.n_mels), 4)
     print("  mean dB by mel quarter (low to high): " + ", ".join(f"{mean[q].mean():.1f}" for q in quarters))
-    print(f"read {read} of {len(records)} notes in {seconds:.1f} s: {read / seconds:.0f} notes/s")
-    return 0

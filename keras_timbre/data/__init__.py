@@ -2,7 +2,7 @@
 
 Example:
 >>> from keras_timbre import data
->>> from keras_timbre.frontend import FrontendConfig
+>>> from keras_timbre.audio.frontend import FrontendConfig
 >>> records = data.read_notes(data.default_data_dir())  # doctest: +SKIP
 >>> train, val = data.split_notes(records)  # doctest: +SKIP
 >>> stats = data.compute_stats(train, FrontendConfig())  # doctest: +SKIP
@@ -11,9 +11,8 @@ Example:
 
 from keras_timbre.audio.io import AudioError
 from keras_timbre.audio.io import AudioInfo
-from keras_timbre.audio.io import load_audio
 from keras_timbre.audio.io import probe_audio
-from keras_timbre.data.pipeline import SkipReport
+from keras_timbre.data.nsynth import load_audio
 from keras_timbre.data.pipeline import compute_stats
 from keras_timbre.data.pipeline import feature_dataset
 from keras_timbre.data.pipeline import load_features
@@ -25,6 +24,7 @@ from keras_timbre.data.readers import count_labels
 from keras_timbre.data.readers import filter_notes
 from keras_timbre.data.readers import parse_note_name
 from keras_timbre.data.readers import read_notes
+from keras_timbre.data.skips import SkipReport
 from keras_timbre.data.split import split_notes
 from keras_timbre.data.synthetic import SYNTHETIC_FAMILIES
 from keras_timbre.data.synthetic import default_data_dir

@@ -38,7 +38,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import threading
 from pathlib import Path
@@ -47,12 +46,14 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from keras_timbre import atomic
-from keras_timbre.data.pipeline import SkipReport
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.stats import FeatureStatsAccumulator
+from keras_timbre.data.nsynth import split_tfrecord_path
 from keras_timbre.data.readers import FAMILIES
 from keras_timbre.data.readers import SOURCES
 from keras_timbre.data.readers import NoteRecord
-from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.data.skips import SkipReport
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -86,7 +87,8 @@ def source_fingerprint(records: Sequence[NoteRecord]) -> str:
     digest = hashlib.sha256()
     stats: dict[str, tuple[int, int]] = {}
     for record in records:
-        file = record.path.split("#", 1)[0] if ".tfrecord" in record.path else record.path
+        location = split_tfrecord_path(record.path)
+        file = record.path if location is None else location[0]
         if file not in stats:
             try:
                 info = os.stat(file)
@@ -251,42 +253,8 @@ class FeatureCache:
             raise ValueError(
                 f"stats have {stats.n_mels} mel bins, the cache {self.directory} has " f"{self.frontend.n_mels}"
             )
-        expected = {str(self.directory / s["name"]): int(s["notes"]) for s in self.shards}
-        paths = self.check_shards()
-        if not paths:
-            raise ValueError(f"No readable shard in the feature cache {self.directory}:\n{self.skips.summary()}")
-        counts = [expected[p] for p in paths]
-        n_mels, n_frames = self.frontend.feature_shape
-        size = n_mels * n_frames
-        spec = {
-            "log_mel": tf.io.FixedLenFeature([], tf.string, default_value=""),
-            **{name: tf.io.FixedLenFeature([], tf.int64, default_value=-1) for name in _LABELS},
-        }
-
-        def read_shard(path, notes):
-            # ignore_errors ends a shard at its first corrupt record; the end
-            # marker carries how many records were read, so the loss is counted.
-            records = tf.data.TFRecordDataset(path).ignore_errors().map(lambda r: (r, False))
-            end = tf.data.Dataset.from_tensors((tf.constant(b""), True))
-
-            def number(count, element):
-                serialized, is_end = element
-                return count + tf.cast(tf.logical_not(is_end), tf.int64), (serialized, is_end, count)
-
-            numbered = records.concatenate(end).scan(tf.constant(0, tf.int64), number)
-            return numbered.map(lambda serialized, is_end, count: (serialized, is_end, count, path, notes))
-
-        def decode(serialized, is_end, count, path, notes):
-            example = tf.io.parse_single_example(serialized, spec)
-            values = tf.io.decode_raw(example["log_mel"], tf.float32)
-            whole = tf.equal(tf.size(values), size)
-            features = tf.reshape(tf.cond(whole, lambda: values, lambda: tf.zeros([size])), (n_mels, n_frames))
-            finite = tf.reduce_all(tf.math.is_finite(features))
-            ok = tf.logical_and(tf.logical_not(is_end), tf.logical_and(whole, finite))
-            if stats is not None:
-                features = stats.normalize(features)
-            labels = {name: tf.cast(example[name], tf.int32) for name in _LABELS}
-            return features[..., None], labels, ok, (is_end, whole, count, path, notes)
+        paths, counts = self._readable_shards()
+        decode = _record_decoder(self.frontend, stats)
 
         def keep(features, labels, ok, info):
             is_end, whole, count, _, notes = info
@@ -298,7 +266,7 @@ class FeatureCache:
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         dataset = (
             dataset.interleave(
-                read_shard,
+                _numbered_records,
                 cycle_length=min(cycle_length, len(paths)),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=not shuffle,
@@ -313,6 +281,14 @@ class FeatureCache:
         if shuffle:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+    def _readable_shards(self) -> tuple[list[str], list[int]]:
+        """Paths and note counts of the shards that `check_shards` passes."""
+        expected = {str(self.directory / s["name"]): int(s["notes"]) for s in self.shards}
+        paths = self.check_shards()
+        if not paths:
+            raise ValueError(f"No readable shard in the feature cache {self.directory}:\n{self.skips.summary()}")
+        return paths, [expected[p] for p in paths]
 
     def _report(self, is_end, whole, count, path, notes) -> bool:
         path, count, notes = path.numpy().decode(), int(count), int(notes)
@@ -340,6 +316,51 @@ class FeatureCache:
                 return
             self._lost[key] = notes
         self.skips.skip(key, reason)
+
+
+def _numbered_records(path, notes):
+    """`(serialized, is_end, count, path, notes)` per record of a shard, then one end marker.
+
+    `ignore_errors` ends a shard at its first corrupt record; the end marker
+    carries how many records were read, so the loss is counted.
+    """
+    import tensorflow as tf
+
+    records = tf.data.TFRecordDataset(path).ignore_errors().map(lambda r: (r, False))
+    end = tf.data.Dataset.from_tensors((tf.constant(b""), True))
+
+    def number(count, element):
+        serialized, is_end = element
+        return count + tf.cast(tf.logical_not(is_end), tf.int64), (serialized, is_end, count)
+
+    numbered = records.concatenate(end).scan(tf.constant(0, tf.int64), number)
+    return numbered.map(lambda serialized, is_end, count: (serialized, is_end, count, path, notes))
+
+
+def _record_decoder(frontend: FrontendConfig, stats: FeatureStats | None):
+    """The map from a numbered record to `(features, labels, ok, info)`; `ok` is False for a bad record."""
+    import tensorflow as tf
+
+    n_mels, n_frames = frontend.feature_shape
+    size = n_mels * n_frames
+    spec = {
+        "log_mel": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        **{name: tf.io.FixedLenFeature([], tf.int64, default_value=-1) for name in _LABELS},
+    }
+
+    def decode(serialized, is_end, count, path, notes):
+        example = tf.io.parse_single_example(serialized, spec)
+        values = tf.io.decode_raw(example["log_mel"], tf.float32)
+        whole = tf.equal(tf.size(values), size)
+        features = tf.reshape(tf.cond(whole, lambda: values, lambda: tf.zeros([size])), (n_mels, n_frames))
+        finite = tf.reduce_all(tf.math.is_finite(features))
+        ok = tf.logical_and(tf.logical_not(is_end), tf.logical_and(whole, finite))
+        if stats is not None:
+            features = stats.normalize(features)
+        labels = {name: tf.cast(example[name], tf.int32) for name in _LABELS}
+        return features[..., None], labels, ok, (is_end, whole, count, path, notes)
+
+    return decode
 
 
 def write_feature_cache(
@@ -372,7 +393,6 @@ def write_feature_cache(
     Returns:
         The opened `FeatureCache`.
     """
-    import tensorflow as tf
     from tqdm.auto import tqdm
 
     if notes_per_shard < 1:
@@ -385,51 +405,56 @@ def write_feature_cache(
         )
     directory.mkdir(parents=True, exist_ok=True)
     _remove_cache_files(directory)
-    shape = frontend.feature_shape
-    total_sum = np.zeros(frontend.n_mels, np.float64)
-    total_squares = np.zeros(frontend.n_mels, np.float64)
+    accumulator = FeatureStatsAccumulator(frontend.n_mels)
     shards: list[dict] = []
-    written = 0
     remaining = iter(tqdm(examples, total=total, desc="caching log-mel", unit="note", disable=None, leave=False))
     while chunk := list(itertools.islice(remaining, notes_per_shard)):
         path = directory / f"features-{len(shards):05d}.tfrecord"
-        with atomic.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
-            for log_mel_db, labels in chunk:
-                log_mel_db = np.asarray(log_mel_db, np.float32).reshape(shape)
-                feature = {"log_mel": tf.train.Feature(bytes_list=tf.train.BytesList(value=[log_mel_db.tobytes()]))}
-                for name in _LABELS:
-                    value = written if name == "index" else int(labels.get(name, -1))
-                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-                values = log_mel_db.astype(np.float64)
-                total_sum += values.sum(axis=1)
-                total_squares += np.square(values).sum(axis=1)
-                written += 1
+        _write_shard(path, chunk, sum(shard["notes"] for shard in shards), frontend, accumulator)
         shards.append({"name": path.name, "notes": len(chunk), "bytes": path.stat().st_size})
+    written = accumulator.notes
     if written == 0:
         raise ValueError(f"No notes to cache in {directory}" + (f" (from {source})" if source else ""))
-    frames = written * frontend.n_frames
-    mean = total_sum / frames
-    stats = FeatureStats(mean=mean, std=np.sqrt(np.maximum(total_squares / frames - np.square(mean), 0.0)))
+    stats = accumulator.result()
     stats.save(directory / "stats.npz")
     frontend.save(directory / "frontend.json")
+    manifest = {"source": str(source), "fingerprint": fingerprint, "notes": written, "shards": shards}
+    _write_manifest(directory, frontend, stats, manifest, dict(skipped or {}))
+    return FeatureCache.open(directory, frontend)
+
+
+def _write_manifest(directory: Path, frontend: FrontendConfig, stats: FeatureStats, manifest: dict, skipped: dict):
+    """The manifest, written last: its presence says the cache is complete."""
     atomic.write_json(
         directory / MANIFEST,
         {
             "format": CACHE_FORMAT,
             "key": frontend_key(frontend),
             "frontend": frontend.to_dict(),
-            "source": str(source),
-            "fingerprint": fingerprint,
-            "notes": written,
-            "shards": shards,
-            "skipped": dict(skipped or {}),
+            **manifest,
+            "skipped": skipped,
             "stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist()},
             "feature_dtype": "float32",
             "labels": {"family": list(FAMILIES), "source": list(SOURCES)},
         },
     )
-    return FeatureCache.open(directory, frontend)
+
+
+def _write_shard(path: Path, chunk: list, first_index: int, frontend: FrontendConfig, accumulator) -> None:
+    """One TFRecord shard of `(log_mel_db, labels)` examples, atomically; their stats go into `accumulator`."""
+    import tensorflow as tf
+
+    def int_feature(value: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    with atomic.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
+        for offset, (log_mel_db, labels) in enumerate(chunk):
+            log_mel_db = np.asarray(log_mel_db, np.float32).reshape(frontend.feature_shape)
+            feature = {"log_mel": tf.train.Feature(bytes_list=tf.train.BytesList(value=[log_mel_db.tobytes()]))}
+            for name in _LABELS:
+                feature[name] = int_feature(first_index + offset if name == "index" else int(labels.get(name, -1)))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            accumulator.add(log_mel_db)
 
 
 def _is_cache(directory: Path) -> bool:
@@ -467,8 +492,8 @@ def build_feature_cache(
     from keras_timbre.data.pipeline import feature_dataset
     from keras_timbre.data.readers import read_notes
 
-    records = read_notes(source) if isinstance(source, (str, os.PathLike)) else list(source)
     skips = SkipReport() if skips is None else skips
+    records = read_notes(source, skips=skips) if isinstance(source, (str, os.PathLike)) else list(source)
     dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, with_labels=True, skips=skips)
 
     def examples() -> Iterator[tuple[np.ndarray, dict]]:
@@ -508,7 +533,8 @@ def ensure_feature_cache(
     """
     from keras_timbre.data.readers import read_notes
 
-    records = read_notes(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    skips = SkipReport() if skips is None else skips
+    records = read_notes(source, skips=skips) if isinstance(source, (str, os.PathLike)) else list(source)
     directory = Path(directory)
     if directory.is_dir() and _is_cache(directory):
         try:
@@ -527,13 +553,3 @@ def ensure_feature_cache(
                 "rebuilding"
             )
     return build_feature_cache(records, directory, frontend, notes_per_shard=notes_per_shard, skips=skips)
-
-
-def cache_size_bytes(frontend: FrontendConfig, notes: int) -> int:
-    """Approximate bytes of a cache of `notes` notes (float32 log-mel plus framing).
-
-    Example:
-    >>> round(cache_size_bytes(FrontendConfig(), 289_205) / 1e9, 1)
-    38.0
-    """
-    return int(notes * (4 * math.prod(frontend.feature_shape) + 160))

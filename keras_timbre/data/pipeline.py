@@ -1,15 +1,15 @@
 """The tf.data pipeline: notes to batches of normalised log-mel.
 
-Per note: decode (in the graph with `tf.audio.decode_wav` for 16-bit PCM WAV
-at the frontend's rate; soundfile + librosa through `tf.py_function` for
-every other file; `tf.io.parse_single_example` for NSynth TFRecords),
-downmix, resample, crop or pad, log-mel (`keras_timbre.frontend.tf_log_mel`,
-batched), normalise per mel bin, then cache, shuffle, batch with static
-shapes and prefetch.
+One pass, one entry per note: records -> read the note (a file: soundfile
+opens, checks and decodes it in one call; a TFRecord note: parsed from the
+streamed records) and conform it (downmix, resample, crop or pad, with
+`keras_timbre.audio.io.conform_audio`), or skip it with a reason -> log-mel
+on whole batches (`keras_timbre.audio.frontend.tf_log_mel`) -> normalise ->
+cache, shuffle, batch with static shapes, prefetch.
 
-A file that cannot be used is skipped, never fatal: its path and reason go
-into a `SkipReport` and are printed once. Changes made to usable files
-(resampling, downmixing, padding, cropping) are noted there too.
+A note that cannot be used is skipped, never fatal: its path and reason go
+into a `SkipReport` and are printed once. Changes made to usable notes
+(resampling, downmixing, padding, cropping) are counted there too.
 """
 
 from __future__ import annotations
@@ -18,148 +18,53 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
-import threading
 from collections import defaultdict
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from keras_timbre.audio.io import AudioError
-from keras_timbre.audio.io import load_audio
-from keras_timbre.audio.io import probe_audio
-from keras_timbre.data.readers import NoteRecord
-from keras_timbre.data.readers import split_tfrecord_path
-from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.audio.frontend import fit_to_length
 from keras_timbre.audio.frontend import tf_log_mel
+from keras_timbre.audio.io import AudioError
+from keras_timbre.audio.io import AudioInfo
+from keras_timbre.audio.io import conform_audio
+from keras_timbre.audio.io import read_audio
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.audio.stats import FeatureStatsAccumulator
+from keras_timbre.data import nsynth
+from keras_timbre.data.readers import NoteRecord
+from keras_timbre.data.skips import SkipReport
+
+__all__ = ["SkipReport", "compute_stats", "feature_dataset", "load_features", "waveform_dataset"]
 
 # Notes per log-mel call: one batched STFT is faster than many small ones.
 _FEATURE_BATCH = 32
 _MAX_SHUFFLE_BUFFER = 4096
 
 
-@dataclasses.dataclass
-class SkipReport:
-    """Files skipped by the pipeline, with reasons, and changes made to the others.
-
-    Args:
-        verbose: Print each skip (and a summary of changes) to stderr when it happens.
-
-    Example:
-    >>> skips = SkipReport()
-    >>> dataset = feature_dataset(records, FrontendConfig(), skips=skips)  # doctest: +SKIP
-    >>> for batch in dataset: ...  # doctest: +SKIP
-    >>> print(skips.summary())  # doctest: +SKIP
-    """
-
-    verbose: bool = True
-    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
-    changes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        self._lock = threading.Lock()
-
-    def skip(self, path: str, reason: str) -> None:
-        """Records that `path` was skipped; the first reason for a path is kept."""
-        reason = reason.removeprefix(f"{path}: ")  # AudioError messages start with the path
-        with self._lock:
-            if path in self.skipped:
-                return
-            self.skipped[path] = reason
-        if self.verbose:
-            print(f"keras-timbre: skipped {path}: {reason}", file=sys.stderr, flush=True)
-
-    def change(self, path: str, what: list[str]) -> None:
-        """Records what loading did to a usable file (resampled, downmixed...)."""
-        if what:
-            with self._lock:
-                self.changes[path] = list(what)
-
-    def __len__(self) -> int:
-        return len(self.skipped)
-
-    def change_counts(self) -> dict[str, int]:
-        """Files per kind of change: `{"resampled": 3, "padded": 1, ...}`."""
-        counts = defaultdict(int)
-        for what in self.changes.values():
-            for verb in {message.split()[0] for message in what}:
-                counts[verb] += 1
-        return dict(sorted(counts.items()))
-
-    def summary(self) -> str:
-        """Every skipped file with its reason, then counts of changes."""
-        lines = [f"{len(self.skipped)} file(s) skipped"]
-        lines += [f"  {path}: {reason}" for path, reason in sorted(self.skipped.items())]
-        return "\n".join(lines + self._change_lines())
-
-    def _change_lines(self) -> list[str]:
-        lines = []
-        for verb, count in self.change_counts().items():
-            example = next(p for p, what in sorted(self.changes.items()) if any(m.startswith(verb) for m in what))
-            detail = next(m for m in self.changes[example] if m.startswith(verb))
-            lines.append(f"{count} file(s) {verb} (e.g. {example}: {detail})")
-        return lines
-
-    def _print_changes(self) -> None:
-        if self.verbose:
-            for line in self._change_lines():
-                print(f"keras-timbre: {line}", file=sys.stderr, flush=True)
-
-
 def waveform_dataset(records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport):
-    """A tf.data.Dataset of `(waveform (num_samples,), record index)`, unusable files skipped.
+    """A tf.data.Dataset of `(waveform (num_samples,), record index)`, unusable notes skipped.
 
-    Files are probed first (headers only): files that cannot be read are
-    recorded in `skips` here; the rest are decoded in the pipeline.
+    Each note is read once, when the dataset is iterated: files in parallel
+    `tf.py_function` calls, TFRecord notes from their streamed records. A note
+    that cannot be used is recorded in `skips` and left out.
     """
-    import tensorflow as tf
-
-    graph_wavs, python_files, tfrecord_notes = [], [], defaultdict(dict)
+    files, tfrecord_notes = [], defaultdict(dict)
     for index, record in enumerate(records):
-        location = split_tfrecord_path(record.path)
-        if location is not None:
-            tfrecord_notes[location[0]][location[1]] = index
-            continue
-        try:
-            info = probe_audio(record.path)
-        except AudioError as error:
-            skips.skip(record.path, str(error))
-            continue
-        skips.change(record.path, info.changes(frontend.sample_rate, frontend.num_samples))
-        if info.tf_decodable and info.sample_rate == frontend.sample_rate:
-            graph_wavs.append(index)
+        location = nsynth.split_tfrecord_path(record.path)
+        if location is None:
+            files.append(index)
         else:
-            python_files.append(index)
-    skips._print_changes()
-
-    paths = tf.constant([r.path for r in records] or [""])
+            tfrecord_notes[location[0]][location[1]] = index
     parts = []
-    if graph_wavs:
-        parts.append(
-            tf.data.Dataset.from_tensor_slices(tf.constant(graph_wavs, tf.int32)).map(
-                lambda i: _decode_wav(paths[i], i, frontend), num_parallel_calls=tf.data.AUTOTUNE
-            )
-        )
-    if python_files:
-        parts.append(
-            tf.data.Dataset.from_tensor_slices(tf.constant(python_files, tf.int32)).map(
-                lambda i: _python_load(i, records, frontend, skips), num_parallel_calls=tf.data.AUTOTUNE
-            )
-        )
+    if files:
+        parts.append(_file_waveforms(files, records, frontend, skips))
     if tfrecord_notes:
         parts.append(_tfrecord_waveforms(tfrecord_notes, records, frontend, skips))
-    if not parts:
-        raise ValueError(f"None of the {len(records)} notes could be read:\n{skips.summary()}")
     dataset = parts[0]
     for part in parts[1:]:
         dataset = dataset.concatenate(part)
-    if python_files or tfrecord_notes:
-        return dataset.filter(_is_ok).map(_drop_ok)
-    # All files were checked by the probe and decode in the graph: none is
-    # dropped, so the count is known (Keras then knows the steps per epoch).
-    return dataset.map(_drop_ok).apply(tf.data.experimental.assert_cardinality(len(graph_wavs)))
+    return dataset.filter(_is_ok).map(_drop_ok)
 
 
 def _is_ok(waveform, index, ok):
@@ -170,31 +75,53 @@ def _drop_ok(waveform, index, ok):
     return waveform, index
 
 
-def _decode_wav(path, index, frontend: FrontendConfig):
+def _conformed(path: str, data, rate: int, frontend: FrontendConfig, skips: SkipReport) -> np.ndarray:
+    """A note's samples at the frontend's rate and length; what that changed goes into `skips`."""
+    waveform = conform_audio(data, rate, frontend.sample_rate, frontend.num_samples, name=path)
+    channels = data.shape[1] if np.ndim(data) == 2 else 1
+    skips.change(path, AudioInfo(int(rate), channels, len(data)).changes(frontend.sample_rate, frontend.num_samples))
+    return waveform
+
+
+def _guarded(path: str, read, frontend: FrontendConfig, skips: SkipReport) -> tuple[np.ndarray, bool]:
+    """`(waveform, True)` from `read()`, or `(zeros, False)` with the reason recorded."""
+    try:
+        return read(), True
+    except AudioError as error:
+        skips.skip(path, str(error))
+    except Exception as error:  # an unexpected decoder failure must not kill the epoch
+        skips.skip(path, f"cannot decode ({type(error).__name__}: {error})")
+    return np.zeros(frontend.num_samples, np.float32), False
+
+
+def _as_py_function(function, inputs, frontend: FrontendConfig):
     import tensorflow as tf
 
-    audio, _ = tf.audio.decode_wav(tf.io.read_file(path))  # (frames, channels), rate checked by the probe
-    waveform = fit_to_length(tf.reduce_mean(audio, axis=-1), frontend.num_samples)
-    return waveform, index, tf.constant(True)
+    waveform, ok = tf.py_function(function, inputs, [tf.float32, tf.bool])
+    waveform.set_shape([frontend.num_samples])
+    ok.set_shape([])
+    return waveform, ok
 
 
-def _python_load(index, records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport):
+def _file_waveforms(indices: list[int], records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport):
     import tensorflow as tf
 
     def load(i):
         path = records[int(i)].path
-        try:
-            return load_audio(path, frontend.sample_rate, frontend.num_samples), True
-        except AudioError as error:
-            skips.skip(path, str(error))
-        except Exception as error:  # an unexpected decoder failure must not kill the epoch
-            skips.skip(path, f"cannot decode ({type(error).__name__}: {error})")
-        return np.zeros(frontend.num_samples, np.float32), False
 
-    waveform, ok = tf.py_function(load, [index], [tf.float32, tf.bool])
-    waveform.set_shape([frontend.num_samples])
-    ok.set_shape([])
-    return waveform, index, ok
+        def read():
+            data, info = read_audio(path)
+            return _conformed(path, data, info.sample_rate, frontend, skips)
+
+        return _guarded(path, read, frontend, skips)
+
+    def decode(index):
+        waveform, ok = _as_py_function(load, [index], frontend)
+        return waveform, index, ok
+
+    return tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int32)).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def _tfrecord_waveforms(notes: dict, records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport):
@@ -205,38 +132,19 @@ def _tfrecord_waveforms(notes: dict, records: Sequence[NoteRecord], frontend: Fr
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant(values, tf.int32)), default_value=-1
     )
-    spec = {
-        "note_str": tf.io.FixedLenFeature([], tf.string),
-        "audio": tf.io.VarLenFeature(tf.float32),
-        "sample_rate": tf.io.FixedLenFeature([], tf.int64, default_value=frontend.sample_rate),
-    }
 
-    def check(audio, rate, i):
+    def conform(audio, rate, i):
         path = records[int(i)].path
-        audio, rate = audio.numpy(), int(rate)
-        if audio.size == 0 or not np.all(np.isfinite(audio)):
-            skips.skip(path, "no audio samples" if audio.size == 0 else "NaN or Inf samples")
-            return np.zeros(frontend.num_samples, np.float32), False
-        if rate != frontend.sample_rate:
-            import librosa
-
-            skips.change(path, [f"resampled from {rate} Hz to {frontend.sample_rate} Hz"])
-            audio = librosa.resample(audio, orig_sr=rate, target_sr=frontend.sample_rate)
-        audio = np.pad(audio[: frontend.num_samples], (0, max(0, frontend.num_samples - audio.size)))
-        return audio.astype(np.float32), True
+        return _guarded(path, lambda: _conformed(path, audio.numpy(), int(rate), frontend, skips), frontend, skips)
 
     def parse(serialized):
-        example = tf.io.parse_single_example(serialized, spec)
-        index = table.lookup(example["note_str"])
-        waveform, ok = tf.py_function(
-            check, [example["audio"].values, example["sample_rate"], index], [tf.float32, tf.bool]
-        )
-        waveform.set_shape([frontend.num_samples])
-        ok.set_shape([])
+        note_str, audio, rate = nsynth.parse_audio(serialized)
+        index = table.lookup(note_str)
+        waveform, ok = _as_py_function(conform, [audio, rate, index], frontend)
         return waveform, index, ok
 
     def wanted(serialized):
-        note_str = tf.io.parse_single_example(serialized, {"note_str": spec["note_str"]})["note_str"]
+        note_str = tf.io.parse_single_example(serialized, {"note_str": nsynth.label_spec()["note_str"]})["note_str"]
         return table.lookup(note_str) >= 0
 
     return (
@@ -306,35 +214,58 @@ def feature_dataset(
         return log_mel_db[..., None], indices
 
     waveforms = waveform_dataset(records, frontend, skips)
-    count = int(waveforms.cardinality())
     dataset = waveforms.batch(_FEATURE_BATCH).map(features, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    if count >= 0:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    if with_labels:
-        columns = {
-            "family": [r.family_index for r in records],
-            "source": [r.source_index for r in records],
-            "pitch": [r.pitch for r in records],
-            "velocity": [r.velocity for r in records],
-        }
-        columns = {name: tf.constant(values, tf.int32) for name, values in columns.items()}
-
-        def labelled(x, index):
-            labels = {name: tf.gather(values, index) for name, values in columns.items()}
-            labels["index"] = index
-            return x, labels
-
-        dataset = dataset.map(labelled)
-    else:
-        dataset = dataset.map(_features_only)
+    dataset = dataset.map(_labeller(records)) if with_labels else dataset.map(_features_only)
     if isinstance(cache, str) and cache:
         # tf.data reuses complete cache files blindly: key them by what they hold.
         dataset = dataset.cache(f"{cache}-{_cache_key(records, frontend, stats, with_labels)}")
     elif cache:
-        dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(min(len(records), _MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        dataset = _filled_cache(dataset, len(records), skips)
+    return _batches(dataset, len(records) if shuffle else 0, seed, batch_size, drop_remainder)
+
+
+def _batches(dataset, shuffle_notes: int, seed: int, batch_size: int, drop_remainder: bool):
+    """Notes shuffled (when `shuffle_notes`, reshuffled every epoch), batched, prefetched."""
+    import tensorflow as tf
+
+    if shuffle_notes:
+        dataset = dataset.shuffle(min(shuffle_notes, _MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _labeller(records: Sequence[NoteRecord]):
+    """`(x, index) -> (x, labels)`, labels the int32 columns of the records plus `index`."""
+    import tensorflow as tf
+
+    columns = {
+        "family": [r.family_index for r in records],
+        "source": [r.source_index for r in records],
+        "pitch": [r.pitch for r in records],
+        "velocity": [r.velocity for r in records],
+    }
+    columns = {name: tf.constant(values, tf.int32) for name, values in columns.items()}
+
+    def labelled(x, index):
+        labels = {name: tf.gather(values, index) for name, values in columns.items()}
+        labels["index"] = index
+        return x, labels
+
+    return labelled
+
+
+def _filled_cache(dataset, notes: int, skips: SkipReport):
+    """The dataset cached in memory, after one full pass: later passes read memory, and the count is known.
+
+    The pass is the first epoch's decoding done up front; knowing the count
+    lets Keras show steps per epoch and not warn that the input "ran out of data".
+    """
+    import tensorflow as tf
+
+    dataset = dataset.cache()
+    count = int(dataset.reduce(tf.constant(0, tf.int64), lambda count, *_: count + 1))
+    if count == 0:
+        raise ValueError(f"None of the {notes} notes could be read:\n{skips.summary()}")
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def _cache_key(records, frontend: FrontendConfig, stats: FeatureStats | None, with_labels: bool) -> str:
@@ -369,25 +300,25 @@ def compute_stats(records_or_dataset, frontend: FrontendConfig, skips: SkipRepor
     from tqdm.auto import tqdm
 
     if isinstance(records_or_dataset, tf.data.Dataset):
-        dataset, total = records_or_dataset, None
+        dataset, total, skips = records_or_dataset, None, None
     else:
         records = list(records_or_dataset)
+        skips = SkipReport() if skips is None else skips
         dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, skips=skips)
         total = math.ceil(len(records) / 64)
-    total_sum = np.zeros(frontend.n_mels, np.float64)
-    total_squares = np.zeros(frontend.n_mels, np.float64)
-    count = 0
-    for batch in tqdm(dataset, total=total, desc="feature statistics", unit="batch", leave=False, disable=None):
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x = np.asarray(x, np.float64).reshape(-1, frontend.n_mels, frontend.n_frames)
-        total_sum += x.sum(axis=(0, 2))
-        total_squares += np.square(x).sum(axis=(0, 2))
-        count += x.shape[0] * x.shape[2]
-    if count == 0:
-        raise ValueError("No features to compute statistics from: every note was skipped")
-    mean = total_sum / count
-    std = np.sqrt(np.maximum(total_squares / count - np.square(mean), 0.0))
-    return FeatureStats(mean=mean, std=std)
+    accumulator = FeatureStatsAccumulator(frontend.n_mels)
+    for x in _features_of(
+        tqdm(dataset, total=total, desc="feature statistics", unit="batch", leave=False, disable=None)
+    ):
+        accumulator.add(np.asarray(x))
+    if accumulator.notes == 0 and skips is not None:
+        raise ValueError(f"None of the {len(records)} notes could be read:\n{skips.summary()}")
+    return accumulator.result()
+
+
+def _features_of(batches):
+    for batch in batches:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def load_features(

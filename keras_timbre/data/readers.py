@@ -12,7 +12,9 @@ Three layouts are detected automatically:
   labels (`""` and `-1`).
 
 Readers only list notes; decoding (and skipping undecodable files) happens in
-`keras_timbre.data.pipeline`.
+`keras_timbre.data.pipeline`. Metadata problems (an `examples.json` entry
+without audio, audio without an entry, an unknown family) leave the note out
+and are recorded, by name, in a `SkipReport`.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import dataclasses
 import json
 import os
 import re
-import warnings
-import zlib
 from collections import Counter
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from keras_timbre.data.nsynth import is_tfrecord
+from keras_timbre.data.nsynth import label_spec
+from keras_timbre.data.nsynth import tfrecord_note_path
+from keras_timbre.data.skips import SkipReport
 
 # NSynth's label vocabularies, in NSynth's index order.
 FAMILIES = (
@@ -46,7 +51,6 @@ FAMILIES = (
 )
 SOURCES = ("acoustic", "electronic", "synthetic")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-TFRECORD_SEPARATOR = "#"
 
 _NSYNTH_NAME = re.compile(
     r"^(?P<instrument>(?P<family>[a-z]+(?:_[a-z]+)*?)_(?P<source>[a-z]+)_(?P<number>\d+))"
@@ -120,14 +124,6 @@ def parse_note_name(name: str) -> dict | None:
     )
 
 
-def split_tfrecord_path(path: str) -> tuple[str, str] | None:
-    """`(file, note_str)` for a TFRecord note's path, None for an audio file."""
-    file, sep, key = str(path).rpartition(TFRECORD_SEPARATOR)
-    if sep and (file.endswith(".tfrecord") or ".tfrecord-" in Path(file).name):
-        return file, key
-    return None
-
-
 def read_notes(
     path: str | os.PathLike,
     *,
@@ -136,6 +132,7 @@ def read_notes(
     pitch_range: tuple[int, int] | None = None,
     velocities: Iterable[int] | None = None,
     max_per_instrument: int | None = None,
+    skips: SkipReport | None = None,
 ) -> list[NoteRecord]:
     """Lists the notes of a data directory, with labels, after filters.
 
@@ -148,6 +145,8 @@ def read_notes(
         velocities: Keep only these velocities.
         max_per_instrument: Keep at most this many notes per instrument,
             spread evenly over its pitches.
+        skips: Where notes left out for metadata problems are recorded; a
+            new, printing `SkipReport` if None.
 
     Returns:
         Records sorted by `note_str`.
@@ -161,20 +160,7 @@ def read_notes(
     >>> records = read_notes(default_data_dir(), families=["flute"])  # doctest: +SKIP
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"Data directory {path} does not exist")
-    if path.is_file() and path.name == "examples.json":
-        records = _read_jsonwav(path)
-    elif path.is_file() and _is_tfrecord(path):
-        records = _read_tfrecords([path])
-    elif path.is_file():
-        raise ValueError(f"{path} is a file; expected a data directory, an examples.json or a .tfrecord")
-    elif (path / "examples.json").is_file():
-        records = _read_jsonwav(path / "examples.json")
-    elif tfrecords := sorted(p for p in path.iterdir() if _is_tfrecord(p)):
-        records = _read_tfrecords(tfrecords)
-    else:
-        records = _read_audio_folder(path)
+    records = _read_layout(path, SkipReport() if skips is None else skips)
     if not records:
         raise ValueError(
             f"No notes found in {path}: expected examples.json + audio/*.wav, "
@@ -191,6 +177,22 @@ def read_notes(
     if not filtered:
         raise ValueError(f"None of the {len(records)} notes in {path} pass the filters")
     return filtered
+
+
+def _read_layout(path: Path, skips: SkipReport) -> list[NoteRecord]:
+    if not path.exists():
+        raise FileNotFoundError(f"Data directory {path} does not exist")
+    if path.is_file() and path.name == "examples.json":
+        return _read_jsonwav(path, skips)
+    if path.is_file() and is_tfrecord(path):
+        return _read_tfrecords([path], skips)
+    if path.is_file():
+        raise ValueError(f"{path} is a file; expected a data directory, an examples.json or a .tfrecord")
+    if (path / "examples.json").is_file():
+        return _read_jsonwav(path / "examples.json", skips)
+    if tfrecords := sorted(p for p in path.iterdir() if is_tfrecord(p)):
+        return _read_tfrecords(tfrecords, skips)
+    return _read_audio_folder(path, skips)
 
 
 def filter_notes(
@@ -241,17 +243,11 @@ def _check_known(what: str, values: set, known: Sequence[str]) -> None:
         raise ValueError(f"Unknown {what} {unknown}; known: {list(known)}")
 
 
-def _is_tfrecord(path: Path) -> bool:
-    return path.is_file() and (path.suffix == ".tfrecord" or ".tfrecord-" in path.name)
+def _unknown_family(family: str) -> str:
+    return f"unknown instrument family {family!r} (NSynth's are {', '.join(FAMILIES)})"
 
 
-def _warn_counts(what: str, path: Path, names: list[str]) -> None:
-    if names:
-        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        warnings.warn(f"{path}: skipped {len(names)} {what}: {shown}", stacklevel=3)
-
-
-def _read_jsonwav(examples_path: Path) -> list[NoteRecord]:
+def _read_jsonwav(examples_path: Path, skips: SkipReport) -> list[NoteRecord]:
     root = examples_path.parent
     audio_dir = root / "audio"
     try:
@@ -261,17 +257,17 @@ def _read_jsonwav(examples_path: Path) -> list[NoteRecord]:
     if not isinstance(examples, dict):
         raise ValueError(f"{examples_path} must map note names to entries, got {type(examples).__name__}")
     on_disk = {p.stem: p for p in audio_dir.glob("*") if p.suffix.lower() in AUDIO_EXTENSIONS}
-    records, missing_audio, unknown_family = [], [], []
+    records = []
     for note_str, entry in sorted(examples.items()):
         entry = entry if isinstance(entry, dict) else {}
         audio = on_disk.get(note_str)
         if audio is None:
-            missing_audio.append(note_str)
+            skips.skip(f"{examples_path}: {note_str}", f"examples.json entry without audio in {audio_dir}")
             continue
         parsed = parse_note_name(note_str) or {}
         family = entry.get("instrument_family_str", parsed.get("family", ""))
         if family not in FAMILIES:
-            unknown_family.append(f"{note_str} ({family!r})")
+            skips.skip(str(audio), _unknown_family(family))
             continue
         records.append(
             NoteRecord(
@@ -284,40 +280,29 @@ def _read_jsonwav(examples_path: Path) -> list[NoteRecord]:
                 velocity=int(entry.get("velocity", parsed.get("velocity", -1))),
             )
         )
-    without_entries = sorted(set(on_disk) - set(examples))
-    _warn_counts("examples.json entries without audio", examples_path, missing_audio)
-    _warn_counts("audio files without examples.json entries", examples_path, without_entries)
-    _warn_counts("notes with unknown family names", examples_path, unknown_family)
+    for note_str in sorted(set(on_disk) - set(examples)):
+        skips.skip(str(on_disk[note_str]), f"audio file without an entry in {examples_path}")
     return records
 
 
-def _read_audio_folder(root: Path) -> list[NoteRecord]:
-    records, unknown_family = [], []
+def _read_audio_folder(root: Path, skips: SkipReport) -> list[NoteRecord]:
+    records = []
     for file in sorted(root.rglob("*")):
         if file.suffix.lower() not in AUDIO_EXTENSIONS or not file.is_file():
             continue
         record = NoteRecord.from_path(file)
         if record.family and record.family not in FAMILIES:
-            unknown_family.append(f"{file.name} ({record.family!r})")
+            skips.skip(str(file), _unknown_family(record.family))
             continue
         records.append(record)
-    _warn_counts("notes with unknown family names", root, unknown_family)
     return records
 
 
-def _read_tfrecords(files: Sequence[Path]) -> list[NoteRecord]:
+def _read_tfrecords(files: Sequence[Path], skips: SkipReport) -> list[NoteRecord]:
     import tensorflow as tf
 
-    # Only the label features: audio is parsed later, by the pipeline.
-    spec = {
-        "note_str": tf.io.FixedLenFeature([], tf.string),
-        "pitch": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-        "velocity": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-        "instrument_str": tf.io.FixedLenFeature([], tf.string, default_value=""),
-        "instrument_family_str": tf.io.FixedLenFeature([], tf.string, default_value=""),
-        "instrument_source_str": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    }
-    records, unknown_family = [], []
+    spec = label_spec()  # only the labels: audio is parsed later, by the pipeline
+    records = []
     for file in files:
         dataset = tf.data.TFRecordDataset(str(file)).map(
             lambda x: tf.io.parse_single_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE
@@ -328,11 +313,11 @@ def _read_tfrecords(files: Sequence[Path]) -> list[NoteRecord]:
                 parsed = parse_note_name(note_str) or {}
                 family = example["instrument_family_str"].decode() or parsed.get("family", "")
                 if family not in FAMILIES:
-                    unknown_family.append(f"{note_str} ({family!r})")
+                    skips.skip(tfrecord_note_path(file, note_str), _unknown_family(family))
                     continue
                 records.append(
                     NoteRecord(
-                        path=f"{file}{TFRECORD_SEPARATOR}{note_str}",
+                        path=tfrecord_note_path(file, note_str),
                         note_str=note_str,
                         family=family,
                         source=example["instrument_source_str"].decode() or parsed.get("source", ""),
@@ -343,7 +328,6 @@ def _read_tfrecords(files: Sequence[Path]) -> list[NoteRecord]:
                 )
         except tf.errors.OpError as error:
             raise ValueError(f"{file} is not a readable NSynth TFRecord: {error.message}") from error
-    _warn_counts("notes with unknown family names", Path(files[0]).parent, unknown_family)
     return records
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.pipeline import load_features
 from keras_timbre.data.readers import NoteRecord, read_notes
+from keras_timbre.data.skips import SkipReport
 
 # Share of each instrument's pitches held out for validation, everywhere a split is made.
 DEFAULT_VAL_FRACTION = 0.15
@@ -63,30 +65,39 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-def load_split(data: Path, frontend: FrontendConfig, val_fraction: float, seed: int, max_per_instrument=None):
+def load_split(
+    data: Path,
+    frontend: FrontendConfig,
+    val_fraction: float,
+    seed: int,
+    max_per_instrument=None,
+    skips: SkipReport | None = None,
+):
     """Reads and splits notes, and computes their log-mel (dB).
 
     Returns:
-        `(train_records, train_db, val_records, val_db)`; files that fail to
-        decode are skipped (and reported by the data module).
+        `(train_records, train_db, val_records, val_db)`; notes that cannot be
+        used are skipped, each printed once with its reason (or recorded in
+        `skips`), then counted on one line.
     """
-    records = read_notes(data, max_per_instrument=max_per_instrument)
-    if not records:
-        raise ValueError(f"No notes found in {data}")
+    report = SkipReport() if skips is None else skips
+    records = read_notes(data, max_per_instrument=max_per_instrument, skips=report)
     train_records, val_records = split_notes(records, val_fraction=val_fraction, seed=seed)
-    train_db, train_records = load_log_mel(train_records, frontend)
-    val_db, val_records = load_log_mel(val_records, frontend)
+    train_db, train_records = load_log_mel(train_records, frontend, skips=report)
+    val_db, val_records = load_log_mel(val_records, frontend, skips=report)
+    if skips is None and len(report):
+        print(f"keras-timbre: {len(report)} note(s) of {data} skipped", file=sys.stderr, flush=True)
     if len(train_records) == 0:
         raise ValueError(f"No readable training notes in {data}")
     return train_records, train_db, val_records, val_db
 
 
-def load_log_mel(records, frontend: FrontendConfig) -> tuple[np.ndarray, list]:
+def load_log_mel(records, frontend: FrontendConfig, skips: SkipReport | None = None) -> tuple[np.ndarray, list]:
     """`(log_mel_db (N, mels, frames) float32, kept_records)`; unreadable files are skipped and reported."""
     records = list(records)
     if not records:
         return np.zeros((0, *frontend.feature_shape), np.float32), []
-    features, kept = load_features(records, frontend)
+    features, kept = load_features(records, frontend, skips=skips)
     return np.asarray(features, np.float32)[..., 0], kept
 
 

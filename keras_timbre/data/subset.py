@@ -4,15 +4,13 @@
 (jsonwav, TFRecord or a folder of audio): the notes passing the filters are
 written as `examples.json` + `audio/*.wav`. WAV files are copied byte for
 byte; other formats and TFRecord notes are decoded and written as 16-bit WAV.
-The output folder appears only when complete (built in a temporary folder,
-then renamed).
+The output folder appears only when complete (`keras_timbre.atomic.atomic_directory`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -20,13 +18,13 @@ from typing import Iterable
 import numpy as np
 
 from keras_timbre import atomic
-from keras_timbre.data.pipeline import SkipReport
+from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.pipeline import waveform_dataset
 from keras_timbre.data.readers import NoteRecord
 from keras_timbre.data.readers import example_entry
 from keras_timbre.data.readers import read_notes
+from keras_timbre.data.skips import SkipReport
 from keras_timbre.data.synthetic import write_wav
-from keras_timbre.audio.frontend import FrontendConfig
 
 
 def make_subset(
@@ -61,11 +59,10 @@ def make_subset(
     >>> make_subset("nsynth-train", "nsynth-mini", families=["flute", "reed"],
     ...             max_per_family=110)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"Output folder {out_dir} exists and is not empty")
+    skips = SkipReport()
     records = read_notes(
         source,
         families=families,
@@ -73,42 +70,49 @@ def make_subset(
         pitch_range=pitch_range,
         velocities=velocities,
         max_per_instrument=max_per_instrument,
+        skips=skips,
     )
     if max_per_family is not None:
         records = _limit_per_family(records, max_per_family)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic.atomic_directory(out_dir) as tmp:
         audio_dir = tmp / "audio"
         audio_dir.mkdir()
-        copied = [r for r in records if Path(r.path).suffix.lower() == ".wav" and Path(r.path).is_file()]
-        decoded = sorted(set(records) - set(copied), key=lambda r: r.note_str)
-        written = []
-        for record in tqdm(copied, desc="copying", unit="note", disable=None):
-            shutil.copyfile(record.path, audio_dir / f"{record.note_str}.wav")
-            written.append(record)
-        if decoded:
-            skips = SkipReport()
-            frontend = FrontendConfig(sample_rate=sample_rate, duration=duration, fmax=sample_rate / 2)
-            for waveform, index in tqdm(
-                waveform_dataset(decoded, frontend, skips).as_numpy_iterator(),
-                total=len(decoded),
-                desc="re-encoding",
-                unit="note",
-                disable=None,
-            ):
-                record = decoded[int(index)]
-                write_wav(audio_dir / f"{record.note_str}.wav", np.asarray(waveform), sample_rate)
-                written.append(record)
+        frontend = FrontendConfig(sample_rate=sample_rate, duration=duration, fmax=sample_rate / 2)
+        written = _copy_wavs(records, audio_dir) + _reencode(records, audio_dir, frontend, skips)
         written.sort(key=lambda r: r.note_str)
         examples = {r.note_str: example_entry(r, i, sample_rate) for i, r in enumerate(written)}
         atomic.write_json(tmp / "examples.json", examples)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _is_wav_file(record: NoteRecord) -> bool:
+    return Path(record.path).suffix.lower() == ".wav" and Path(record.path).is_file()
+
+
+def _copy_wavs(records: list[NoteRecord], audio_dir: Path) -> list[NoteRecord]:
+    """WAV notes, copied byte for byte."""
+    from tqdm.auto import tqdm
+
+    copied = [r for r in records if _is_wav_file(r)]
+    for record in tqdm(copied, desc="copying", unit="note", disable=None):
+        shutil.copyfile(record.path, audio_dir / f"{record.note_str}.wav")
+    return copied
+
+
+def _reencode(records: list[NoteRecord], audio_dir: Path, frontend: FrontendConfig, skips) -> list[NoteRecord]:
+    """Other notes (FLAC, OGG, MP3, TFRecord), decoded and written as 16-bit WAV; unreadable ones skipped."""
+    from tqdm.auto import tqdm
+
+    decoded = [r for r in records if not _is_wav_file(r)]
+    if not decoded:
+        return []
+    written = []
+    waveforms = waveform_dataset(decoded, frontend, skips).as_numpy_iterator()
+    for waveform, index in tqdm(waveforms, total=len(decoded), desc="re-encoding", unit="note", disable=None):
+        record = decoded[int(index)]
+        write_wav(audio_dir / f"{record.note_str}.wav", np.asarray(waveform), frontend.sample_rate)
+        written.append(record)
+    return written
 
 
 def _limit_per_family(records: list[NoteRecord], limit: int) -> list[NoteRecord]:

@@ -25,8 +25,6 @@ the same seed writes byte-identical files.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import wave
 from pathlib import Path
 
@@ -75,9 +73,9 @@ def default_data_dir() -> Path:
     """The built-in synthetic dataset, generated on first use.
 
     It lives in `$KERAS_TIMBRE_CACHE/synthetic-v1` (default
-    `~/.cache/keras_timbre/synthetic-v1`) and is written atomically: generated
-    in a temporary folder, then renamed, so an interrupted or concurrent first
-    use never leaves a half-written dataset.
+    `~/.cache/keras_timbre/synthetic-v1`) and is written atomically
+    (`keras_timbre.atomic.atomic_directory`), so an interrupted or concurrent
+    first use never leaves a half-written dataset.
 
     Example:
     >>> records = read_notes(default_data_dir())  # doctest: +SKIP
@@ -86,17 +84,12 @@ def default_data_dir() -> Path:
     target = root / CACHE_VERSION
     if (target / "examples.json").is_file():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_VERSION}.", dir=root))
     try:
-        make_synthetic_dataset(tmp / "data", notes=DEFAULT_NOTES, seed=0)
-        try:
-            os.rename(tmp / "data", target)
-        except OSError:
-            if not (target / "examples.json").is_file():  # not a concurrent writer that won
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic.atomic_directory(target) as tmp:
+            make_synthetic_dataset(tmp, notes=DEFAULT_NOTES, seed=0)
+    except FileExistsError:
+        if not (target / "examples.json").is_file():  # not a concurrent writer that won
+            raise
     return target
 
 
