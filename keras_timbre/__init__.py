@@ -9,14 +9,29 @@ Example:
 >>> import keras_timbre
 >>> run = keras_timbre.train("runs/demo", epochs=2)  # doctest: +SKIP
 >>> metrics = keras_timbre.evaluate("runs/demo")  # doctest: +SKIP
+
+Importing the package registers its Keras classes (the layers and
+`TimbreVAE`), so a user script can load a saved model directly:
+
+>>> import keras
+>>> model = keras.saving.load_model("runs/demo/model.keras", safe_mode=True)  # doctest: +SKIP
 """
 
-import importlib
-from typing import TYPE_CHECKING
+# Before anything imports TensorFlow: its C++ start-up lines are quiet unless asked for.
+from keras_timbre import _startup
+
+_startup.quiet_native_logs()
+
+import importlib  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+# Eager, unlike the rest of the API: importing the models registers every
+# serializable class ("keras_timbre>TimbreVAE", ...) with Keras, without which
+# keras.saving.load_model cannot find them.
+from keras_timbre import models as _models  # noqa: E402, F401
 
 # Public name -> (module, attribute or None for the module itself). Imported on
-# first use, so that `import keras_timbre` stays fast and the CLI can set
-# TensorFlow's log level before TensorFlow loads.
+# first use, so that `import keras_timbre` loads only Keras and the models.
 _EXPORTS = {
     "callbacks": ("keras_timbre.training.callbacks", None),
     "data": ("keras_timbre.data", None),

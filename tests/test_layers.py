@@ -1,5 +1,6 @@
 """Layers: round trips on every backend, sampling statistics, skip handling."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -7,6 +8,7 @@ from keras import ops
 from keras_timbre.models.layers import DecoderBlock
 from keras_timbre.models.layers import EncoderBlock
 from keras_timbre.models.layers import Sampling
+from keras_timbre.models.layers import SkipMix
 from tests.testing import LayerTestCase
 from tests.testing import to_numpy
 
@@ -19,14 +21,16 @@ def _normal(*shape):
 
 @pytest.mark.backend
 class TestSampling(LayerTestCase):
-    def test_round_trip(self):
+    @pytest.mark.parametrize("log_var_range", [(-5.0, 5.0), None])
+    def test_layer(self, log_var_range):
         mean, log_var = _normal(4, 6), _normal(4, 6)
-        self.run_layer_round_trip(
+        self.run_layer_test(
             Sampling,
-            {"seed": 3, "log_var_range": (-5.0, 5.0)},
+            {"seed": 3, "log_var_range": log_var_range},
             [[mean, log_var]],
             expected_output_shape=(4, 6),
-            expect_trainable_weights=False,
+            expected_num_trainable_weights=0,
+            run_training_check=False,
         )
 
     def test_inference_returns_the_mean(self):
@@ -49,11 +53,13 @@ class TestSampling(LayerTestCase):
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
 
-    def test_log_var_is_clipped(self):
-        mean, log_var = np.zeros((2, 3), "float32"), np.full((2, 3), 1e4, "float32")
-        z = to_numpy(Sampling(seed=0, log_var_range=(-4.0, 4.0))([mean, log_var], training=True))
-        assert np.all(np.isfinite(z))
-        assert np.all(np.abs(z) < 20 * np.exp(2.0))
+    def test_log_var_is_clipped_unless_the_range_is_none(self):
+        mean = np.zeros((1000, 3), "float32")
+        clipped = Sampling(seed=0, log_var_range=(-4.0, 4.0))
+        z = to_numpy(clipped([mean, np.full((1000, 3), 1e4, "float32")], training=True))
+        np.testing.assert_allclose(z.std(), np.exp(2.0), rtol=0.1)  # the std of log-variance 4
+        z = to_numpy(Sampling(seed=0, log_var_range=None)([mean, np.full((1000, 3), 6.0, "float32")], training=True))
+        np.testing.assert_allclose(z.std(), np.exp(3.0), rtol=0.1)  # 6 is outside (-4, 4) yet kept
 
     def test_bad_range(self):
         with pytest.raises(ValueError, match="log_var_range"):
@@ -62,19 +68,22 @@ class TestSampling(LayerTestCase):
 
 @pytest.mark.backend
 class TestEncoderBlock(LayerTestCase):
-    @pytest.mark.parametrize("normalization", ["batch", "group"])
-    def test_round_trip(self, normalization):
-        x = _normal(2, 16, 32, 3)
-        self.run_layer_round_trip(
+    # (normalization, trainable: kernel [+ bias] [+ gamma, beta], non-trainable: BatchNorm's moving stats)
+    @pytest.mark.parametrize(
+        "normalization, trainable, non_trainable", [("batch", 3, 2), ("group", 3, 0), (None, 2, 0)]
+    )
+    def test_layer(self, normalization, trainable, non_trainable):
+        self.run_layer_test(
             EncoderBlock,
-            {"filters": 4, "normalization": normalization},
-            [x],
-            expected_output_shape=((2, 8, 16, 4), (2, 8, 16, 4)),
+            {"filters": 4, "normalization": normalization, "activation": "relu"},
+            [_normal(2, 16, 32, 3)],
+            expected_output_shape=(2, 8, 16, 4),
+            expected_num_trainable_weights=trainable,
+            expected_num_non_trainable_weights=non_trainable,
         )
 
     def test_odd_sizes_round_up(self):
-        out, skip = EncoderBlock(2, strides=(2, 1))(_normal(1, 9, 5, 1))
-        assert tuple(out.shape) == (1, 5, 5, 2) and tuple(skip.shape) == (1, 5, 5, 2)
+        assert tuple(EncoderBlock(2, strides=(2, 1))(_normal(1, 9, 5, 1)).shape) == (1, 5, 5, 2)
 
     def test_bad_normalization(self):
         with pytest.raises(ValueError, match="normalization"):
@@ -83,18 +92,25 @@ class TestEncoderBlock(LayerTestCase):
 
 @pytest.mark.backend
 class TestDecoderBlock(LayerTestCase):
-    def test_round_trip_with_skip(self):
+    def test_layer_with_skip(self):
+        # Trainable: up-sampling kernel, skip-mix kernel, gamma, beta; BatchNorm's moving stats.
         x, skip = _normal(2, 4, 8, 6), _normal(2, 8, 16, 3)
-        self.run_layer_round_trip(
-            DecoderBlock, {"filters": 5, "skip_channels": 3}, [x, skip], expected_output_shape=(2, 8, 16, 5)
+        self.run_layer_test(
+            DecoderBlock,
+            {"filters": 5, "skip_channels": 3},
+            [x, skip],
+            expected_output_shape=(2, 8, 16, 5),
+            expected_num_trainable_weights=4,
+            expected_num_non_trainable_weights=2,
         )
 
-    def test_round_trip_without_skip_or_normalization(self):
-        self.run_layer_round_trip(
+    def test_layer_without_skip_or_normalization(self):
+        self.run_layer_test(
             DecoderBlock,
-            {"filters": 4, "normalization": None},
+            {"filters": 4, "normalization": None, "kernel_size": 2},
             [_normal(2, 4, 8, 6)],
             expected_output_shape=(2, 8, 16, 4),
+            expected_num_trainable_weights=2,
         )
 
     def test_missing_skip_means_zeros(self):
@@ -111,7 +127,10 @@ class TestDecoderBlock(LayerTestCase):
         block = DecoderBlock(5, skip_channels=3, normalization=None, activation="linear")
         x, skip = _normal(2, 4, 8, 6), _normal(2, 8, 16, 3)
         mixed = to_numpy(block(x, skip))
-        expected = block.skip_conv(ops.concatenate([block.upsample(x), skip], axis=-1))
+        conv = keras.layers.Conv2D(5, 1)
+        conv.build((None, 8, 16, 8))
+        conv.set_weights(block.skip_conv.get_weights())
+        expected = conv(ops.concatenate([block.upsample(x), skip], axis=-1))
         np.testing.assert_allclose(mixed, to_numpy(expected), atol=1e-5)
 
     def test_skip_channel_mismatch(self):
@@ -120,3 +139,29 @@ class TestDecoderBlock(LayerTestCase):
             block(_normal(1, 4, 8, 2), _normal(1, 8, 16, 5))
         with pytest.raises(ValueError, match="skip_channels=0"):
             DecoderBlock(4)(_normal(1, 4, 8, 2), _normal(1, 8, 16, 2))
+
+
+@pytest.mark.backend
+class TestSkipMix(LayerTestCase):
+    @pytest.mark.parametrize("use_bias, trainable", [(True, 2), (False, 1)])
+    def test_layer(self, use_bias, trainable):
+        self.run_layer_test(
+            SkipMix,
+            {"filters": 4, "skip_channels": 3, "use_bias": use_bias},
+            [_normal(2, 8, 16, 5), _normal(2, 8, 16, 3)],
+            expected_output_shape=(2, 8, 16, 4),
+            expected_num_trainable_weights=trainable,
+        )
+
+    def test_equals_a_conv2d_over_the_concatenation_with_bias(self):
+        mix = SkipMix(4, skip_channels=3)
+        x, skip = _normal(2, 8, 16, 5), _normal(2, 8, 16, 3)
+        mix(x, skip)
+        mix.bias.assign(np.arange(4, dtype="float32"))
+        conv = keras.layers.Conv2D(4, 1)
+        conv.build((None, 8, 16, 8))
+        conv.set_weights(mix.get_weights())  # the same weight shapes and order as a Conv2D
+        expected = conv(ops.concatenate([x, skip], axis=-1))
+        np.testing.assert_allclose(to_numpy(mix(x, skip)), to_numpy(expected), atol=1e-5)
+        zeros = np.zeros_like(skip)
+        np.testing.assert_allclose(to_numpy(mix(x)), to_numpy(mix(x, zeros)), atol=1e-6)

@@ -72,15 +72,26 @@ def test_mel_blur_scores_worse_than_a_sharp_spectrogram_with_the_same_mse():
     assert mel_blurred > 0.1
 
 
+def _separable_spectrogram(batch=2, mels=48, frames=24):
+    """Harmonic peaks (a function of mel only) plus an onset (a function of time only)."""
+    mel = np.where(np.arange(mels) % 6 == 0, 1.0, -1.0)[:, None]
+    frame = np.where(np.arange(frames) >= 8, 1.0, -1.0)[None, :]
+    return np.broadcast_to((mel + frame)[None, :, :, None], (batch, mels, frames, 1)).astype("float32")
+
+
 def test_time_loss_sees_smeared_onsets_and_mel_loss_does_not():
-    target = _harmonic_spectrogram()
+    # Smearing time leaves every frame's bin-to-bin steps as they were.
+    target = _separable_spectrogram()
     smeared = _blur(target, axis=2)
     assert float(to_numpy(losses.time_gradient_loss(target, smeared))) > 0.01
-    # The peaks sit at the same bins in every frame: blurring time keeps the mel steps'
-    # pattern, so the mel term grows far less than the time term.
-    assert float(to_numpy(losses.mel_gradient_loss(target, smeared))) < float(
-        to_numpy(losses.time_gradient_loss(target, smeared))
-    )
+    assert float(to_numpy(losses.mel_gradient_loss(target, smeared))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mel_loss_sees_blurred_harmonics_and_time_loss_does_not():
+    target = _separable_spectrogram()
+    blurred = _blur(target, axis=1)
+    assert float(to_numpy(losses.mel_gradient_loss(target, blurred))) > 0.1
+    assert float(to_numpy(losses.time_gradient_loss(target, blurred))) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_reconstruction_kinds():
@@ -103,3 +114,33 @@ def test_gradient_losses_match_numpy_finite_differences(loss, axis):
     target, prediction = (rng.normal(size=(3, 10, 7, 1)).astype("float32") for _ in range(2))
     expected = np.mean(np.abs(np.diff(target, axis=axis) - np.diff(prediction, axis=axis)))
     assert float(to_numpy(loss(target, prediction))) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda t, p, w: losses.reconstruction_loss(t, p, "mse", sample_weight=w),
+        lambda t, p, w: losses.reconstruction_loss(t, p, "l1", sample_weight=w),
+        lambda t, p, w: losses.mel_gradient_loss(t, p, sample_weight=w),
+        lambda t, p, w: losses.time_gradient_loss(t, p, sample_weight=w),
+        lambda t, p, w: losses.kl_divergence(t[..., 0, 0], p[..., 0, 0], free_bits=0.05, sample_weight=w),
+    ],
+    ids=["mse", "l1", "mel_grad", "time_grad", "kl_free_bits"],
+)
+def test_sample_weight_weights_each_example_as_keras_losses_do(loss):
+    rng = np.random.default_rng(2)
+    target, prediction = (rng.normal(size=(3, 6, 5, 1)).astype("float32") for _ in range(2))
+    unweighted = float(to_numpy(loss(target, prediction, None)))
+    assert float(to_numpy(loss(target, prediction, np.ones(3, "float32")))) == pytest.approx(unweighted, rel=1e-5)
+    # sum(w * loss) / batch: weight 3 on example 1 alone is example 1's loss.
+    alone = float(to_numpy(loss(target[1:2], prediction[1:2], None)))
+    weighted = float(to_numpy(loss(target, prediction, np.array([0.0, 3.0, 0.0], "float32"))))
+    assert weighted == pytest.approx(alone, rel=1e-5)
+    assert alone != pytest.approx(unweighted, rel=1e-3)
+
+
+def test_sample_weight_must_be_one_weight_per_example():
+    x = np.zeros((2, 4, 4, 1), "float32")
+    with pytest.raises(ValueError, match=r"one weight per example.*got shape \(2, 4, 4, 1\)"):
+        losses.reconstruction_loss(x, x, sample_weight=np.ones_like(x))
+    assert tuple(losses.example_weights(np.ones((2, 1)), batch_rank=4).shape) == (2, 1, 1, 1)

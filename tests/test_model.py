@@ -1,5 +1,6 @@
 """TimbreVAE: training, variants, skips, errors, saving (on every backend)."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from keras_timbre.models.variants import VARIANTS
+from keras_timbre.models import losses
+from keras_timbre.models.timbre_vae import LOG_VAR_RANGE
 from keras_timbre.models.timbre_vae import TimbreVAE
-from keras_timbre.models.timbre_vae import default_jit_compile
+from tests.testing import assert_outputs_close
 from tests.testing import to_numpy
 
 SHAPE = (32, 64, 1)
@@ -92,15 +95,56 @@ def test_variants_differ_only_in_skips_and_gradient_loss():
     for key in ("latent_dim", "filters", "beta", "seed", "skip_dropout", "reconstruction"):
         assert len({str(c[key]) for c in configs}) == 1, key
     assert models["baseline"].count_params() == models["grad"].count_params()
-    with pytest.raises(ValueError, match="unknown variant 'unet'"):
+    with pytest.raises(ValueError, match="Unknown variant 'unet'; choose one of baseline, skip, grad, skip\\+grad"):
         TimbreVAE.from_variant("unet")
 
 
-def test_config_round_trip():
-    model = TimbreVAE.from_variant("skip+grad", beta=0.01, free_bits=0.1, reconstruction="l1", **TINY)
-    clone = TimbreVAE.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    assert clone.count_params() == model.count_params()
+# A value unlike the default for every constructor argument; as JSON would hold it.
+NON_DEFAULTS = {
+    "input_shape": [16, 32, 1],
+    "latent_dim": 3,
+    "filters": [4, 8],
+    "use_skips": False,
+    "skip_dropout": 0.25,
+    "beta": 0.01,
+    "grad_weight": 0.5,
+    "time_grad_weight": 0.25,
+    "reconstruction": "l1",
+    "free_bits": 0.1,
+    "normalization": "group",
+    "activation": "relu",
+    "seed": 5,
+}
+
+
+def _constructor_arguments():
+    parameters = inspect.signature(TimbreVAE.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD}
+
+
+@pytest.mark.backend
+def test_every_constructor_argument_survives_config_and_keras_file(tmp_path):
+    arguments = _constructor_arguments()
+    missing = sorted(set(arguments) - set(NON_DEFAULTS))
+    assert not missing, f"new TimbreVAE arguments {missing}: add a non-default value to NON_DEFAULTS"
+    for name, default in arguments.items():
+        assert NON_DEFAULTS[name] != (list(default) if isinstance(default, tuple) else default), name
+    model = TimbreVAE(name="custom_vae", **NON_DEFAULTS)
+    model.save(tmp_path / "model.keras")
+    clones = {
+        "from_config": TimbreVAE.from_config(model.get_config()),
+        ".keras": keras.saving.load_model(tmp_path / "model.keras", safe_mode=True),
+    }
+    x = np.random.default_rng(0).normal(size=(2, 16, 32, 1)).astype("float32")
+    expected = model(x, training=True)  # first draw of the seeded noise
+    for how, clone in clones.items():
+        config = clone.get_config()
+        for name, value in NON_DEFAULTS.items():
+            assert config[name] == value, f"{name} lost by {how}: {config[name]!r}"
+        assert config["name"] == "custom_vae"
+        clone.set_weights(model.get_weights())
+        # The same weights, seed and activation give the same training-mode draw.
+        assert_outputs_close(clone(x, training=True), expected, how)
 
 
 def test_wrong_input_shape_names_the_expected_shape():
@@ -129,13 +173,90 @@ def test_bad_arguments(kwargs, message):
         TimbreVAE(**{**TINY, **kwargs})
 
 
+def _auto_jit_compile_expected() -> bool:
+    # What Keras 3 resolves jit_compile="auto" to (Trainer._resolve_auto_jit_compile).
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+    return backend == "jax"
+
+
+@pytest.mark.backend
 def test_compile_defaults_and_refuses_a_loss():
     model = TimbreVAE(**TINY)
     model.compile()
     assert model.optimizer.clipnorm == 1.0
-    assert model.jit_compile == default_jit_compile()
+    assert float(to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
+    assert model.jit_compile is _auto_jit_compile_expected()
+    model.compile(jit_compile=False)
+    assert model.jit_compile is False
     with pytest.raises(ValueError, match="computes its own loss"):
         model.compile(loss="mse")
+
+
+@pytest.mark.backend
+def test_sample_weight_weights_every_loss_term():
+    model = TimbreVAE.from_variant("skip+grad", time_grad_weight=0.5, free_bits=0.01, **TINY)
+    x = _spectrograms(3)
+    y_pred = model(x)
+
+    def loss_and_terms(inputs, outputs, sample_weight):
+        for tracker in model.metrics:
+            tracker.reset_state()
+        total = model.compute_loss(inputs, y_pred=outputs, sample_weight=sample_weight, training=False)
+        return [float(to_numpy(total))] + [float(to_numpy(m.result())) for m in model.metrics]
+
+    unweighted = loss_and_terms(x, y_pred, None)
+    np.testing.assert_allclose(loss_and_terms(x, y_pred, np.ones(3, "float32")), unweighted, rtol=1e-5)
+    # Weight 3 on the middle example alone: every term is that example's own.
+    alone = loss_and_terms(x[1:2], {k: v[1:2] for k, v in y_pred.items()}, None)
+    np.testing.assert_allclose(loss_and_terms(x, y_pred, np.array([0.0, 3.0, 0.0], "float32")), alone, rtol=1e-5)
+    assert not np.allclose(alone, unweighted, rtol=1e-3)
+    with pytest.raises(ValueError, match="one weight per example"):
+        model.compute_loss(x, y_pred=y_pred, sample_weight=np.ones_like(x))
+
+
+def test_fit_honours_sample_weight():
+    # An example of weight 0 contributes nothing: fitting [a, b] or [a, c] with weights
+    # [1, 0] takes the same steps. (Group normalisation: no statistics across the batch.)
+    x = _spectrograms(3)
+
+    def fit_weights(data, sample_weight):
+        keras.utils.set_random_seed(3)
+        model = TimbreVAE.from_variant("skip", normalization="group", **TINY)
+        model.compile(optimizer=keras.optimizers.SGD(1e-2))
+        model.fit(data, data, sample_weight=sample_weight, batch_size=2, epochs=2, shuffle=False, verbose=0)
+        return [to_numpy(w) for w in model.trainable_weights]
+
+    weights = np.array([1.0, 0.0], "float32")
+    for got, want in zip(fit_weights(x[[0, 1]], weights), fit_weights(x[[0, 2]], weights)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    unweighted = zip(fit_weights(x[[0, 1]], None), fit_weights(x[[0, 2]], None))
+    assert not all(np.allclose(got, want, atol=1e-6) for got, want in unweighted)
+
+
+def test_sample_weight_without_a_target_is_refused():
+    # Keras would silently drop the weights of fit(x, sample_weight=w).
+    model = TimbreVAE(**TINY)
+    model.compile()
+    x, weights = _spectrograms(2), np.ones(2, "float32")
+    for method in (model.fit, model.evaluate):
+        with pytest.raises(ValueError, match=r"drops sample_weight when y is None.*\(x, x, sample_weight=w\)"):
+            method(x, sample_weight=weights, verbose=0)
+
+
+@pytest.mark.backend
+def test_log_variance_is_clipped_once_where_the_kl_sees_it():
+    model = TimbreVAE(**TINY)
+    model.z_log_var_dense.bias.assign(np.full(4, 50.0, "float32"))  # far outside the range
+    x = _spectrograms(2)
+    out = model(x, training=True)
+    np.testing.assert_allclose(to_numpy(out["z_log_var"]), LOG_VAR_RANGE[1])
+    assert model.sampling.log_var_range is None  # Sampling does not clip a second time
+    kl = losses.kl_divergence(out["z_mean"], out["z_log_var"])
+    assert np.isfinite(float(to_numpy(kl))) and np.all(np.isfinite(to_numpy(out["reconstruction"])))
 
 
 def test_skip_dropout_trains_decoding_from_z_alone():
@@ -164,14 +285,17 @@ def test_save_load_gives_identical_outputs(trained, tmp_path):
     assert float(to_numpy(loaded.beta)) == 0.25
     for key, value in model(x).items():
         np.testing.assert_array_equal(to_numpy(loaded(x)[key]), to_numpy(value))
-    # It is compiled (optimizer restored) and keeps training.
+    # It is compiled (optimizer and its state restored) and keeps training.
     assert float(to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(3e-3)
+    assert int(to_numpy(loaded.optimizer.iterations)) == int(to_numpy(model.optimizer.iterations)) > 0
+    before = [to_numpy(w).copy() for w in loaded.trainable_weights]
     loaded.fit(x, batch_size=8, epochs=1, verbose=0)
+    assert any(not np.array_equal(b, to_numpy(w)) for b, w in zip(before, loaded.trainable_weights))
 
 
 _LOAD_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, keras
-    import keras_timbre.models.timbre_vae  # registers the classes
+    import keras_timbre  # registers the classes
     model = keras.saving.load_model(sys.argv[1])
     x = np.load(sys.argv[2])
     out = model(x)

@@ -24,6 +24,8 @@ class Sampling(keras.layers.Layer):
         seed: seed of the layer's `keras.random.SeedGenerator`.
         log_var_range: `(low, high)`; the log-variance is clipped to it so that
             `exp` can neither overflow nor collapse the noise to exactly zero.
+            None: no clipping, for a caller that already clipped it (as
+            `TimbreVAE` does, so that its KL term sees the same values).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -39,22 +41,20 @@ class Sampling(keras.layers.Layer):
     def __init__(
         self,
         seed: int | None = None,
-        log_var_range: tuple[float, float] = (-10.0, 10.0),
+        log_var_range: tuple[float, float] | None = (-10.0, 10.0),
         **kwargs,
     ):
         super().__init__(**kwargs)
-        low, high = (float(v) for v in log_var_range)
-        if not low < high:
-            raise ValueError(f"log_var_range must be (low, high) with low < high, got {log_var_range}")
         self.seed = seed
-        self.log_var_range = (low, high)
+        self.log_var_range = None if log_var_range is None else _check_range(log_var_range)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
         z_mean, z_log_var = inputs
         if not training:
             return z_mean
-        z_log_var = ops.clip(z_log_var, self.log_var_range[0], self.log_var_range[1])
+        if self.log_var_range is not None:
+            z_log_var = ops.clip(z_log_var, self.log_var_range[0], self.log_var_range[1])
         epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
@@ -63,7 +63,8 @@ class Sampling(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"seed": self.seed, "log_var_range": list(self.log_var_range)})
+        log_var_range = None if self.log_var_range is None else list(self.log_var_range)
+        config.update({"seed": self.seed, "log_var_range": log_var_range})
         return config
 
 
@@ -71,10 +72,9 @@ class Sampling(keras.layers.Layer):
 class EncoderBlock(keras.layers.Layer):
     """Strided conv → normalisation → activation: halves both spatial axes.
 
-    Returns `(output, skip_feature)`. With a strided convolution the feature a
-    U-Net skip carries to the decoder is the block's own output (the decoder
-    concatenates it after up-sampling to the same resolution); it is returned
-    separately so the model never has to know that.
+    With a strided convolution the feature a U-Net skip carries to the decoder
+    is the block's output itself (the decoder mixes it in after up-sampling to
+    the same resolution), so the block returns one tensor.
 
     Args:
         filters: output channels.
@@ -88,8 +88,7 @@ class EncoderBlock(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> block = EncoderBlock(8)
-    >>> out, skip = block(np.zeros((2, 32, 64, 1), "float32"))
-    >>> tuple(out.shape)
+    >>> tuple(block(np.zeros((2, 32, 64, 1), "float32")).shape)
     (2, 16, 32, 8)
     """
 
@@ -120,9 +119,10 @@ class EncoderBlock(keras.layers.Layer):
             padding="same",
             use_bias=self.normalization is None,
             name="conv",
+            dtype=self.dtype_policy,
         )
         self.conv.build(input_shape)
-        self.norm = _normalization(self.normalization, self.filters)
+        self.norm = _normalization(self.normalization, self.filters, self.dtype_policy)
         if self.norm is not None:
             self.norm.build(self.conv.compute_output_shape(input_shape))
 
@@ -130,13 +130,11 @@ class EncoderBlock(keras.layers.Layer):
         x = self.conv(inputs)
         if self.norm is not None:
             x = self.norm(x, training=training)
-        x = self._activation_fn(x)
-        return x, x
+        return self._activation_fn(x)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
-        out = (batch, _ceil_div(height, self.strides[0]), _ceil_div(width, self.strides[1]), self.filters)
-        return out, out
+        return (batch, _ceil_div(height, self.strides[0]), _ceil_div(width, self.strides[1]), self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -154,13 +152,13 @@ class EncoderBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DecoderBlock(keras.layers.Layer):
-    """Transposed-conv up-sampling → optional U-Net concat + 1x1 conv → norm → act.
+    """Transposed-conv up-sampling → optional U-Net skip mix (`SkipMix`) → norm → act.
 
     Call it as `block(x)` or `block(x, skip)`. The up-sampling is a strided
     transposed convolution whose kernel is a multiple of the stride (no
     checkerboard); with `skip_channels > 0` the encoder feature of the same
     resolution is mixed in by a 1x1 convolution over the concatenation
-    `[up-sampled, skip]` (computed as two channel matmuls, without the
+    `[up-sampled, skip]` (`SkipMix`: two channel matmuls, without the
     concatenated copy). This costs about a quarter of the FLOPs of nearest
     up-sampling followed by a 3x3 convolution at the output resolution.
     Without a skip (`decode(z)` from the latent alone) the skip's share is
@@ -208,7 +206,6 @@ class DecoderBlock(keras.layers.Layer):
         self._activation_fn = keras.activations.get(activation)
 
     def build(self, inputs_shape, skip_shape=None):
-        input_shape = inputs_shape
         use_bias = self.normalization is None
         self.upsample = keras.layers.Conv2DTranspose(
             self.filters,
@@ -217,15 +214,17 @@ class DecoderBlock(keras.layers.Layer):
             padding="same",
             use_bias=use_bias,
             name="upsample",
+            dtype=self.dtype_policy,
         )
-        self.upsample.build(input_shape)
-        output_shape = self.compute_output_shape(input_shape)
+        self.upsample.build(inputs_shape)
+        output_shape = self.compute_output_shape(inputs_shape)
         if self.skip_channels:
-            # Holds the 1x1 kernel (and the saved weights' layout); `_mix_skip` applies it
-            # without concatenating.
-            self.skip_conv = keras.layers.Conv2D(self.filters, 1, use_bias=use_bias, name="skip_conv")
-            self.skip_conv.build(output_shape[:3] + (self.filters + self.skip_channels,))
-        self.norm = _normalization(self.normalization, self.filters)
+            # Named skip_conv: the weight path files saved by 0.1 (a Conv2D here) use.
+            self.skip_conv = SkipMix(
+                self.filters, self.skip_channels, use_bias=use_bias, name="skip_conv", dtype=self.dtype_policy
+            )
+            self.skip_conv.build(output_shape)
+        self.norm = _normalization(self.normalization, self.filters, self.dtype_policy)
         if self.norm is not None:
             self.norm.build(output_shape)
 
@@ -236,28 +235,12 @@ class DecoderBlock(keras.layers.Layer):
                 raise ValueError(
                     f"{self.name}: skip has {skip.shape[-1]} channels, expected skip_channels={self.skip_channels}"
                 )
-            x = self._mix_skip(x, skip)
+            x = self.skip_conv(x, skip)
         elif skip is not None:
             raise ValueError(f"{self.name} was built with skip_channels=0 but got a skip tensor")
         if self.norm is not None:
             x = self.norm(x, training=training)
         return self._activation_fn(x)
-
-    def _mix_skip(self, x, skip):
-        # skip_conv(concatenate([x, skip])), a 1x1 convolution, equals
-        # x @ K_x + skip @ K_skip over channels. Two matmuls skip the
-        # concatenated copy and its gradient's slices: forward + backward of
-        # the largest block's mix takes 7 ms instead of 12 on the 2-core CPU
-        # (TF). A missing skip adds nothing, exactly as concatenated zeros.
-        kernel = ops.cast(ops.reshape(self.skip_conv.kernel, (-1, self.filters)), x.dtype)
-        x_kernel, skip_kernel = ops.split(kernel, [self.filters], axis=0)
-        shape = [x.shape[i] if x.shape[i] is not None else ops.shape(x)[i] for i in (1, 2)]
-        y = ops.matmul(ops.reshape(x, (-1, self.filters)), x_kernel)
-        if skip is not None:
-            y = y + ops.matmul(ops.reshape(ops.cast(skip, x.dtype), (-1, self.skip_channels)), skip_kernel)
-        if self.skip_conv.use_bias:
-            y = y + ops.cast(self.skip_conv.bias, x.dtype)
-        return ops.reshape(y, (-1, shape[0], shape[1], self.filters))
 
     def compute_output_shape(self, inputs_shape, skip_shape=None):
         batch, height, width, _ = inputs_shape
@@ -283,13 +266,80 @@ class DecoderBlock(keras.layers.Layer):
         return config
 
 
-def _normalization(kind: str | None, channels: int) -> keras.layers.Layer | None:
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SkipMix(keras.layers.Layer):
+    """A 1x1 convolution over the concatenation `[inputs, skip]`, without concatenating.
+
+    Over channels the convolution is `inputs @ K_in + skip @ K_skip`; two
+    matmuls spare the concatenated copy and its gradient's slices: forward +
+    backward of the largest decoder block's mix takes 7 ms instead of 12 on
+    the 2-core CPU (TF). Call it as `mix(x, skip)` or `mix(x)`: a missing skip
+    adds nothing, exactly as concatenated zeros would.
+
+    Its kernel has a `Conv2D`'s shape `(1, 1, in + skip_channels, filters)` and
+    its variables a `Conv2D`'s order (kernel, then bias), so weights saved when
+    `DecoderBlock` held a `Conv2D` here load unchanged.
+
+    Args:
+        filters: output channels.
+        skip_channels: channels of the skip tensor.
+        use_bias: whether to add a bias.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    >>> import numpy as np
+    >>> mix = SkipMix(4, skip_channels=2)
+    >>> tuple(mix(np.zeros((1, 8, 8, 3), "float32"), np.ones((1, 8, 8, 2), "float32")).shape)
+    (1, 8, 8, 4)
+    """
+
+    def __init__(self, filters: int, skip_channels: int, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.skip_channels = int(skip_channels)
+        self.use_bias = bool(use_bias)
+
+    def build(self, inputs_shape, skip_shape=None):
+        self.input_channels = int(inputs_shape[-1])
+        kernel_shape = (1, 1, self.input_channels + self.skip_channels, self.filters)
+        self.kernel = self.add_weight(shape=kernel_shape, initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias") if self.use_bias else None
+
+    def call(self, inputs, skip=None):
+        kernel = ops.cast(ops.reshape(self.kernel, (-1, self.filters)), inputs.dtype)
+        inputs_kernel, skip_kernel = ops.split(kernel, [self.input_channels], axis=0)
+        spatial = [inputs.shape[i] if inputs.shape[i] is not None else ops.shape(inputs)[i] for i in (1, 2)]
+        y = ops.matmul(ops.reshape(inputs, (-1, self.input_channels)), inputs_kernel)
+        if skip is not None:
+            y = y + ops.matmul(ops.reshape(ops.cast(skip, inputs.dtype), (-1, self.skip_channels)), skip_kernel)
+        if self.bias is not None:
+            y = y + ops.cast(self.bias, inputs.dtype)
+        return ops.reshape(y, (-1, spatial[0], spatial[1], self.filters))
+
+    def compute_output_shape(self, inputs_shape, skip_shape=None):
+        return tuple(inputs_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "skip_channels": self.skip_channels, "use_bias": self.use_bias})
+        return config
+
+
+def _normalization(kind: str | None, channels: int, dtype) -> keras.layers.Layer | None:
+    # `dtype`: the block's policy, so a mixed-precision block normalises in its compute dtype.
     if kind == "batch":
-        return keras.layers.BatchNormalization(name="norm")
+        return keras.layers.BatchNormalization(name="norm", dtype=dtype)
     if kind == "group":
         groups = next(g for g in (4, 2, 1) if channels % g == 0)
-        return keras.layers.GroupNormalization(groups=groups, name="norm")
+        return keras.layers.GroupNormalization(groups=groups, name="norm", dtype=dtype)
     return None
+
+
+def _check_range(log_var_range) -> tuple[float, float]:
+    low, high = (float(v) for v in log_var_range)
+    if not low < high:
+        raise ValueError(f"log_var_range must be (low, high) with low < high, got {log_var_range}")
+    return low, high
 
 
 def _ceil_div(size: int | None, stride: int) -> int | None:

@@ -1,7 +1,11 @@
 """Loss terms of the timbre VAE, on normalised log-mel of shape (batch, mels, frames, 1).
 
 Axis 1 is mel (frequency, low to high), axis 2 is time. All functions use
-`keras.ops` only and return a scalar: the mean over the batch.
+`keras.ops` only and return a scalar: the mean over the batch, or with
+`sample_weight` (one weight per example) the weighted sum over the batch
+divided by the batch size, which is how Keras' own losses reduce by default
+("sum_over_batch_size"): weights of 1 give the unweighted mean, an example of
+weight 2 counts twice, one of weight 0 not at all.
 """
 
 from __future__ import annotations
@@ -14,7 +18,45 @@ MEL_AXIS = 1
 TIME_AXIS = 2
 
 
-def kl_divergence(z_mean, z_log_var, free_bits: float = 0.0):
+def example_weights(sample_weight, batch_rank: int = 1):
+    """`sample_weight` as a float32 tensor of shape `(batch,) + (1,) * (batch_rank - 1)`.
+
+    Raises a ValueError unless it holds one weight per example (shape
+    `(batch,)` or `(batch, 1, ...)`): every term of the VAE's loss, the KL
+    included, is a per-example quantity, so per-bin weights have no meaning.
+
+    Example:
+    >>> tuple(example_weights([[1.0], [2.0]], batch_rank=3).shape)
+    (2, 1, 1)
+    """
+    weights = ops.convert_to_tensor(sample_weight, dtype="float32")
+    if len(weights.shape) == 0 or any(d != 1 for d in weights.shape[1:]):
+        raise ValueError(
+            f"sample_weight must hold one weight per example, shape (batch,), got shape {tuple(weights.shape)}"
+        )
+    return ops.reshape(weights, (-1,) + (1,) * (batch_rank - 1))
+
+
+def batch_mean(values, sample_weight=None):
+    """Mean over the batch axis (0) of per-example `values`, optionally weighted per example.
+
+    Example:
+    >>> float(batch_mean([1.0, 3.0], sample_weight=[2.0, 0.0]))
+    1.0
+    """
+    values = ops.convert_to_tensor(values)
+    if sample_weight is None:
+        return ops.mean(values, axis=0)
+    weights = ops.cast(example_weights(sample_weight, len(values.shape)), values.dtype)
+    return ops.sum(values * weights, axis=0) / ops.cast(ops.shape(values)[0], values.dtype)
+
+
+def _example_mean(values, sample_weight=None):
+    # Mean over every axis but the batch's, then the (weighted) batch mean.
+    return batch_mean(ops.mean(values, axis=tuple(range(1, len(values.shape)))), sample_weight)
+
+
+def kl_divergence(z_mean, z_log_var, free_bits: float = 0.0, sample_weight=None):
     """KL(q(z|x) || N(0, I)): summed over latent dimensions, averaged over the batch.
 
     With `free_bits > 0` each latent dimension's batch-averaged KL counts as at
@@ -25,6 +67,7 @@ def kl_divergence(z_mean, z_log_var, free_bits: float = 0.0):
         z_mean: (batch, latent_dim) posterior means.
         z_log_var: (batch, latent_dim) posterior log-variances.
         free_bits: minimum KL per latent dimension, in nats.
+        sample_weight: optional `(batch,)` weights of the batch average.
 
     Returns:
         Scalar KL in nats per example.
@@ -39,13 +82,13 @@ def kl_divergence(z_mean, z_log_var, free_bits: float = 0.0):
     z_mean = ops.convert_to_tensor(z_mean)
     z_log_var = ops.convert_to_tensor(z_log_var, dtype=z_mean.dtype)
     kl_per_dim = -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
-    kl_per_dim = ops.mean(kl_per_dim, axis=0)
+    kl_per_dim = batch_mean(kl_per_dim, sample_weight)
     if free_bits:
         kl_per_dim = ops.maximum(kl_per_dim, free_bits)
     return ops.sum(kl_per_dim)
 
 
-def reconstruction_loss(y_true, y_pred, kind: str = "mse"):
+def reconstruction_loss(y_true, y_pred, kind: str = "mse", sample_weight=None):
     """Mean squared ("mse") or absolute ("l1") error over all bins and frames.
 
     Example:
@@ -56,9 +99,9 @@ def reconstruction_loss(y_true, y_pred, kind: str = "mse"):
     y_pred = ops.convert_to_tensor(y_pred)
     error = ops.convert_to_tensor(y_true, dtype=y_pred.dtype) - y_pred
     if kind == "mse":
-        return ops.mean(ops.square(error))
+        return _example_mean(ops.square(error), sample_weight)
     if kind == "l1":
-        return ops.mean(ops.abs(error))
+        return _example_mean(ops.abs(error), sample_weight)
     raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {kind!r}")
 
 
@@ -78,7 +121,7 @@ def _finite_difference(x, axis: int):
     return ops.slice(x, later, shape) - ops.slice(x, start, shape)
 
 
-def gradient_difference_loss(y_true, y_pred, axis: int):
+def gradient_difference_loss(y_true, y_pred, axis: int, sample_weight=None):
     """L1 distance between the finite differences of target and prediction along `axis`.
 
     Differencing is linear, so this is the finite difference of the error
@@ -86,10 +129,10 @@ def gradient_difference_loss(y_true, y_pred, axis: int):
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.convert_to_tensor(y_true, dtype=y_pred.dtype)
-    return ops.mean(ops.abs(_finite_difference(y_true - y_pred, axis)))
+    return _example_mean(ops.abs(_finite_difference(y_true - y_pred, axis)), sample_weight)
 
 
-def mel_gradient_loss(y_true, y_pred):
+def mel_gradient_loss(y_true, y_pred, sample_weight=None):
     """Gradient difference loss along mel (axis 1): penalises blurred harmonics.
 
     A reconstruction smoothed across frequency keeps the mean level (so MSE
@@ -102,10 +145,10 @@ def mel_gradient_loss(y_true, y_pred):
     >>> float(mel_gradient_loss(x, x))
     0.0
     """
-    return gradient_difference_loss(y_true, y_pred, MEL_AXIS)
+    return gradient_difference_loss(y_true, y_pred, MEL_AXIS, sample_weight)
 
 
-def time_gradient_loss(y_true, y_pred):
+def time_gradient_loss(y_true, y_pred, sample_weight=None):
     """Gradient difference loss along time (axis 2): penalises smeared onsets.
 
     Example:
@@ -114,7 +157,7 @@ def time_gradient_loss(y_true, y_pred):
     >>> float(time_gradient_loss(x, x))
     0.0
     """
-    return gradient_difference_loss(y_true, y_pred, TIME_AXIS)
+    return gradient_difference_loss(y_true, y_pred, TIME_AXIS, sample_weight)
 
 
 def scale_loss_for_replicas(loss):

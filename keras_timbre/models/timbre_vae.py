@@ -28,22 +28,13 @@ DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_CLIPNORM = 1.0
 LOG_VAR_RANGE = (-10.0, 10.0)
 
-# Measured in benchmarks/bench_training.py (see benchmarks/results/training.md),
-# default model, idle 2-core CPU: TF 152 samples/s without XLA vs 98 with (XLA's
-# CPU convolutions lose to oneDNN); JAX 24.8 jitted vs 19.0 op-by-op; torch 87
-# eager vs 69 with torch.compile (after a 42 s compile).
-_JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
-
-
-def default_jit_compile(backend: str | None = None) -> bool:
-    """The `jit_compile` setting measured fastest for training on `backend` (CPU).
-
-    Example:
-    >>> default_jit_compile("tensorflow")
-    False
-    """
-    backend = backend or keras.backend.backend()
-    return _JIT_COMPILE.get(backend, False)
+# `compile()` passes jit_compile="auto", which Keras resolves per backend in
+# `Trainer._resolve_auto_jit_compile` (keras/src/trainers/trainer.py, Keras 3.15):
+# torch -> False (eager); TensorFlow -> False on a CPU-only machine or under a
+# tf.distribute strategy, else XLA; JAX -> jit. That is what we measured fastest
+# on the 2-core CPU (benchmarks/results/training.md: TF 152 samples/s without XLA
+# vs 98 with; JAX 24.8 jitted vs 19.0 op-by-op; torch 87 eager vs 69 compiled).
+JIT_COMPILE = "auto"
 
 
 def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE) -> keras.optimizers.Optimizer:
@@ -175,7 +166,8 @@ class TimbreVAE(keras.Model):
         self.flatten = keras.layers.Flatten(name="flatten")
         self.z_mean_dense = keras.layers.Dense(self.latent_dim, name="z_mean")
         self.z_log_var_dense = keras.layers.Dense(self.latent_dim, name="z_log_var")
-        self.sampling = Sampling(seed=seed, log_var_range=LOG_VAR_RANGE, name="sampling")
+        # z_log_var is clipped once, in `_encode`, where both the KL term and Sampling see it.
+        self.sampling = Sampling(seed=seed, log_var_range=None, name="sampling")
         self._bottleneck_shape = (input_shape[0] // factor, input_shape[1] // factor, filters[-1])
         self.decoder_dense = keras.layers.Dense(
             self._bottleneck_shape[0] * self._bottleneck_shape[1] * filters[-1],
@@ -205,11 +197,9 @@ class TimbreVAE(keras.Model):
         if self.built:  # built in __init__; KerasTuner's Hyperband calls build again
             return
         shape = (None,) + self.spectrogram_shape
-        skip_shapes = []
         for block in self.encoder_blocks:
             block.build(shape)
-            shape, skip_shape = block.compute_output_shape(shape)
-            skip_shapes.append(skip_shape)
+            shape = block.compute_output_shape(shape)
         flat = self.flatten.compute_output_shape(shape)
         self.z_mean_dense.build(flat)
         self.z_log_var_dense.build(flat)
@@ -254,10 +244,10 @@ class TimbreVAE(keras.Model):
     # ---------------------------------------------------------------- forward
     def _encode(self, x, training=None):
         self.check_input_shape(x.shape)
-        skips = []
+        skips = []  # with strided blocks, each block's output is the skip feature of its resolution
         for block in self.encoder_blocks:
-            x, skip = block(x, training=training)
-            skips.append(skip)
+            x = block(x, training=training)
+            skips.append(x)
         flat = self.flatten(x)
         z_mean = self.z_mean_dense(flat)
         z_log_var = ops.clip(self.z_log_var_dense(flat), LOG_VAR_RANGE[0], LOG_VAR_RANGE[1])
@@ -313,36 +303,53 @@ class TimbreVAE(keras.Model):
         """`keras.Model.compile` with this model's defaults.
 
         `optimizer` defaults to `default_optimizer()` (Adam, clipnorm 1.0) and
-        `jit_compile` to `default_jit_compile()` for the running backend. Pass
-        no `loss`: the VAE's loss terms are built in.
+        `jit_compile` to "auto" (see `JIT_COMPILE`), which Keras resolves for
+        the running backend. Pass no `loss`: the VAE's loss terms are built in.
         """
         if kwargs.get("loss") is not None:
             raise ValueError("TimbreVAE computes its own loss in compute_loss; do not pass `loss` to compile")
         super().compile(
             optimizer=default_optimizer() if optimizer is None else optimizer,
-            jit_compile=default_jit_compile() if jit_compile is None else jit_compile,
+            jit_compile=JIT_COMPILE if jit_compile is None else jit_compile,
             **kwargs,
         )
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`; with `sample_weight`, pass the target too: `fit(x, x, sample_weight=w)`."""
+        _check_weights_have_target("fit", y, kwargs.get("sample_weight"))
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`; with `sample_weight`, pass the target too (see `fit`)."""
+        _check_weights_have_target("evaluate", y, kwargs.get("sample_weight"))
+        return super().evaluate(x, y, *args, **kwargs)
+
     def compile_from_config(self, config):
-        # Restores the optimizer on load. jit_compile is left to the loading
-        # backend's default: the saving backend's choice may be slow here.
+        # Restores the optimizer on load. jit_compile is resolved afresh ("auto")
+        # for the loading backend: the saving backend's choice may be slow here.
         config = keras.saving.deserialize_keras_object(config)
         config.pop("jit_compile", None)
         self.compile(**config)
         self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The weighted sum of the loss terms; updates their trackers.
+
+        `sample_weight` (from `fit(..., sample_weight=w)`), one weight per
+        example, weights every term's batch mean as Keras' losses do (see
+        `keras_timbre.models.losses`); other shapes raise a ValueError.
+        """
         target = x if y is None else y
         if y_pred is None:
             y_pred = self(x, training=training)
+        weights = None if sample_weight is None else losses.example_weights(sample_weight)
         reconstructed = y_pred["reconstruction"]
-        reconstruction_term = losses.reconstruction_loss(target, reconstructed, self.reconstruction)
-        kl_term = losses.kl_divergence(y_pred["z_mean"], y_pred["z_log_var"], self.free_bits)
+        reconstruction_term = losses.reconstruction_loss(target, reconstructed, self.reconstruction, weights)
+        kl_term = losses.kl_divergence(y_pred["z_mean"], y_pred["z_log_var"], self.free_bits, weights)
         # A gradient term whose weight was 0 at construction is only measured:
         # stop_gradient spares its backward pass (~0.5M-element ops per term).
-        mel_grad_term = losses.mel_gradient_loss(target, self._maybe_stop(reconstructed, "grad_weight"))
-        time_grad_term = losses.time_gradient_loss(target, self._maybe_stop(reconstructed, "time_grad_weight"))
+        mel_grad_term = losses.mel_gradient_loss(target, self._maybe_stop(reconstructed, "grad_weight"), weights)
+        time_grad_term = losses.time_gradient_loss(target, self._maybe_stop(reconstructed, "time_grad_weight"), weights)
         terms = [
             reconstruction_term,
             ops.cast(self.beta, kl_term.dtype) * kl_term,
@@ -376,9 +383,7 @@ class TimbreVAE(keras.Model):
         >>> model.use_skips, float(model.grad_weight)
         (True, 0.0)
         """
-        if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r}; choose one of {tuple(VARIANTS)}")
-        use_skips, use_grad = VARIANTS[name]
+        use_skips, use_grad = VARIANTS[check_variant(name)]
         overrides.setdefault("grad_weight", DEFAULT_GRAD_WEIGHT)
         if not use_grad:
             overrides["grad_weight"] = 0.0
@@ -412,3 +417,12 @@ class TimbreVAE(keras.Model):
             }
         )
         return config
+
+
+def _check_weights_have_target(method: str, y, sample_weight) -> None:
+    # Keras packs (x, None, w) as x alone: the weights would silently vanish.
+    if y is None and sample_weight is not None:
+        raise ValueError(
+            f"TimbreVAE.{method}: Keras drops sample_weight when y is None; pass the target as well, "
+            f"e.g. model.{method}(x, x, sample_weight=w)"
+        )

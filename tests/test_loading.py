@@ -1,0 +1,141 @@
+"""Loading saved models: the 0.1 fixture on every backend, from a fresh `import keras_timbre` script.
+
+tests/fixtures/timbre_vae_v0_1.keras is a tiny compiled skip+grad TimbreVAE
+saved by keras-timbre 0.1.0 (TensorFlow backend, after two epochs); the JSON
+beside it holds its input recipe and its outputs rounded to 1e-5. Both must
+keep loading and matching whatever changes in the model code.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_timbre
+from tests.testing import to_numpy
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MODEL_FILE = FIXTURES / "timbre_vae_v0_1.keras"
+REPO = Path(__file__).resolve().parents[1]
+TOLERANCE = 2e-5  # the JSON's 1e-5 rounding plus float32 differences between backends
+
+# keras_timbre.__all__ as of 0.1.0: public names must not change.
+PUBLIC_NAMES_V0_1 = [
+    "BetaWarmup",
+    "FeatureStats",
+    "FrontendConfig",
+    "NaNGuard",
+    "TimbreHyperModel",
+    "TimbreVAE",
+    "VARIANTS",
+    "callbacks",
+    "compute_stats",
+    "data",
+    "default_data_dir",
+    "distribution_scope",
+    "evaluate",
+    "export_run",
+    "export_saved_model",
+    "feature_dataset",
+    "layers",
+    "load_run",
+    "log_mel",
+    "losses",
+    "make_synthetic_dataset",
+    "mel_to_audio",
+    "read_notes",
+    "run_search",
+    "split_notes",
+    "train",
+]
+
+
+def _expected() -> dict:
+    return json.loads((FIXTURES / "timbre_vae_v0_1.json").read_text())
+
+
+def _fixture_input(recipe: dict) -> np.ndarray:
+    assert recipe["generator"] == "numpy.random.default_rng" and recipe["distribution"] == "normal"
+    return np.random.default_rng(recipe["seed"]).normal(size=recipe["shape"]).astype(recipe["dtype"])
+
+
+def _assert_matches_fixture(outputs: dict, expected: dict) -> None:
+    for key in ("reconstruction", "z_mean", "z_log_var", "reconstruction_without_skips"):
+        np.testing.assert_allclose(outputs[key], np.array(expected[key]), rtol=0, atol=TOLERANCE, err_msg=key)
+
+
+@pytest.mark.backend
+def test_the_0_1_fixture_loads_and_gives_its_saved_outputs():
+    expected = _expected()
+    model = keras.saving.load_model(MODEL_FILE, safe_mode=True)
+    assert isinstance(model, keras_timbre.TimbreVAE) and model.variant == "skip+grad"
+    assert float(to_numpy(model.beta)) == expected["beta"]  # scheduled state travels with the weights
+    x = _fixture_input(expected["input"])
+    outputs = {key: to_numpy(value) for key, value in model(x).items()}
+    outputs["reconstruction_without_skips"] = to_numpy(model.reconstruct(x, use_skips=False))
+    _assert_matches_fixture(outputs, expected)
+    # Compiled on load (its Adam restored), and it trains on.
+    assert model.optimizer is not None and int(to_numpy(model.optimizer.iterations)) > 0
+    history = model.fit(x, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+_USER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import keras
+    import keras_timbre
+
+    model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+    recipe = json.loads(sys.argv[2])
+    import numpy as np
+    x = np.random.default_rng(recipe["seed"]).normal(size=recipe["shape"]).astype(recipe["dtype"])
+    out = {k: keras.ops.convert_to_numpy(v).tolist() for k, v in model(x).items()}
+    out["reconstruction_without_skips"] = keras.ops.convert_to_numpy(model.reconstruct(x, use_skips=False)).tolist()
+    print(json.dumps({"backend": keras.backend.backend(), "class": type(model).__name__, "outputs": out}))
+    """)
+
+
+@pytest.mark.backend
+def test_a_user_script_loads_a_model_after_import_keras_timbre(tmp_path):
+    # A fresh interpreter, as a user's script: `import keras_timbre` alone must register the classes.
+    expected = _expected()
+    script = tmp_path / "load.py"
+    script.write_text(_USER_SCRIPT)
+    backend = keras.backend.backend()
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(script), str(MODEL_FILE), json.dumps(expected["input"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"load failed under {backend}:\n{result.stderr[-3000:]}"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend and report["class"] == "TimbreVAE"
+    _assert_matches_fixture({k: np.array(v) for k, v in report["outputs"].items()}, expected)
+
+
+def test_public_names_are_unchanged():
+    assert keras_timbre.__all__ == sorted(PUBLIC_NAMES_V0_1)
+    for name in PUBLIC_NAMES_V0_1:
+        assert getattr(keras_timbre, name) is not None, name
+
+
+def test_import_registers_the_classes_and_keeps_the_rest_lazy():
+    code = (
+        "import sys, keras, keras_timbre\n"
+        "names = ['TimbreVAE', 'Sampling', 'EncoderBlock', 'DecoderBlock', 'SkipMix']\n"
+        "missing = [n for n in names if keras.saving.get_registered_object('keras_timbre>' + n) is None]\n"
+        "print(missing, 'keras_timbre.tuning.search' in sys.modules, 'keras_timbre.training.trainer' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[] False False"
