@@ -41,8 +41,16 @@ from keras_timbre.training import run as runs
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"epoch-(\d{4,})\.json")
 # config.json entries that may differ on resume: the epoch budget, what the
-# model reported about itself, where features are cached, the versions.
-_FREE_KEYS = {"hyperparameters.epochs", "hyperparameters.model", "feature_cache", "versions"}
+# model reported about itself, where features are cached, the versions, and
+# note counts (they follow from the data and split settings, which are compared).
+_FREE_KEYS = {
+    "hyperparameters.epochs",
+    "hyperparameters.model",
+    "feature_cache",
+    "versions",
+    "split.train_notes",
+    "split.val_notes",
+}
 
 
 @dataclasses.dataclass

@@ -151,7 +151,9 @@ def train(
             model_config = model.get_config()  # what the model really uses, defaults included
             config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
             runs.create_run(out, frontend, notes.stats, config)
-            all_callbacks = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(callbacks or [])
+            all_callbacks = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(
+                callbacks or []
+            )
             model.fit(
                 notes.train,
                 validation_data=notes.validation,
