@@ -71,10 +71,15 @@ def test_train_cli_on_tiny_frontend(tmp_path, notes_dir, capsys):
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["variant"] == "grad"
     assert "Training grad on 10 notes (10 held out)" in capsys.readouterr().out
-    # Resuming the run with another frontend is refused, naming the field.
+    # Resuming the run with other settings is refused, naming the setting; --restart starts over.
+    argv[argv.index("--batch-size") + 1] = "4"
+    assert main(argv) == 2
+    assert "cannot be resumed: hyperparameters.batch_size 8 -> 4" in capsys.readouterr().err
     argv[argv.index("32")] = "16"
     assert main(argv) == 2
     assert "n_mels: run has 32, requested frontend has 16" in capsys.readouterr().err
+    assert main(argv + ["--restart"]) == 0
+    assert json.loads((out / "frontend.json").read_text())["n_mels"] == 16
 
 
 def test_evaluate_cli(tiny_run, tmp_path, capsys):

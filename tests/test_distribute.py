@@ -233,4 +233,5 @@ def test_unknown_mode_and_global_batch_checks():
     assert info.check_global_batch_size(32) == 8
     with pytest.raises(ValueError, match="batch size 30 is the global batch.*multiple of 4"):
         info.check_global_batch_size(30)
-    assert json.dumps(info.to_dict())
+    assert info.describe() == "distribution: data-parallel with keras.distribution.DataParallel on jax: 4 replicas ()"
+    assert DistributionInfo("none", "torch").describe() == "distribution: none (torch, one device)"

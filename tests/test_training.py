@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -11,7 +12,8 @@ from keras_timbre.evaluation import ablation
 from keras_timbre.evaluation import evaluator as evaluation
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer as training
-from keras_timbre.data import make_synthetic_dataset
+from keras_timbre.data import make_synthetic_dataset, read_notes
+from keras_timbre.data.split import load_log_mel, load_split
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
 
@@ -26,18 +28,10 @@ def notes_dir(tmp_path_factory):
 
 
 def tiny_train(out, data, **kwargs):
-    kwargs.setdefault("epochs", 2)
-    return training.train(
-        out,
-        data=data,
-        frontend=TINY_FRONTEND,
-        model_kwargs=TINY_MODEL,
-        batch_size=4,
-        val_fraction=0.5,
-        warmup_epochs=1,
-        verbose=0,
-        **kwargs,
+    settings = dict(
+        epochs=2, frontend=TINY_FRONTEND, model_kwargs=TINY_MODEL, batch_size=4, val_fraction=0.5, warmup_epochs=1
     )
+    return training.train(out, data=data, verbose=0, **{**settings, **kwargs})
 
 
 def history_rows(path):
@@ -83,7 +77,7 @@ def test_train_streams_from_a_feature_cache_and_reuses_it(tmp_path, notes_dir, c
     assert np.isfinite(float(history_rows(run.path)[0]["val_loss"]))
     assert run.config["feature_cache"] == str(cache) and run.config["split"]["train_notes"] == 10
     # The statistics are the training cache's, so streamed and in-memory features agree.
-    in_memory = FeatureStats.from_features(training.load_split(notes_dir, TINY_FRONTEND, 0.5, 0)[1])
+    in_memory = FeatureStats.from_features(load_split(notes_dir, TINY_FRONTEND, 0.5, 0)[1])
     np.testing.assert_allclose(run.stats.mean, in_memory.mean, atol=1e-3)
     assert (run.path / "figures" / "reconstruction_epoch_001.png").is_file()
     capsys.readouterr()
@@ -91,21 +85,40 @@ def test_train_streams_from_a_feature_cache_and_reuses_it(tmp_path, notes_dir, c
     assert capsys.readouterr().out.count("reusing feature cache") == 2  # train and val
 
 
-def test_a_finished_run_asked_for_more_epochs_continues_from_its_model(tmp_path, notes_dir):
-    first = tiny_train(tmp_path / "run", notes_dir, epochs=1, variant="baseline")
-    before = [np.array(w) for w in first.model.get_weights()]
-    more = tiny_train(tmp_path / "run", notes_dir, epochs=2, variant="baseline")
-    assert [int(r["epoch"]) for r in history_rows(more.path)] == [0, 1]
+def losses(path):
+    return np.array([[float(r["loss"]), float(r["val_loss"])] for r in history_rows(path)])
+
+
+@pytest.fixture(scope="module")
+def unbroken_run(tmp_path_factory, notes_dir):
+    """3 epochs in one go: what every resumed run must reproduce."""
+    return tiny_train(tmp_path_factory.mktemp("runs") / "unbroken", notes_dir, epochs=3, variant="skip+grad")
+
+
+@pytest.mark.backend
+def test_a_finished_run_asked_for_more_epochs_continues_from_its_model(tmp_path, notes_dir, unbroken_run):
+    tiny_train(tmp_path / "run", notes_dir, epochs=1, variant="skip+grad")
+    more = tiny_train(tmp_path / "run", notes_dir, epochs=3, variant="skip+grad")
+    assert [int(r["epoch"]) for r in history_rows(more.path)] == [0, 1, 2]
+    # Continued, not started again: epochs 2 and 3 are those of the unbroken run, weights too.
+    np.testing.assert_allclose(losses(more.path), losses(unbroken_run.path), rtol=1e-4)
     reloaded = keras.saving.load_model(more.path / runs.MODEL_FILE)
-    assert any(not np.allclose(a, b) for a, b in zip(before, reloaded.get_weights()))
+    for continued, unbroken in zip(reloaded.get_weights(), unbroken_run.model.get_weights()):
+        np.testing.assert_allclose(continued, unbroken, rtol=1e-3, atol=1e-5)
 
 
-def test_evaluation_held_out_pitches_were_not_trained_on(trained_run, notes_dir):
+def test_the_model_trains_on_the_training_split_only(trained_run, notes_dir):
     records, _ = evaluation.held_out_notes(trained_run)
-    train_records, _, val_records, _ = training.load_split(notes_dir, TINY_FRONTEND, 0.5, 0)
-    assert [r.note_str for r in records] == [r.note_str for r in val_records]
-    seen = {(r.instrument, r.pitch) for r in train_records}
-    assert not any((r.instrument, r.pitch) in seen for r in records)
+    everything = read_notes(notes_dir)
+    held_out = {(r.instrument, r.pitch) for r in records}
+    training_notes = [r for r in everything if (r.instrument, r.pitch) not in held_out]
+    assert len(records) == 10 and len(training_notes) == 10  # every velocity of a held-out pitch is held out
+    assert {r.note_str for r in records} | {r.note_str for r in training_notes} == {r.note_str for r in everything}
+    # The statistics the run normalised with are those of the training notes alone, not of all notes.
+    train_db, _ = load_log_mel(training_notes, TINY_FRONTEND)
+    np.testing.assert_allclose(trained_run.stats.mean, FeatureStats.from_features(train_db).mean, atol=1e-3)
+    all_db, _ = load_log_mel(everything, TINY_FRONTEND)
+    assert not np.allclose(trained_run.stats.mean, FeatureStats.from_features(all_db).mean, atol=1e-2)
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -120,14 +133,17 @@ class StopAfter(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_training_resumes_without_losing_epochs(tmp_path, notes_dir):
+@pytest.mark.backend
+def test_an_interrupted_run_resumes_as_the_unbroken_run(tmp_path, notes_dir, unbroken_run):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        tiny_train(out, notes_dir, epochs=3, callbacks=[StopAfter(2)])
-    assert [int(r["epoch"]) for r in history_rows(out)] == [0, 1]
+        tiny_train(out, notes_dir, epochs=3, callbacks=[StopAfter(1)])
+    assert [int(r["epoch"]) for r in history_rows(out)] == [0]
     assert (out / "model.keras").is_file()  # the last finished epoch's model is on disk
     tiny_train(out, notes_dir, epochs=3)
     assert [int(r["epoch"]) for r in history_rows(out)] == [0, 1, 2]
+    # Weights, optimizer, beta schedule, sampling/dropout RNG and data order all carried over.
+    np.testing.assert_allclose(losses(out), losses(unbroken_run.path), rtol=1e-4)
     # A finished run is left alone by the same command.
     before = (out / "model.keras").stat().st_mtime_ns
     tiny_train(out, notes_dir, epochs=3)
@@ -135,6 +151,42 @@ def test_interrupted_training_resumes_without_losing_epochs(tmp_path, notes_dir)
     assert len(history_rows(out)) == 3
     with pytest.raises(ValueError, match="already holds a 'skip\\+grad' run; cannot resume it as 'baseline'"):
         tiny_train(out, notes_dir, epochs=3, variant="baseline")
+
+
+def test_resuming_with_other_data_or_settings_is_refused_until_restart(tmp_path, notes_dir):
+    out = tmp_path / "run"
+    tiny_train(out, notes_dir, epochs=1, variant="baseline")
+    before = {name: (out / name).read_bytes() for name in ("stats.npz", "config.json", "history.csv")}
+    other_notes = make_synthetic_dataset(tmp_path / "other", notes=20, seed=1, progress=False)
+    with pytest.raises(ValueError, match=r"cannot be resumed: data_fingerprint '\w+' -> '\w+'.*--restart"):
+        tiny_train(out, other_notes, epochs=2, variant="baseline")
+    with pytest.raises(ValueError, match=r"hyperparameters.learning_rate 0.001 -> 0.01"):
+        tiny_train(out, notes_dir, epochs=2, variant="baseline", learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"split.val_fraction 0.5 -> 0.25"):
+        tiny_train(out, notes_dir, epochs=2, variant="baseline", val_fraction=0.25)
+    with pytest.raises(ValueError, match=r"split.split_seed 0 -> 1"):
+        tiny_train(out, notes_dir, epochs=2, variant="baseline", split_seed=1)
+    # Refused before anything was written: the run is as it was.
+    assert {name: (out / name).read_bytes() for name in before} == before
+    # The same notes copied elsewhere are the same data: resuming from the copy is allowed.
+    copy = tmp_path / "copy"
+    shutil.copytree(notes_dir, copy)
+    tiny_train(out, copy, epochs=2, variant="baseline")
+    assert len(history_rows(out)) == 2
+    restarted = tiny_train(out, other_notes, epochs=1, variant="baseline", restart=True)
+    assert len(history_rows(out)) == 1 and restarted.config["data"] == str(other_notes.resolve())
+    assert not (out / "figures" / "reconstruction_epoch_002.png").exists()
+
+
+def test_the_split_follows_the_seed_unless_given(tmp_path, notes_dir):
+    many_pitches = make_synthetic_dataset(tmp_path / "notes", notes=40, seed=0, progress=False)
+    held_out = {}
+    for seed, split_seed in ((0, None), (1, None), (1, 0)):
+        run = tiny_train(tmp_path / f"run{seed}{split_seed}", many_pitches, epochs=1, seed=seed, split_seed=split_seed)
+        assert run.config["split"]["split_seed"] == (seed if split_seed is None else split_seed)
+        held_out[seed, split_seed] = {r.note_str for r in evaluation.held_out_notes(run)[0]}
+    assert held_out[0, None] != held_out[1, None]
+    assert held_out[0, None] == held_out[1, 0]
 
 
 def test_bad_arguments_are_clear(tmp_path, notes_dir):

@@ -1,7 +1,8 @@
 """`keras-timbre train`: a thin argparse wrapper over `keras_timbre.training.trainer.train`.
 
-Errors (missing data, unknown variant, frontend mismatch) reach the dispatcher
-as FileNotFoundError/ValueError and exit with status 2 and one clear line.
+Errors (missing data, unknown variant, a resume with other settings) reach the
+dispatcher as FileNotFoundError/ValueError and exit with status 2 and one clear
+line; so does a run directory locked by another `train` (naming its PID).
 """
 
 from __future__ import annotations
@@ -17,14 +18,29 @@ def register(subparsers) -> None:
         "train",
         help="train a TimbreVAE variant into a run directory (resumable)",
         description="Train one TimbreVAE variant. Rerun the same command after an interruption to continue "
-        "from the last finished epoch.",
+        "from the last finished epoch, exactly as an unbroken run would; ask for more --epochs to train a "
+        "finished run on. Resuming with other data, split, frontend or hyperparameters is refused (exit 2); "
+        "--restart trains the run again from scratch. One train at a time per --out (a second exits 2).",
     )
     train.add_argument("--out", default="runs/main", help="run directory (default: %(default)s)")
     train.add_argument(
         "--variant", type=variant, default="skip+grad", help=f"one of {', '.join(VARIANTS)} (default: %(default)s)"
     )
     train.add_argument(
-        "--seed", type=int, default=0, help="seed of the split, weights and sampling (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split (unless --split-seed), weights, data order and sampling (default: %(default)s)",
+    )
+    train.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the choice of held-out pitches, to share validation notes between seeds (default: --seed)",
+    )
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete what an earlier run left in --out and train from scratch (instead of resuming)",
     )
     train.add_argument(
         "--distribute",
@@ -52,6 +68,7 @@ def _train(args) -> int:
     import sys
 
     from keras_timbre.training.callbacks import NonFiniteLossError
+    from keras_timbre.training.lock import RunLockedError
     from keras_timbre.training.trainer import train
 
     try:
@@ -59,11 +76,16 @@ def _train(args) -> int:
             args.out,
             variant=args.variant,
             seed=args.seed,
+            split_seed=args.split_seed,
+            restart=args.restart,
             distribute=args.distribute,
             cache=args.cache,
             figure_every=args.figure_every,
             **training_kwargs(args),
         )
+    except RunLockedError as error:
+        print(f"keras-timbre train: error: {error}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as error:
         print(
             f"keras-timbre train: {error}\nThe last finished epoch is kept in {args.out}; "

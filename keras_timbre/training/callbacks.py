@@ -1,6 +1,6 @@
-"""Training callbacks for TimbreVAE: β warm-up and a NaN guard.
+"""Training callbacks for TimbreVAE: β warm-up, a NaN guard and reconstruction figures.
 
-Both work on every backend: the schedule is applied in `on_epoch_begin`, when
+All work on every backend: the schedule is applied in `on_epoch_begin`, when
 Keras' JAX trainer re-reads variable values, so `model.beta.assign` takes
 effect there too.
 """
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import keras
 
 from keras_timbre import atomic
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
 
 SCHEDULES = ("linear", "cyclical")
 
@@ -67,7 +70,7 @@ class BetaWarmup(keras.callbacks.Callback):
 
     Example:
     >>> import numpy as np
-    >>> from keras_timbre.model import TimbreVAE
+    >>> from keras_timbre.models.timbre_vae import TimbreVAE
     >>> model = TimbreVAE(input_shape=(32, 64, 1), latent_dim=4, filters=(4, 8), beta=0.5)
     >>> model.compile()
     >>> x = np.zeros((4, 32, 64, 1), "float32")
@@ -183,3 +186,48 @@ def _is_number(value) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+class ReconstructionFigures(keras.callbacks.Callback):
+    """Draws `figure_db` and the model's reconstructions every `every` epochs and after the last.
+
+    Figures go to `folder/reconstruction_epoch_NNN.png`.
+
+    Args:
+        folder: Where the figures go.
+        figure_db: Notes `(notes, n_mels, n_frames)` in dB; None draws nothing.
+        titles: A title per note.
+        stats: Normalisation of the model input.
+        frontend: The feature config (axes of the figure).
+        every: Draw every this many epochs.
+        epochs: The last epoch of the run (always drawn).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        figure_db,
+        titles: list[str],
+        stats: FeatureStats,
+        frontend: FrontendConfig,
+        every: int,
+        epochs: int,
+    ):
+        super().__init__()
+        self.folder = Path(folder)
+        self.figure_db, self.titles, self.stats, self.frontend = figure_db, titles, stats, frontend
+        self.every, self.epochs = every, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_timbre.analysis import plots
+        from keras_timbre.models.inference import reconstruct_db
+
+        if self.figure_db is None or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
+            return
+        plots.plot_reconstructions(
+            self.folder / f"reconstruction_epoch_{epoch + 1:03d}.png",
+            self.figure_db,
+            {f"epoch {epoch + 1}": reconstruct_db(self.model, self.figure_db, self.stats)},
+            self.frontend,
+            titles=self.titles,
+        )

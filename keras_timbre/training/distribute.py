@@ -98,13 +98,6 @@ class DistributionInfo:
             f"{self.num_replicas} replicas{workers} ({', '.join(self.devices)})"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary for a run's config.json."""
-        summary = dataclasses.asdict(self)
-        summary.pop("strategy")
-        summary["devices"] = list(self.devices)
-        return summary
-
 
 def parse_tf_config(text: str | None = None) -> dict[str, Any] | None:
     """Parses and checks `TF_CONFIG` (the environment variable when `text` is None).

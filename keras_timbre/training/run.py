@@ -16,7 +16,10 @@ The API is small:
 - `load_run(path)` returns `Run(path, model, frontend, stats, config)`, with a
   clear error naming whatever is missing.
 - `run_config(...)` builds the `config.json` dict (variant, hyperparameters,
-  data source, split, seed, package versions).
+  data source, split, seed, package versions). The data source is stored as
+  an absolute path with a fingerprint of its notes (`notes_fingerprint`), so
+  `locate_data(run)` finds the notes again from any working directory, and
+  tells notes that changed from the ones the run was trained on.
 
 Example:
 >>> run = load_run("runs/demo")  # doctest: +SKIP
@@ -27,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -36,6 +40,7 @@ from typing import Any
 from keras_timbre import atomic
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.data.readers import NoteRecord
 
 MODEL_FILE = "model.keras"
 FRONTEND_FILE = "frontend.json"
@@ -59,9 +64,6 @@ class Run:
     @property
     def variant(self) -> str:
         return str(self.config.get("variant", "unknown"))
-
-    def file(self, name: str) -> Path:
-        return self.path / name
 
 
 def package_versions() -> dict[str, str]:
@@ -89,9 +91,19 @@ def run_config(
     data: str,
     split: dict[str, Any],
     seed: int,
+    data_fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """The dict written to config.json."""
-    return {
+    """The dict written to config.json.
+
+    Args:
+        variant: The model variant.
+        hyperparameters: Training and model settings.
+        data: Where the notes are; pass an absolute path (`locate_data` reads it).
+        split: How the notes were split.
+        seed: The run's seed.
+        data_fingerprint: `notes_fingerprint` of the notes in `data`.
+    """
+    config = {
         "variant": variant,
         "hyperparameters": dict(hyperparameters),
         "data": str(data),
@@ -99,6 +111,9 @@ def run_config(
         "seed": int(seed),
         "versions": package_versions(),
     }
+    if data_fingerprint is not None:
+        config["data_fingerprint"] = data_fingerprint
+    return config
 
 
 def create_run(
@@ -175,3 +190,61 @@ def load_run(path: str | os.PathLike, load_model: bool = True) -> Run:
         stats=FeatureStats.load(path / STATS_FILE),
         config=json.loads((path / CONFIG_FILE).read_text()),
     )
+
+
+def notes_fingerprint(records: list[NoteRecord]) -> str:
+    """A hash of the notes' names and file sizes: equal for a copy of the data in another folder.
+
+    Example:
+    >>> a = NoteRecord("/nowhere/x.wav", "bass_electronic_000-029-100")
+    >>> notes_fingerprint([a]) == notes_fingerprint([NoteRecord("/elsewhere/x.wav", a.note_str)])
+    True
+    """
+    lines = sorted(f"{record.note_str}|{_file_size(record.path)}" for record in records)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path.split("#", 1)[0] if ".tfrecord#" in path else path)
+    except OSError:
+        return -1
+
+
+def locate_data(run: Run, data: str | os.PathLike | None = None) -> Path:
+    """The data directory holding the notes `run` was trained on.
+
+    `data` if given, else the path stored in config.json (absolute; a relative
+    path of an older run is tried against the run directory's parent, then
+    the working directory). Checked against the stored `data_fingerprint`
+    when the run has one.
+
+    Raises:
+        FileNotFoundError: no such directory; the message says to pass `--data DIR`.
+        ValueError: the directory holds other notes than the run was trained on.
+    """
+    from keras_timbre.data.readers import read_notes
+
+    stored = str(run.config.get("data", ""))
+    if data is not None:
+        candidates = [Path(data)]
+    elif not stored or Path(stored).is_absolute():
+        candidates = [Path(stored)] if stored else []
+    else:
+        candidates = [run.path.parent / stored, Path.cwd() / stored]
+    found = next((path for path in candidates if path.exists()), None)
+    if found is None:
+        tried = f" (tried {', '.join(str(path) for path in candidates)})" if candidates else ""
+        raise FileNotFoundError(
+            f"Run {run.path} was trained on notes in {stored or 'an unrecorded directory'}, which is not there"
+            f"{tried}; pass --data DIR with those notes"
+        )
+    expected = run.config.get("data_fingerprint")
+    if expected:
+        actual = notes_fingerprint(read_notes(found))
+        if actual != expected:
+            raise ValueError(
+                f"{found} holds other notes than run {run.path} was trained on (fingerprint {actual}, "
+                f"trained on {expected}); pass --data DIR with the training notes"
+            )
+    return found

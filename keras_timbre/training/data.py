@@ -1,0 +1,167 @@
+"""The data of a training run: one tf.data path, in memory or streamed from a feature cache.
+
+Either way the training set is a stream of normalised notes, shuffled in an
+order that depends only on `(seed, epoch)` (`EpochOrder`), then batched:
+
+- in memory: `keras_timbre.data.feature_dataset` cached after its first pass
+  (which also gives the statistics, so the audio is decoded once);
+- larger than memory (`cache=DIR`): streamed from the feature caches
+  `DIR/train` and `DIR/val` (`keras_timbre.data.feature_cache`), built on
+  first use, shuffled in a buffer of `DEFAULT_SHUFFLE_BUFFER` notes.
+
+Example:
+>>> train, val, fingerprint = split_records(data_dir, 0.15, 0)  # doctest: +SKIP
+>>> data = training_data(train, val, FrontendConfig(), batch_size=16, seed=0)  # doctest: +SKIP
+>>> model.fit(data.train, validation_data=data.validation, callbacks=[data.order])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.data import compute_stats, feature_dataset, read_notes, split_notes
+from keras_timbre.data.feature_cache import DEFAULT_SHUFFLE_BUFFER, ensure_feature_cache
+from keras_timbre.data.readers import NoteRecord, filter_notes
+from keras_timbre.data.split import diverse_notes, load_log_mel
+from keras_timbre.training.run import notes_fingerprint
+
+FIGURE_NOTES = 3
+# Notes per decoding batch before the notes are shuffled and re-batched.
+_SOURCE_BATCH = 64
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Datasets and facts of one run's data.
+
+    Attributes:
+        train: Batches `(batch, n_mels, n_frames, 1)` of normalised training notes.
+        validation: Batches of normalised held-out notes, or None.
+        stats: Per-mel-bin statistics of the training notes.
+        order: The callback that sets each epoch's shuffle; pass it to `fit`.
+        figure_db: A few held-out notes in dB for reconstruction figures.
+        figure_titles: Their names.
+    """
+
+    train: Any
+    validation: Any
+    stats: FeatureStats
+    order: "EpochOrder"
+    figure_db: Any
+    figure_titles: list[str]
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """Shuffles the notes anew each epoch, in an order set by `(seed, epoch)` alone.
+
+    tf.data's own `reshuffle_each_iteration` counts epochs from the start of
+    the process, so a resumed run would replay the first epoch's order; here
+    the epoch index, set in `on_epoch_begin` before `fit` opens the epoch's
+    iterator, seeds each epoch's shuffle.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> order = EpochOrder(seed=0)
+    >>> notes = order.shuffle(tf.data.Dataset.range(5), buffer=5)
+    >>> first = [int(x) for x in notes]
+    >>> first == [int(x) for x in notes], sorted(first)
+    (True, [0, 1, 2, 3, 4])
+    >>> order.on_epoch_begin(1)
+    >>> [int(x) for x in notes] != first
+    True
+    """
+
+    def __init__(self, seed: int):
+        import tensorflow as tf
+
+        super().__init__()
+        self._base = tf.constant(int(seed) * 1_000_003, tf.int64)
+        self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def shuffle(self, notes, buffer: int):
+        """`notes` (a dataset of single notes) in this epoch's order."""
+        import tensorflow as tf
+
+        def this_epoch(_):
+            # Clears the global seed of this function's graph only: the order
+            # then depends on (seed, epoch) alone, and TF's seed pairing (which
+            # tests a global seed of 0 with Python `==`) accepts a tensor seed.
+            tf.random.set_seed(None)
+            return notes.shuffle(buffer, seed=self._base + self._epoch, reshuffle_each_iteration=False)
+
+        return tf.data.Dataset.from_tensors(0).flat_map(this_epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch.assign(epoch)
+
+
+def split_records(
+    data_path: Path, val_fraction: float, split_seed: int, max_per_instrument: int | None = None
+) -> tuple[list[NoteRecord], list[NoteRecord], str]:
+    """`(train, val, fingerprint)`: the notes of `data_path` split, and the fingerprint of all of them."""
+    records = read_notes(data_path)
+    fingerprint = notes_fingerprint(records)
+    records = filter_notes(records, max_per_instrument=max_per_instrument)
+    train, val = split_notes(records, val_fraction=val_fraction, seed=split_seed)
+    if not train:
+        raise ValueError(f"No training notes in {data_path} (val_fraction {val_fraction} left none)")
+    return train, val, fingerprint
+
+
+def training_data(
+    train_records: list[NoteRecord],
+    val_records: list[NoteRecord],
+    frontend: FrontendConfig,
+    batch_size: int,
+    seed: int,
+    stats: FeatureStats | None = None,
+    cache: str | os.PathLike | None = None,
+) -> TrainingData:
+    """The run's datasets; `stats` (of a resumed run) are used instead of computed."""
+    import tensorflow as tf
+
+    if cache is None:
+        notes, validation, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
+        buffer = len(train_records)
+    else:
+        notes, validation, stats = _streamed(train_records, val_records, Path(cache), frontend, batch_size, stats)
+        buffer = DEFAULT_SHUFFLE_BUFFER
+    order = EpochOrder(seed)
+    train = order.shuffle(notes, buffer).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    figure_db, figure_titles = figure_notes(val_records or train_records, frontend)
+    return TrainingData(train, validation, stats, order, figure_db, figure_titles)
+
+
+def _in_memory(train_records, val_records, frontend, batch_size, stats):
+    raw = feature_dataset(train_records, frontend, None, batch_size=_SOURCE_BATCH, cache=True)
+    if stats is None:
+        stats = compute_stats(raw, frontend)  # the first pass fills the cache
+    notes = raw.unbatch().map(lambda x: stats.normalize(x[..., 0])[..., None])
+    validation = feature_dataset(val_records, frontend, stats, batch_size=batch_size) if val_records else None
+    return notes, validation, stats
+
+
+def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size, stats):
+    train_cache = ensure_feature_cache(train_records, cache_dir / "train", frontend)
+    stats = train_cache.stats if stats is None else stats
+    notes = train_cache.dataset(stats, batch_size=_SOURCE_BATCH).unbatch()
+    validation = None
+    if val_records:
+        validation = ensure_feature_cache(val_records, cache_dir / "val", frontend).dataset(
+            stats, batch_size=batch_size
+        )
+    return notes, validation, stats
+
+
+def figure_notes(records: list[NoteRecord], frontend: FrontendConfig) -> tuple[Any, list[str]]:
+    """`(log_mel_db, titles)` of up to `FIGURE_NOTES` notes of different families."""
+    picks = [records[i] for i in diverse_notes(records, FIGURE_NOTES)]
+    log_mel_db, kept = load_log_mel(picks, frontend)
+    return (log_mel_db if len(kept) else None), [record.note_str for record in kept]
