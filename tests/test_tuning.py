@@ -321,6 +321,8 @@ def test_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(notes, tmp
     assert by_latent[4]["status"] == "COMPLETED" and np.isfinite(by_latent[4]["val_lsd"])
     assert result.best["latent_dim"] == 4 and runs.load_run(result.best_run).model.latent_dim == 4
     assert "## Failed trials" in (tmp_path / "search" / TRIALS_MD).read_text()
+    # The figure is drawn with the failed trial in it (a red cross at the top).
+    assert (tmp_path / "search" / "figures" / tuning.FIGURE_FILE).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_hyperband_search(notes, tmp_path, capsys):

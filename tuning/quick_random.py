@@ -20,10 +20,11 @@ import keras_tuner as kt
 # Names: beta, grad_weight, reconstruction, latent_dim, learning_rate,
 # use_skips, skip_dropout, time_grad_weight, free_bits (see docs/tuning.md).
 HYPERPARAMETERS = kt.HyperParameters()
+# In the space's own order (docs/tuning.md): the oracle draws entries in the order they are declared.
 HYPERPARAMETERS.Float("beta", 1e-4, 1e-1, sampling="log")
 HYPERPARAMETERS.Float("grad_weight", 0.0, 2.0)
-HYPERPARAMETERS.Choice("latent_dim", [32, 64])
 HYPERPARAMETERS.Fixed("reconstruction", "mse")
+HYPERPARAMETERS.Choice("latent_dim", [32, 64])
 HYPERPARAMETERS.Fixed("learning_rate", 1e-3)
 SETTINGS = dict(
     tuner="random",

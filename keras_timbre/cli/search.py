@@ -54,6 +54,10 @@ def hyperparameters_from_arguments(fix: list[tuple[str, str]], ranges: list[tupl
     for option, name, text in given:
         if name not in defaults:
             raise ValueError(f"{option} {name}={text}: unknown hyperparameter; known: {', '.join(defaults)}")
+    # The oracle draws entries in the order they are declared: declare them in the space's
+    # order, so that the same options draw the same trials whatever order they are given in.
+    given.sort(key=lambda option_name_text: list(defaults).index(option_name_text[1]))
+    for option, name, text in given:
         if name in hp:
             raise ValueError(f"{option} {name}={text}: {name} is already pinned or ranged")
         try:
