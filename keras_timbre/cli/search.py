@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
+
+if TYPE_CHECKING:  # keras_tuner loads only when a search runs
+    import keras_tuner as kt
 
 _EPILOG = """\
 examples:
@@ -37,7 +41,7 @@ def _assignment(text: str) -> tuple[str, str]:
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def hyperparameters_from_arguments(fix: list[tuple[str, str]], ranges: list[tuple[str, str]]):
+def hyperparameters_from_arguments(fix: list[tuple[str, str]], ranges: list[tuple[str, str]]) -> "kt.HyperParameters":
     """The `kt.HyperParameters` that `--fix NAME=VALUE` (`hp.Fixed`) and `--range NAME=...` ask for.
 
     `--range NAME=LOW:HIGH` is an `hp.Float` on the default's scale (log for β

@@ -129,7 +129,7 @@ def check_hyperparameters(hyperparameters: kt.HyperParameters) -> None:
             _check_value(entry.name, value, defaults[entry.name])
 
 
-def possible_values(entry) -> list[Any]:
+def possible_values(entry: kt.engine.hyperparameters.HyperParameter) -> list[Any]:
     """The values a KerasTuner entry can take (a range: its ends)."""
     if isinstance(entry, _TYPES.Fixed):
         return [entry.value]
@@ -140,7 +140,7 @@ def possible_values(entry) -> list[Any]:
     return [entry.min_value, entry.max_value]
 
 
-def _check_value(name: str, value: Any, default) -> None:
+def _check_value(name: str, value: Any, default: kt.engine.hyperparameters.HyperParameter) -> None:
     kinds = {type(v) for v in possible_values(default)}
     if bool in kinds:
         if not isinstance(value, (bool, np.bool_)):

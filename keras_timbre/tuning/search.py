@@ -187,7 +187,9 @@ def _prepare_directory(out: Path, settings: dict[str, Any], role: str, overwrite
     check_same_search(out, settings)
 
 
-def _load_features(data: Path, frontend: FrontendConfig, val_fraction: float, seed: int, max_per_instrument):
+def _load_features(
+    data: Path, frontend: FrontendConfig, val_fraction: float, seed: int, max_per_instrument: int | None
+) -> _Features:
     keras.utils.set_random_seed(seed)
     train_records, train_db, val_records, val_db = load_split(data, frontend, val_fraction, seed, max_per_instrument)
     if len(val_records) == 0:
