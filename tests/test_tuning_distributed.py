@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from keras_timbre.training import run as runs
-from keras_timbre.tuning import search as tuning
+from keras_timbre.tuning.best_run import BEST_RUN
+from keras_timbre.tuning.report import TRIALS_CSV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIME_LIMIT_S = 300
@@ -104,11 +105,11 @@ def test_chief_and_two_workers_share_one_search_and_run_each_trial_once(notes, t
     every = ran["tuner0"] + ran["tuner1"]
     assert sorted(every) == ["0", "1", "2", "3"], ran  # each trial ran once, none twice
 
-    with open(out / tuning.TRIALS_CSV, newline="") as handle:
+    with open(out / TRIALS_CSV, newline="") as handle:
         table = {row["trial"]: row for row in csv.DictReader(handle)}
     assert sorted(table) == ["0", "1", "2", "3"]
     assert all(row["status"] == "COMPLETED" for row in table.values())
     for worker in WORKERS:
         assert {t for t, row in table.items() if row["worker"] == worker} == set(ran[worker])
-    best = runs.load_run(out / tuning.BEST_RUN, load_model=False)
+    best = runs.load_run(out / BEST_RUN, load_model=False)
     assert best.config["search"]["value"] == pytest.approx(min(float(r["val_lsd"]) for r in table.values()))

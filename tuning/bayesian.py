@@ -12,12 +12,12 @@ Rerun the same command to continue an interrupted search, or with a larger
 
 import argparse
 
+import keras_tuner as kt
+
 # The default space (docs/tuning.md) with beta kept to where the KL term
 # neither vanishes nor swamps the reconstruction on NSynth.
-RANGES = {
-    "beta": (1e-4, 0.3),
-}
-FIXED = {}
+HYPERPARAMETERS = kt.HyperParameters()
+HYPERPARAMETERS.Float("beta", 1e-4, 0.3, sampling="log")
 SETTINGS = dict(
     tuner="bayesian",
     max_trials=30,
@@ -38,7 +38,7 @@ def main() -> None:
     from keras_timbre.tuning.search import run_search
 
     settings = dict(SETTINGS, max_trials=args.max_trials, epochs=args.epochs)
-    run_search(args.out, data=args.data, ranges=RANGES, fixed=FIXED, **settings)
+    run_search(args.out, data=args.data, hyperparameters=HYPERPARAMETERS, **settings)
 
 
 if __name__ == "__main__":

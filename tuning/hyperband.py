@@ -13,14 +13,13 @@ checkpoint. Good when a few epochs already rank configurations well.
 
 import argparse
 
+import keras_tuner as kt
+
 # Architecture and loss choices matter most early; let Hyperband sort them out.
-RANGES = {
-    "beta": (1e-4, 0.1),
-    "latent_dim": [32, 64, 128],
-}
-FIXED = {
-    "learning_rate": 1e-3,
-}
+HYPERPARAMETERS = kt.HyperParameters()
+HYPERPARAMETERS.Float("beta", 1e-4, 0.1, sampling="log")
+HYPERPARAMETERS.Choice("latent_dim", [32, 64, 128])
+HYPERPARAMETERS.Fixed("learning_rate", 1e-3)
 SETTINGS = dict(
     tuner="hyperband",
     max_trials=60,
@@ -41,7 +40,7 @@ def main() -> None:
     from keras_timbre.tuning.search import run_search
 
     settings = dict(SETTINGS, max_trials=args.max_trials, epochs=args.epochs)
-    run_search(args.out, data=args.data, ranges=RANGES, fixed=FIXED, **settings)
+    run_search(args.out, data=args.data, hyperparameters=HYPERPARAMETERS, **settings)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Quick random search: a first look at how β and the mel-gradient weight matter.
 
 Eight short trials on a subset of the notes (10 per instrument). Copy this
-file, edit RANGES / FIXED / SETTINGS, and run it:
+file, edit HYPERPARAMETERS / SETTINGS, and run it:
 
     python tuning/quick_random.py --data ../shared/nsynth-mini --out searches/quick
 
@@ -13,19 +13,19 @@ directory for `keras-timbre evaluate` and `export`).
 
 import argparse
 
-# Narrow (or open up) hyperparameters: (low, high) for floats, a list for choices.
+import keras_tuner as kt
+
+# KerasTuner's own HyperParameters: declare an entry to narrow (hp.Float, hp.Choice) or
+# pin (hp.Fixed) it; every entry left out is searched over its default range.
 # Names: beta, grad_weight, reconstruction, latent_dim, learning_rate,
 # use_skips, skip_dropout, time_grad_weight, free_bits (see docs/tuning.md).
-RANGES = {
-    "beta": (1e-4, 1e-1),
-    "grad_weight": (0.0, 2.0),
-    "latent_dim": [32, 64],
-}
-# Pin hyperparameters to one value.
-FIXED = {
-    "reconstruction": "mse",
-    "learning_rate": 1e-3,
-}
+HYPERPARAMETERS = kt.HyperParameters()
+# In the space's own order (docs/tuning.md): the oracle draws entries in the order they are declared.
+HYPERPARAMETERS.Float("beta", 1e-4, 1e-1, sampling="log")
+HYPERPARAMETERS.Float("grad_weight", 0.0, 2.0)
+HYPERPARAMETERS.Fixed("reconstruction", "mse")
+HYPERPARAMETERS.Choice("latent_dim", [32, 64])
+HYPERPARAMETERS.Fixed("learning_rate", 1e-3)
 SETTINGS = dict(
     tuner="random",
     max_trials=8,
@@ -47,9 +47,9 @@ def main() -> None:
     from keras_timbre.tuning.search import run_search
 
     settings = dict(SETTINGS, max_trials=args.max_trials, epochs=args.epochs)
-    result = run_search(args.out, data=args.data, ranges=RANGES, fixed=FIXED, **settings)
+    result = run_search(args.out, data=args.data, hyperparameters=HYPERPARAMETERS, **settings)
     if result.best:
-        print("best hyperparameters:", {k: result.best[k] for k in (*RANGES, *FIXED)})
+        print("best hyperparameters:", {entry.name: result.best[entry.name] for entry in HYPERPARAMETERS.space})
 
 
 if __name__ == "__main__":

@@ -230,3 +230,47 @@ def plot_interpolation(
             ax.set_ylabel("")
     figure.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.8)
     return save_figure(figure, path)
+
+
+def plot_objective(path: str | os.PathLike, trials: Sequence[Mapping], objective_name: str) -> Path:
+    """A search's objective against β (log axis) and against the mel-gradient weight, one point per trial.
+
+    `trials` are rows with `trial`, `beta`, `grad_weight`, `reconstruction`,
+    `use_skips` and the objective (None for a failed trial, drawn as a red
+    cross at the top). Colour: reconstruction loss; square: no skips; circled: the best.
+    """
+    done = [t for t in trials if t.get(objective_name) is not None]
+    failed = [t for t in trials if t.get(objective_name) is None]
+    best = min(done, key=lambda t: t[objective_name]) if done else None
+    top = max((t[objective_name] for t in done), default=1.0)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, constrained_layout=True)
+    for ax, name, label in ((axes[0], "beta", "β (KL weight)"), (axes[1], "grad_weight", "mel-gradient weight")):
+        for reconstruction, color in (("mse", "tab:blue"), ("l1", "tab:orange")):
+            for skips, marker in ((True, "o"), (False, "s")):
+                group = [
+                    t for t in done if t.get("reconstruction") == reconstruction and bool(t.get("use_skips")) == skips
+                ]
+                if group:
+                    ax.scatter(
+                        [t[name] for t in group],
+                        [t[objective_name] for t in group],
+                        c=color,
+                        marker=marker,
+                        alpha=0.8,
+                        label=f"{reconstruction}, {'skips' if skips else 'no skips'}",
+                    )
+        if best is not None:
+            circle = dict(s=250, facecolors="none", edgecolors="k", linewidths=1.5)
+            ax.scatter([best[name]], [best[objective_name]], label=f"best (trial {best['trial']})", **circle)
+        if failed:
+            cross = dict(marker="x", c="tab:red", label="failed (NaN), drawn at the top")
+            ax.scatter([t[name] for t in failed], [top] * len(failed), **cross)
+        if name == "beta":
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # unlabelled minor ticks
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{objective_name} (lower is better)")
+    axes[1].legend(fontsize=7, loc="best")
+    figure.suptitle(f"{len(trials)} trials, {len(done)} completed")
+    return save_figure(figure, path)

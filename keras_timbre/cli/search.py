@@ -9,9 +9,13 @@ clear line before any trial runs.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
 from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
-import sys
+
+if TYPE_CHECKING:  # keras_tuner loads only when a search runs
+    import keras_tuner as kt
 
 _EPILOG = """\
 examples:
@@ -34,28 +38,71 @@ def _assignment(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _range_value(name: str, text: str):
-    """`LOW:HIGH` is a float range; `A,B,C` a list of choices."""
-    from keras_timbre.tuning.search import DEFAULT_SPACE
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
-    if ":" in text:
-        if isinstance(DEFAULT_SPACE.get(name), tuple):
-            raise ValueError(f"--range {name}={text}: {name} is a choice; list its values, e.g. {name}=A,B")
-        low, _, high = text.partition(":")
+
+def hyperparameters_from_arguments(fix: list[tuple[str, str]], ranges: list[tuple[str, str]]) -> "kt.HyperParameters":
+    """The `kt.HyperParameters` that `--fix NAME=VALUE` (`hp.Fixed`) and `--range NAME=...` ask for.
+
+    `--range NAME=LOW:HIGH` is an `hp.Float` on the default's scale (log for β
+    and the learning rate); `--range NAME=A,B,C` an `hp.Choice`. Values take
+    the type of the entry's default: true/false, an integer, a number or text.
+    """
+    import keras_tuner as kt
+
+    from keras_timbre.tuning.hypermodel import default_space
+
+    defaults = {entry.name: entry for entry in default_space().space}
+    hp = kt.HyperParameters()
+    given = [("--fix", name, text) for name, text in fix] + [("--range", name, text) for name, text in ranges]
+    for option, name, text in given:
+        if name not in defaults:
+            raise ValueError(f"{option} {name}={text}: unknown hyperparameter; known: {', '.join(defaults)}")
+    # The oracle draws entries in the order they are declared: declare them in the space's
+    # order, so that the same options draw the same trials whatever order they are given in.
+    given.sort(key=lambda option_name_text: list(defaults).index(option_name_text[1]))
+    for option, name, text in given:
+        if name in hp:
+            raise ValueError(f"{option} {name}={text}: {name} is already pinned or ranged")
         try:
-            return (float(low), float(high))
-        except ValueError:
-            raise ValueError(f"--range {name}={text}: expected LOW:HIGH numbers") from None
-    return [_scalar(v.strip()) for v in text.split(",") if v.strip()]
+            if option == "--fix":
+                hp.Fixed(name, _value(text, defaults[name]))
+            else:
+                _declare_range(hp, name, text, defaults[name])
+        except (TypeError, ValueError) as error:  # ours, or KerasTuner's (a minimum above the maximum, ...)
+            raise ValueError(f"{option} {name}={text}: {error}") from None
+    return hp
 
 
-def _scalar(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def _declare_range(hp, name: str, text: str, default) -> None:
+    from keras_tuner.engine.hyperparameters import Boolean, Choice, Float
+
+    if ":" not in text:
+        values = [_value(v.strip(), default) for v in text.split(",") if v.strip()]
+        hp.Choice(name, list(dict.fromkeys(values)))
+        return
+    if isinstance(default, (Choice, Boolean)):
+        raise ValueError(f"{name} is a choice; list its values, e.g. {name}=A,B")
+    low, _, high = text.partition(":")
+    sampling = default.sampling if isinstance(default, Float) else "linear"
+    hp.Float(name, _value(low, default), _value(high, default), sampling=sampling)
+
+
+def _value(text: str, default):
+    """`text` as a value of the type of `default`'s values."""
+    from keras_timbre.tuning.hypermodel import possible_values
+
+    kind = type(possible_values(default)[0])
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in _TRUE
+    if kind is str:
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
 def _filters(text: str) -> tuple[int, ...]:
@@ -69,7 +116,9 @@ def _filters(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from keras_timbre.tuning.search import DEFAULT_OBJECTIVE, TUNERS
+    from keras_timbre.data.split import DEFAULT_VAL_FRACTION
+    from keras_timbre.tuning.objective import DEFAULT_OBJECTIVE
+    from keras_timbre.tuning.tuners import TUNERS
 
     parser = subparsers.add_parser(
         "search",
@@ -122,7 +171,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--val-fraction",
         type=float,
-        default=0.15,
+        default=DEFAULT_VAL_FRACTION,
         help="fraction of each instrument's pitches held out (default: %(default)s)",
     )
     parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
@@ -143,16 +192,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from keras_timbre.tuning.search import run_search
 
-    fixed = {}
-    for name, value in args.fix:
-        if name in fixed:
-            raise ValueError(f"--fix {name} given twice")
-        fixed[name] = _scalar(value)
-    ranges = {}
-    for name, value in args.range:
-        if name in ranges:
-            raise ValueError(f"--range {name} given twice")
-        ranges[name] = _range_value(name, value)
+    hyperparameters = hyperparameters_from_arguments(args.fix, args.range)
     try:
         result = run_search(
             args.out,
@@ -162,8 +202,7 @@ def _run(args) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             objective_name=args.objective,
-            ranges=ranges,
-            fixed=fixed,
+            hyperparameters=hyperparameters,
             frontend=frontend_from_arguments(args),
             filters=args.filters,
             val_fraction=args.val_fraction,
