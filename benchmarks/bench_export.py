@@ -35,11 +35,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_timbre.export import saved_model as export# noqa: E402
-from keras_timbre.audio.stats import FeatureStats# noqa: E402
-from keras_timbre.audio.frontend import FrontendConfig# noqa: E402
-from keras_timbre.audio.frontend import librosa_log_mel# noqa: E402
-from keras_timbre.models.timbre_vae import TimbreVAE# noqa: E402
+from keras_timbre.export import saved_model as export  # noqa: E402
+from keras_timbre.export import signatures  # noqa: E402
+from keras_timbre.audio.stats import FeatureStats  # noqa: E402
+from keras_timbre.audio.frontend import FrontendConfig  # noqa: E402
+from keras_timbre.audio.frontend import librosa_log_mel  # noqa: E402
+from keras_timbre.models.timbre_vae import TimbreVAE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NSYNTH_MINI = Path(os.environ.get("KERAS_TIMBRE_NSYNTH_MINI", REPO.parent / "shared" / "nsynth-mini"))
@@ -126,11 +127,11 @@ def main(argv=None) -> int:
             ),
         )
         # The same export without slicing the batch (CHUNK_SIZE = batch): what slicing buys.
-        chunk_size, export.CHUNK_SIZE = export.CHUNK_SIZE, args.batch
+        chunk_size, signatures.CHUNK_SIZE = signatures.CHUNK_SIZE, args.batch
         try:
             whole = export.export_saved_model(model, Path(tmp) / "whole" / "1", config, stats)
         finally:
-            export.CHUNK_SIZE = chunk_size
+            signatures.CHUNK_SIZE = chunk_size
         encode_whole = tf.saved_model.load(str(whole)).signatures["encode"]
         whole_batch = timed(lambda: encode_whole(waveform=batch)["z_mean"].numpy(), repeats=args.repeats)
         features_only = timed(lambda: python_features(notes), repeats=args.repeats, warmup=1)
