@@ -181,3 +181,21 @@ def test_steps_below_two_give_one_message(run_dir, notes_dir, tmp_path, steps, c
     assert f"argument --steps: must be >= 2 (both ends, A and B), got {steps}" in capsys.readouterr().err
     with pytest.raises(ValueError, match=rf"steps must be >= 2 \(both ends, A and B\), got {steps}"):
         audio_files.interpolate(run_dir, a, b, tmp_path / "m", steps=int(steps))
+
+
+# ---------------------------------------------------------------------------- the ablation's reuse
+
+
+def test_ablation_reuses_only_held_out_metrics(tmp_path):
+    from keras_timbre.evaluation import ablation
+
+    path = tmp_path / "metrics.json"
+    assert ablation._finished_metrics(path) is None
+    for record, reused in (
+        ({"notes": 10, "lsd_db": 5.0, "held_out": True}, True),
+        ({"notes": 10, "lsd_db": 5.0}, True),  # written before `held_out` was recorded: always the split
+        ({"notes": 20, "lsd_db": 4.0, "held_out": False}, False),  # `evaluate --data`: other notes
+        ({"notes": 0}, False),
+    ):
+        path.write_text(json.dumps(record))
+        assert (ablation._finished_metrics(path) == record) is reused, record

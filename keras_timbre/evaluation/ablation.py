@@ -129,11 +129,7 @@ def run_ablation(
             print(f"\n=== ablation {index}/{total}: {variant}, seed {seed} ({elapsed:.0f} s so far) ===")
             path = out / run_name(variant, seed)
             run = train(path, data=data, variant=variant, seed=seed, split_seed=split_seed, **train_kwargs)
-            metrics_path = path / runs.METRICS_FILE
-            if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("notes"):
-                metrics = json.loads(metrics_path.read_text())
-            else:
-                metrics = evaluation.evaluate(run, write_media=False)
+            metrics = _finished_metrics(path / runs.METRICS_FILE) or evaluation.evaluate(run, write_media=False)
             results[variant][seed] = metrics
             if seed == seeds[0]:
                 loaded[variant] = run
@@ -144,6 +140,14 @@ def run_ablation(
     write_ablation_media(out, loaded)
     print(f"Ablation finished in {time.perf_counter() - started:.0f} s; table at {out / 'ablation.md'}")
     return table
+
+
+def _finished_metrics(path: Path) -> dict[str, Any] | None:
+    """A run's earlier metrics on its held-out notes, or None (none yet, or `evaluate --data` scored others)."""
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("notes") and metrics.get("held_out", True) else None
 
 
 def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
