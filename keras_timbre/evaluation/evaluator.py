@@ -73,8 +73,11 @@ def evaluate(
     Raises:
         OutputPathError: `out` cannot be written (checked before any work).
     """
-    run_path = run.path if isinstance(run, runs.Run) else Path(run)
-    out = check_output_file(out if out is not None else run_path / runs.METRICS_FILE)
+    if out is None:
+        run_path = run.path if isinstance(run, runs.Run) else Path(run)
+        out = check_output_file(run_path / runs.METRICS_FILE, "the run's metrics file")
+    else:
+        out = check_output_file(out)
     if not isinstance(run, runs.Run):
         run = runs.load_run(run)
     started = time.perf_counter()
