@@ -35,11 +35,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_timbre.export import saved_model as export# noqa: E402
-from keras_timbre.audio.stats import FeatureStats# noqa: E402
-from keras_timbre.audio.frontend import FrontendConfig# noqa: E402
-from keras_timbre.audio.frontend import librosa_log_mel# noqa: E402
-from keras_timbre.models.timbre_vae import TimbreVAE# noqa: E402
+from keras_timbre.export import saved_model as export  # noqa: E402
+from keras_timbre.export import signatures  # noqa: E402
+from keras_timbre.audio.stats import FeatureStats  # noqa: E402
+from keras_timbre.audio.frontend import FrontendConfig  # noqa: E402
+from keras_timbre.audio.frontend import librosa_log_mel  # noqa: E402
+from keras_timbre.models.timbre_vae import TimbreVAE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NSYNTH_MINI = Path(os.environ.get("KERAS_TIMBRE_NSYNTH_MINI", REPO.parent / "shared" / "nsynth-mini"))
@@ -82,19 +83,42 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "export.md"))
     args = parser.parse_args(argv)
 
-    if args.run:
-        model, config, stats = export.load_run_for_export(args.run)
-        source = f"run {args.run}"
-    else:
-        keras.utils.set_random_seed(0)
-        config = FrontendConfig()
-        model = TimbreVAE.from_variant("skip+grad", input_shape=(*config.feature_shape, 1))
-        stats = FeatureStats(mean=np.full(config.n_mels, -40.0), std=np.full(config.n_mels, 20.0))
-        source = "default TimbreVAE (skip+grad, 128x256 log-mel, latent 64), untrained weights"
+    model, config, stats, source = load_model(args.run)
     notes, notes_source = load_notes(args.batch, config)
     load_before = os.getloadavg()[0]
+    measured = measure(model, config, stats, notes, args.repeats)
+    machine = (
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: noisy, all paths equally; medians of "
+        f"{args.repeats} batch runs, 20 single-note runs), TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        "no GPU. The SavedModel is called through `tf.saved_model.load` in Python: TF Serving runs the same graph "
+        "without the Python call overhead."
+    )
     seconds_per_note = config.num_samples / config.sample_rate
+    audio = f"Audio: {notes_source}, {seconds_per_note:g} s each at {config.sample_rate} Hz."
+    text = report(measured, args.batch, seconds_per_note, f"Model: {source}. {audio}", machine)
+    print(text)
+    from keras_timbre import atomic
 
+    atomic.write_text(args.out, text)
+    return 0
+
+
+def load_model(run):
+    """(model, FrontendConfig, FeatureStats, description): a run's, or the default untrained TimbreVAE."""
+    if run:
+        model, config, stats = export.load_run_for_export(run)
+        return model, config, stats, f"run {run}"
+    keras.utils.set_random_seed(0)
+    config = FrontendConfig()
+    model = TimbreVAE.from_variant("skip+grad", input_shape=(*config.feature_shape, 1))
+    stats = FeatureStats(mean=np.full(config.n_mels, -40.0), std=np.full(config.n_mels, 20.0))
+    return model, config, stats, "default TimbreVAE (skip+grad, 128x256 log-mel, latent 64), untrained weights"
+
+
+def measure(model, config, stats, notes: np.ndarray, repeats: int) -> dict:
+    """Every timing of the report (seconds), the export's parity with the Python path, and the export time."""
+    batch_size = len(notes)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         saved = export.export_saved_model(model, Path(tmp) / "timbre" / "1", config, stats)
@@ -106,93 +130,77 @@ def main(argv=None) -> int:
         def python_features(waveforms):
             return np.stack([stats.normalize(librosa_log_mel(w, config)) for w in waveforms])[..., None]
 
-        results = {}
-        print("timing exported encode ...", flush=True)
-        results["exported `encode` (SavedModel)"] = (
-            timed(lambda: encode(waveform=one)["z_mean"].numpy(), repeats=20, warmup=3),
-            timed(lambda: encode(waveform=batch)["z_mean"].numpy(), repeats=args.repeats),
-        )
-        print("timing python path ...", flush=True)
-        results["librosa + `model.encode` (eager)"] = (
-            timed(
-                lambda: keras.ops.convert_to_numpy(model.encode(python_features(notes[:1]))[0]), repeats=20, warmup=3
+        def python_encode(waveforms):
+            return keras.ops.convert_to_numpy(model.encode(python_features(waveforms))[0])
+
+        def both(fn, inputs=(notes[:1], notes)):
+            """(latency at batch 1, time for the whole batch)."""
+            return timed(lambda: fn(inputs[0]), repeats=20, warmup=3), timed(lambda: fn(inputs[1]), repeats=repeats)
+
+        print("timing exported encode and the python path ...", flush=True)
+        paths = {
+            "exported `encode` (SavedModel)": both(lambda w: encode(waveform=w)["z_mean"].numpy(), (one, batch)),
+            "librosa + `model.encode` (eager)": both(python_encode),
+            "librosa + `model.predict` (full forward)": both(
+                lambda w: model.predict(python_features(w), batch_size=batch_size, verbose=0)
             ),
-            timed(lambda: keras.ops.convert_to_numpy(model.encode(python_features(notes))[0]), repeats=args.repeats),
-        )
-        results["librosa + `model.predict` (full forward)"] = (
-            timed(lambda: model.predict(python_features(notes[:1]), verbose=0), repeats=20, warmup=3),
-            timed(
-                lambda: model.predict(python_features(notes), batch_size=args.batch, verbose=0), repeats=args.repeats
-            ),
-        )
+        }
         # The same export without slicing the batch (CHUNK_SIZE = batch): what slicing buys.
-        chunk_size, export.CHUNK_SIZE = export.CHUNK_SIZE, args.batch
+        chunk_size, signatures.CHUNK_SIZE = signatures.CHUNK_SIZE, batch_size
         try:
             whole = export.export_saved_model(model, Path(tmp) / "whole" / "1", config, stats)
         finally:
-            export.CHUNK_SIZE = chunk_size
+            signatures.CHUNK_SIZE = chunk_size
         encode_whole = tf.saved_model.load(str(whole)).signatures["encode"]
-        whole_batch = timed(lambda: encode_whole(waveform=batch)["z_mean"].numpy(), repeats=args.repeats)
-        features_only = timed(lambda: python_features(notes), repeats=args.repeats, warmup=1)
-        reconstruct_batch = timed(
-            lambda: served.signatures["reconstruct"](waveform=batch)["z_mean"].numpy(), repeats=args.repeats
-        )
+        reconstruct = served.signatures["reconstruct"]
+        return {
+            "paths": paths,
+            "whole_batch": timed(lambda: encode_whole(waveform=batch)["z_mean"].numpy(), repeats=repeats),
+            "features_only": timed(lambda: python_features(notes), repeats=repeats, warmup=1),
+            "reconstruct_batch": timed(lambda: reconstruct(waveform=batch)["z_mean"].numpy(), repeats=repeats),
+            # Parity on these notes: the export must compute what the Python path computes.
+            "parity": float(np.abs(encode(waveform=batch)["z_mean"].numpy() - python_encode(notes)).max()),
+            "export_seconds": export_seconds,
+        }
 
-        # Parity on these notes: the export must compute what the Python path computes.
-        exported_z = encode(waveform=batch)["z_mean"].numpy()
-        python_z = keras.ops.convert_to_numpy(model.encode(python_features(notes))[0])
-        parity = float(np.abs(exported_z - python_z).max())
 
-    load_after = os.getloadavg()[0]
-    exported_batch = results["exported `encode` (SavedModel)"][1]
-    best_python = min(r[1] for name, r in results.items() if name.startswith("librosa"))
-    lines = [
-        "# Export benchmark: exported `encode` vs the Python path",
-        "",
-        f"Model: {source}. Audio: {notes_source}, {seconds_per_note:g} s each at {config.sample_rate} Hz.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (load average "
-        f"{load_before:.1f} before, {load_after:.1f} after: noisy, all paths equally; medians of "
-        f"{args.repeats} batch runs, 20 single-note runs), TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        "no GPU. The SavedModel is called through `tf.saved_model.load` in Python: TF Serving runs the same graph "
-        "without the Python call overhead.",
-        "",
-        f"| path | latency, batch 1 (ms) | batch {args.batch} (s) | notes/s | real-time factor |",
+def report(measured: dict, batch: int, seconds_per_note: float, source: str, machine: str) -> str:
+    """benchmarks/results/export.md: the table of paths and the notes under it."""
+    paths = measured["paths"]
+    lines = ["# Export benchmark: exported `encode` vs the Python path", "", source, machine, ""]
+    lines += [
+        f"| path | latency, batch 1 (ms) | batch {batch} (s) | notes/s | real-time factor |",
         "|---|---|---|---|---|",
     ]
-    for name, (latency, batch_seconds) in results.items():
-        notes_per_s = args.batch / batch_seconds
+    for name, (latency, batch_seconds) in paths.items():
+        notes_per_s = batch / batch_seconds
         lines.append(
             f"| {name} | {latency * 1e3:.1f} | {batch_seconds:.3f} | {notes_per_s:.0f} | "
             f"{notes_per_s * seconds_per_note:.0f}x |"
         )
-    latency_ratio = results["librosa + `model.encode` (eager)"][0] / results["exported `encode` (SavedModel)"][0]
+    exported_latency, exported_batch = paths["exported `encode` (SavedModel)"]
+    best_python = min(r[1] for name, r in paths.items() if name.startswith("librosa"))
+    latency_ratio = paths["librosa + `model.encode` (eager)"][0] / exported_latency
+    whole, features, recon = measured["whole_batch"], measured["features_only"], measured["reconstruct_batch"]
     lines += [
         "",
-        f"- Exported `encode` at batch {args.batch}: "
-        f"**{args.batch * seconds_per_note / exported_batch:.0f}x real time**"
+        f"- Exported `encode` at batch {batch}: **{batch * seconds_per_note / exported_batch:.0f}x real time**"
         f" (target >= 500x), **{best_python / exported_batch:.1f}x** the throughput of the faster Python path;"
-        f" at batch 1, {latency_ratio:.1f}x"
-        " lower latency than librosa + eager `encode`.",
-        f"- The graph runs a batch in slices of {export.CHUNK_SIZE} notes (cache-sized): the same export "
-        f"taking all {args.batch} notes at once needs {whole_batch:.3f} s "
-        f"({args.batch * seconds_per_note / whole_batch:.0f}x real time, "
-        f"{whole_batch / exported_batch:.1f}x slower).",
-        f"- librosa features alone for {args.batch} notes: {features_only:.3f} s "
-        f"({features_only / best_python:.0%} of the faster Python path).",
-        f"- Exported `reconstruct` (encoder + decoder with skips) at batch {args.batch}: {reconstruct_batch:.3f} s "
-        f"({args.batch * seconds_per_note / reconstruct_batch:.0f}x real time).",
-        f"- Parity: max |z_mean(exported) - z_mean(librosa + Keras)| = {parity:.2e} on these notes.",
-        f"- Export itself (trace + write): {export_seconds:.1f} s.",
+        f" at batch 1, {latency_ratio:.1f}x lower latency than librosa + eager `encode`.",
+        f"- The graph runs a batch in slices of {signatures.CHUNK_SIZE} notes (cache-sized): the same export "
+        f"taking all {batch} notes at once needs {whole:.3f} s ({batch * seconds_per_note / whole:.0f}x real time, "
+        f"{whole / exported_batch:.1f}x slower).",
+        f"- librosa features alone for {batch} notes: {features:.3f} s ({features / best_python:.0%} of the faster "
+        "Python path).",
+        f"- Exported `reconstruct` (encoder + decoder with skips) at batch {batch}: {recon:.3f} s "
+        f"({batch * seconds_per_note / recon:.0f}x real time).",
+        f"- Parity: max |z_mean(exported) - z_mean(librosa + Keras)| = {measured['parity']:.2e} on these notes.",
+        f"- Export itself (trace + write): {measured['export_seconds']:.1f} s.",
         "",
         "Reproduce: `python benchmarks/bench_export.py` (add `--run RUN` for a trained model).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    from keras_timbre import atomic
-
-    atomic.write_text(args.out, text)
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("run")
 parser.add_argument("a")
 parser.add_argument("b")
-parser.add_argument("--steps", type=int, default=5)
+parser.add_argument("--steps", type=int, default=5, help="points from A to B, both included")
 parser.add_argument("--out", default="morph")
 args = parser.parse_args()
+if args.steps < 2:
+    parser.error(f"argument --steps: must be >= 2 (both ends, A and B), got {args.steps}")
 
 run = load_run(args.run)
 rate = run.frontend.sample_rate

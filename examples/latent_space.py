@@ -19,5 +19,7 @@ run = load_run(args.run)
 notes = read_notes(args.data, max_per_instrument=10)
 features, notes = load_features(notes, run.frontend, run.stats)  # normalised, (N, mels, frames, 1)
 z_mean, _ = run.model.encode(features)
-plot_latent_pca(args.out, z_mean, [note.family for note in notes], title=f"{run.variant}: latent means")
+plot_latent_pca(
+    args.out, z_mean, [note.family for note in notes], title=f"{run.variant}: latent means of notes of {args.data}"
+)
 print(f"Wrote {args.out} ({len(notes)} notes)")

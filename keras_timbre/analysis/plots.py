@@ -1,13 +1,17 @@
 """Every figure keras-timbre draws, with matplotlib (Agg) and librosa.display axes.
 
-Each function takes arrays (log-mel in dB, as the frontend computes them),
-draws one figure and writes it atomically to `path` as PNG.
+Each `plot_*` function takes arrays (log-mel in dB, as the frontend computes
+them), draws one figure and writes it atomically to `path` as PNG; the
+`*_figure` functions behind them return the matplotlib Figure itself.
 
 Example:
 >>> import numpy as np
->>> from keras_timbre.frontend import FrontendConfig
+>>> from keras_timbre.audio.frontend import FrontendConfig
 >>> config = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 >>> spec = np.full((1, 32, 64), -60.0)
+>>> figure = reconstruction_figure(spec, {"skip+grad": spec}, config, title="one silent note")
+>>> len(figure.axes), figure.get_suptitle()  # input and skip+grad, and the colour bar
+(3, 'one silent note')
 >>> plot_reconstructions("recon.png", spec, {"skip+grad": spec}, config)  # doctest: +SKIP
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -77,14 +81,23 @@ def _as_notes(spectrograms) -> np.ndarray:
     return spectrograms
 
 
-def plot_reconstructions(
-    path: str | os.PathLike,
+def plot_reconstructions(path: str | os.PathLike, targets, reconstructions, config, **options: Any) -> Path:
+    """Writes `reconstruction_figure(targets, reconstructions, config, **options)` to `path` (PNG).
+
+    `options`: `titles` (one label per note), `zoom` (add the high-partials and
+    onset rows), `title` (of the whole figure); see `reconstruction_figure`.
+    """
+    return save_figure(reconstruction_figure(targets, reconstructions, config, **options), path)
+
+
+def reconstruction_figure(
     targets,
     reconstructions: Mapping[str, np.ndarray],
     config: FrontendConfig,
     titles: Sequence[str] | None = None,
     zoom: bool = False,
-) -> Path:
+    title: str | None = None,
+):
     """A grid: one row per note (input, then each reconstruction in columns).
 
     With `zoom=True`, each note gets two more rows: the high-frequency
@@ -92,19 +105,18 @@ def plot_reconstructions(
     (0.05 s before to 0.3 s after the attack, below fmax / 2).
 
     Args:
-        path: PNG to write.
         targets: (notes, n_mels, n_frames) input log-mel in dB.
         reconstructions: Name -> array of the same shape (e.g. one per variant).
         config: Frontend config (for the time and mel axes).
         titles: Optional label per note (e.g. its note name).
         zoom: Add the high-frequency and onset zoom rows.
+        title: Optional title of the whole figure (e.g. which notes these are).
+
+    Returns:
+        The matplotlib Figure (`save_figure` writes and closes it).
     """
-    targets = _as_notes(targets)
-    columns = {"input": targets}
-    columns.update({name: _as_notes(value) for name, value in reconstructions.items()})
-    for name, value in columns.items():
-        if value.shape != targets.shape:
-            raise ValueError(f"reconstruction {name!r} has shape {value.shape}, input has {targets.shape}")
+    columns = _grid_columns(targets, reconstructions)
+    targets = columns["input"]
     views = ["full", "high partials", "onset"] if zoom else ["full"]
     rows = len(targets) * len(views)
     figure, axes = plt.subplots(
@@ -113,22 +125,15 @@ def plot_reconstructions(
     vmax = float(targets.max())
     vmin = max(float(targets.min()), vmax - 80.0)
     onsets = np.argmax(onset_frames(targets, attack_frames=1, pre_frames=0), axis=1)
-    frame_s = config.hop_length / config.sample_rate
     image = None
     for note in range(len(targets)):
-        onset_s = onsets[note] * frame_s
+        label = titles[note] if titles is not None else f"note {note}"
+        onset_s = onsets[note] * config.hop_length / config.sample_rate
         for v, view in enumerate(views):
-            row = note * len(views) + v
             for col, (name, value) in enumerate(columns.items()):
-                ax = axes[row, col]
+                ax = axes[note * len(views) + v, col]
                 image = _specshow(ax, value[note], config, vmin, vmax)
-                if view == "high partials":
-                    ax.set_ylim(config.fmax / 4, config.fmax * 0.8)
-                    ax.set_xlim(0, min(1.5, config.duration))
-                elif view == "onset":
-                    ax.set_ylim(config.fmin, config.fmax / 2)
-                    ax.set_xlim(max(0.0, onset_s - 0.05), min(config.duration, onset_s + 0.3))
-                label = titles[note] if titles is not None else f"note {note}"
+                _zoom(ax, view, config, onset_s)
                 ax.set_title(
                     f"{name}" + (f" ({view})" if view != "full" else f"\n{label}" if col == 0 else ""), fontsize=9
                 )
@@ -137,7 +142,29 @@ def plot_reconstructions(
                 if v < len(views) - 1 or note < len(targets) - 1:
                     ax.set_xlabel("")
     figure.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.6)
-    return save_figure(figure, path)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def _grid_columns(targets, reconstructions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{"input": targets, name: reconstruction, ...}, each (notes, n_mels, n_frames) of one shape."""
+    targets = _as_notes(targets)
+    columns = {"input": targets}
+    columns.update({name: _as_notes(value) for name, value in reconstructions.items()})
+    for name, value in columns.items():
+        if value.shape != targets.shape:
+            raise ValueError(f"reconstruction {name!r} has shape {value.shape}, input has {targets.shape}")
+    return columns
+
+
+def _zoom(ax, view: str, config: FrontendConfig, onset_s: float) -> None:
+    if view == "high partials":
+        ax.set_ylim(config.fmax / 4, config.fmax * 0.8)
+        ax.set_xlim(0, min(1.5, config.duration))
+    elif view == "onset":
+        ax.set_ylim(config.fmin, config.fmax / 2)
+        ax.set_xlim(max(0.0, onset_s - 0.05), min(config.duration, onset_s + 0.3))
 
 
 def read_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -155,7 +182,12 @@ def read_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def plot_history(path: str | os.PathLike, history_csv: str | os.PathLike) -> Path:
-    """Training curves: one panel per loss term, training and validation."""
+    """Writes `history_figure(history_csv)` to `path` (PNG)."""
+    return save_figure(history_figure(history_csv), path)
+
+
+def history_figure(history_csv: str | os.PathLike):
+    """Training curves: one panel per loss term, training and validation (a matplotlib Figure)."""
     history = read_history(history_csv)
     epochs = history.get("epoch", np.arange(len(next(iter(history.values())))))
     terms = [k for k in history if k != "epoch" and not k.startswith("val_") and k not in ("learning_rate", "lr")]
@@ -178,11 +210,16 @@ def plot_history(path: str | os.PathLike, history_csv: str | os.PathLike) -> Pat
         ax.grid(alpha=0.3)
     with_validation = [ax for ax, term in zip(axes.flat, terms) if f"val_{term}" in history]
     (with_validation or [axes.flat[0]])[0].legend()
-    return save_figure(figure, path)
+    return figure
 
 
 def plot_latent_pca(path: str | os.PathLike, z_mean, families: Sequence[str], title: str = "") -> Path:
-    """The latent means projected on their first two principal components, coloured by family."""
+    """Writes `latent_pca_figure(z_mean, families, title)` to `path` (PNG)."""
+    return save_figure(latent_pca_figure(z_mean, families, title), path)
+
+
+def latent_pca_figure(z_mean, families: Sequence[str], title: str = ""):
+    """The latent means projected on their first two principal components, coloured by family (a Figure)."""
     from sklearn.decomposition import PCA
 
     z_mean = np.asarray(z_mean, np.float64)
@@ -201,7 +238,7 @@ def plot_latent_pca(path: str | os.PathLike, z_mean, families: Sequence[str], ti
     ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
     ax.set_title(title or "Latent means (PCA) by instrument family")
     ax.legend(fontsize=8, markerscale=1.5, loc="best")
-    return save_figure(figure, path)
+    return figure
 
 
 def plot_interpolation(

@@ -1,17 +1,29 @@
 """`keras-timbre evaluate | reconstruct | interpolate | ablation`.
 
 Thin argparse wrappers over `keras_timbre.evaluation`. Errors (missing run or
-data, unknown variant, frontend mismatch, non-audio input) reach the
-dispatcher as FileNotFoundError/ValueError and exit with status 2 and one
-clear line.
+data, unknown variant, frontend mismatch, non-audio input, an --out that
+cannot be written, checked before any work) reach the dispatcher as
+FileNotFoundError/ValueError and exit with status 2 and one clear line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from keras_timbre.cli.arguments import add_training_options, positive_int, training_kwargs, variant
 from keras_timbre.models.variants import VARIANTS
+
+
+def morph_steps(text: str) -> int:
+    """argparse type of --steps: an integer >= 2, with the library's message whatever the value."""
+    # Imported when --steps is given, not at start-up: the module loads Keras.
+    from keras_timbre.evaluation.audio_files import MIN_STEPS, STEPS_RULE
+
+    value = int(text)
+    if value < MIN_STEPS:
+        raise argparse.ArgumentTypeError(f"{STEPS_RULE}, got {value}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -21,10 +33,12 @@ def register(subparsers) -> None:
         "evaluate",
         help="metrics of a run on held-out notes (writes metrics.json, figures, audio)",
         description="Evaluate a run on held-out notes: by default its own validation split (pitches held out "
-        "per instrument). See docs/evaluation.md for the metrics.",
+        "per instrument), or every note of --data DIR. See docs/evaluation.md for the metrics.",
     )
     evaluate.add_argument("run", help="run directory written by `keras-timbre train`")
-    evaluate.add_argument("--data", help="evaluate every note of this directory instead")
+    evaluate.add_argument(
+        "--data", help="score every note of this directory instead (not held-out notes: the model may know them)"
+    )
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/metrics.json)")
     evaluate.set_defaults(func=_evaluate)
 
@@ -49,7 +63,7 @@ def register(subparsers) -> None:
     interpolate.add_argument("a", help="first audio file")
     interpolate.add_argument("b", help="second audio file")
     interpolate.add_argument(
-        "--steps", type=positive_int, default=5, help="points from A to B, both included (default: %(default)s)"
+        "--steps", type=morph_steps, default=5, help="points from A to B, both included, >= 2 (default: %(default)s)"
     )
     interpolate.add_argument("--out", required=True, help="output directory")
     interpolate.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
@@ -78,7 +92,7 @@ def _evaluate(args) -> int:
 
 
 def _reconstruct(args) -> int:
-    from keras_timbre.evaluation.evaluator import reconstruct_file
+    from keras_timbre.evaluation.audio_files import reconstruct_file
 
     wav, png = reconstruct_file(args.run, args.audio, args.out, n_iter=args.griffin_lim_iters)
     print(f"Wrote {wav} and {png}")
@@ -86,7 +100,7 @@ def _reconstruct(args) -> int:
 
 
 def _interpolate(args) -> int:
-    from keras_timbre.evaluation.evaluator import interpolate
+    from keras_timbre.evaluation.audio_files import interpolate
 
     written = interpolate(args.run, args.a, args.b, args.out, steps=args.steps, n_iter=args.griffin_lim_iters)
     print(f"Wrote {len(written)} files to {args.out} (strip.png, step_*.wav)")

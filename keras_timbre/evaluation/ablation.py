@@ -29,7 +29,7 @@ import numpy as np
 from keras_timbre import atomic
 from keras_timbre.evaluation import evaluator as evaluation
 from keras_timbre.training import run as runs
-from keras_timbre.data.split import diverse_notes, load_split
+from keras_timbre.data.split import diverse_notes
 from keras_timbre.models.inference import latent_means, reconstruct_db
 from keras_timbre.models.variants import VARIANTS, check_variant
 from keras_timbre.training.trainer import train
@@ -129,11 +129,7 @@ def run_ablation(
             print(f"\n=== ablation {index}/{total}: {variant}, seed {seed} ({elapsed:.0f} s so far) ===")
             path = out / run_name(variant, seed)
             run = train(path, data=data, variant=variant, seed=seed, split_seed=split_seed, **train_kwargs)
-            metrics_path = path / runs.METRICS_FILE
-            if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("notes"):
-                metrics = json.loads(metrics_path.read_text())
-            else:
-                metrics = evaluation.evaluate(run, write_media=False)
+            metrics = _finished_metrics(path / runs.METRICS_FILE) or evaluation.evaluate(run, write_media=False)
             results[variant][seed] = metrics
             if seed == seeds[0]:
                 loaded[variant] = run
@@ -146,22 +142,21 @@ def run_ablation(
     return table
 
 
+def _finished_metrics(path: Path) -> dict[str, Any] | None:
+    """A run's earlier metrics on its held-out notes, or None (none yet, or `evaluate --data` scored others)."""
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("notes") and metrics.get("held_out", True) else None
+
+
 def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     """Figure grid (input vs each variant, with zooms), latent PCAs and audio, for the first seed."""
-    import soundfile as sf
-
     from keras_timbre.analysis import plots
-    from keras_timbre.audio.vocoder import mel_to_audio
 
     first = next(iter(loaded.values()))
-    split = first.config["split"]
-    _, _, records, log_mel_db = load_split(
-        Path(first.config["data"]),
-        first.frontend,
-        split["val_fraction"],
-        split["split_seed"],
-        first.config["hyperparameters"].get("max_per_instrument"),
-    )
+    # The same held-out notes every run was scored on (from the run's own data path).
+    records, log_mel_db = evaluation.held_out_notes(first)
     if not len(records):
         return
     picks = diverse_notes(records, GRID_NOTES)
@@ -169,7 +164,7 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     recons = {variant: reconstruct_db(run.model, targets, run.stats) for variant, run in loaded.items()}
     titles = [records[i].note_str for i in picks]
     plots.plot_reconstructions(
-        out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles, zoom=True
+        out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles=titles, zoom=True
     )
     for variant, run in loaded.items():
         z_mean, _ = latent_means(run.model, log_mel_db, run.stats)
@@ -182,5 +177,4 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     for i, note in enumerate(titles):
         sounds = {"input": targets[i], **{variant: recon[i] for variant, recon in recons.items()}}
         for name, spectrogram in sounds.items():
-            with atomic.atomic_path(out / "audio" / f"{note}_{name.replace('+', '_')}.wav", suffix=".wav") as tmp:
-                sf.write(tmp, mel_to_audio(spectrogram, first.frontend), first.frontend.sample_rate, format="WAV")
+            evaluation.write_wav(out / "audio" / f"{note}_{name.replace('+', '_')}.wav", spectrogram, first.frontend)

@@ -1,8 +1,10 @@
-"""`evaluate(run)`: metrics of a trained run on held-out notes, written to metrics.json.
+"""`evaluate(run)`: metrics of a trained run, written to metrics.json, with figures and audio.
 
 By default the notes are the run's own validation split (pitches held out per
-instrument, re-derived from `config.json`); `data=DIR` evaluates every note of
-another directory instead. `docs/evaluation.md` defines each metric.
+instrument, re-derived from `config.json`): "held-out notes of DATA". With
+`data=DIR`, every note of that directory is scored instead: "notes of DIR".
+The printed summary, `metrics.json` (`scored`, `held_out`) and the figure
+titles say which. `docs/evaluation.md` defines each metric.
 
 Besides `metrics.json`, evaluation draws a reconstruction grid and the latent
 PCA into `RUN/figures/` and writes input/reconstruction audio (Griffin-Lim)
@@ -10,12 +12,13 @@ into `RUN/audio/`.
 
 Example:
 >>> metrics = evaluate("runs/demo")  # doctest: +SKIP
->>> round(metrics["lsd_db"], 1)  # doctest: +SKIP
-6.3
+>>> round(metrics["lsd_db"], 1), metrics["scored"]  # doctest: +SKIP
+(6.3, 'held-out notes of data/nsynth-mini')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -25,11 +28,11 @@ import numpy as np
 
 from keras_timbre import atomic
 from keras_timbre.analysis import metrics
-from keras_timbre.training import run as runs
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.data.locate import check_data_dir
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
+from keras_timbre.evaluation.outputs import check_output_file
 from keras_timbre.models.inference import latent_means, reconstruct_db
+from keras_timbre.training import run as runs
 
 METRIC_KEYS = (
     "lsd_db",
@@ -47,13 +50,73 @@ AUDIO_NOTES = 2
 FIGURE_NOTES = 3
 
 
-def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
-    """`(records, log_mel_db)` to evaluate: the run's validation split, or all notes of `data`."""
+def evaluate(
+    run: runs.Run | str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    write_media: bool = True,
+) -> dict[str, Any]:
+    """Evaluates a run on its held-out notes (or every note of `data`) and writes the metrics as JSON.
+
+    Args:
+        run: A `Run` or a run directory.
+        data: Evaluate every note of this directory instead of the run's
+            validation split.
+        out: JSON path; `RUN/metrics.json` by default.
+        batch_size: Notes per model call.
+        write_media: Also write a reconstruction grid, the latent PCA and audio.
+
+    Returns:
+        The metrics dict (also written to `out`).
+
+    Raises:
+        OutputPathError: `out` cannot be written (checked before any work).
+    """
+    if out is None:
+        run_path = run.path if isinstance(run, runs.Run) else Path(run)
+        out = check_output_file(run_path / runs.METRICS_FILE, "the run's metrics file")
+    else:
+        out = check_output_file(out)
+    if not isinstance(run, runs.Run):
+        run = runs.load_run(run)
+    started = time.perf_counter()
+    notes = notes_to_score(run, data)
+    if len(notes.records) == 0:
+        raise ValueError(f"No {notes.label} to evaluate for {run.path}")
+    print(f"Evaluating {run.variant} on {len(notes.records)} {notes.label} ...")
+    result = compute_metrics(run, notes.records, notes.log_mel_db, batch_size)
+    result.update(variant=run.variant, data=str(notes.data), run=str(run.path))
+    result.update(held_out=notes.held_out, scored=notes.label)
+    atomic.write_json(out, result)
+    if write_media:
+        write_examples(run, notes)
+    print(f"Evaluated in {time.perf_counter() - started:.0f} s; metrics at {out}")
+    return result
+
+
+@dataclasses.dataclass
+class ScoredNotes:
+    """The notes an evaluation scores, with their log-mel (dB) and where they come from."""
+
+    records: list
+    log_mel_db: np.ndarray
+    data: Path
+    held_out: bool
+
+    @property
+    def label(self) -> str:
+        """What the notes are, for people: "held-out notes of DATA" or "notes of DIR"."""
+        return f"{'held-out ' if self.held_out else ''}notes of {self.data}"
+
+
+def notes_to_score(run: runs.Run, data: str | os.PathLike | None = None) -> ScoredNotes:
+    """The run's validation split (re-derived from config.json), or every note of `data`."""
     from keras_timbre.data import read_notes
 
+    data_path = runs.locate_data(run, data)
     if data is None:
         split = run.config.get("split", {})
-        data_path = check_data_dir(run.config["data"])
         _, _, records, log_mel_db = load_split(
             data_path,
             run.frontend,
@@ -61,14 +124,19 @@ def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
             split.get("split_seed", 0),
             run.config.get("hyperparameters", {}).get("max_per_instrument"),
         )
-        return records, log_mel_db
-    data_path = check_data_dir(data)
+        return ScoredNotes(records, log_mel_db, data_path, held_out=True)
     saved_frontend = data_path / runs.FRONTEND_FILE
     if saved_frontend.is_file():
         # Features prepared for another frontend (e.g. another n_mels) cannot feed this model.
         run.frontend.check_matches(FrontendConfig.load(saved_frontend), f"data at {data_path}")
     log_mel_db, records = load_log_mel(read_notes(data_path), run.frontend)
-    return records, log_mel_db
+    return ScoredNotes(records, log_mel_db, data_path, held_out=False)
+
+
+def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
+    """`(records, log_mel_db)` to evaluate: the run's validation split, or all notes of `data`."""
+    notes = notes_to_score(run, data)
+    return notes.records, notes.log_mel_db
 
 
 def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: int = 32) -> dict[str, Any]:
@@ -100,153 +168,42 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
     return result
 
 
-def evaluate(
-    run: runs.Run | str | os.PathLike,
-    data: str | os.PathLike | None = None,
-    out: str | os.PathLike | None = None,
-    batch_size: int = 32,
-    write_media: bool = True,
-) -> dict[str, Any]:
-    """Evaluates a run on held-out notes and writes the metrics as JSON.
-
-    Args:
-        run: A `Run` or a run directory.
-        data: Evaluate every note of this directory instead of the run's
-            validation split.
-        out: JSON path; `RUN/metrics.json` by default.
-        batch_size: Notes per model call.
-        write_media: Also write a reconstruction grid, the latent PCA and audio.
-
-    Returns:
-        The metrics dict (also written to `out`).
-    """
-    if not isinstance(run, runs.Run):
-        run = runs.load_run(run)
-    started = time.perf_counter()
-    records, log_mel_db = held_out_notes(run, data)
-    if len(records) == 0:
-        raise ValueError(f"No held-out notes to evaluate for {run.path} (data: {data or run.config.get('data')})")
-    print(f"Evaluating {run.variant} on {len(records)} held-out notes ...")
-    result = compute_metrics(run, records, log_mel_db, batch_size)
-    result.update(variant=run.variant, data=str(data or run.config.get("data")), run=str(run.path))
-    out = Path(out) if out is not None else run.path / runs.METRICS_FILE
-    atomic.write_json(out, result)
-    if write_media:
-        write_examples(run, records, log_mel_db)
-    print(f"Evaluated in {time.perf_counter() - started:.0f} s; metrics at {out}")
-    return result
-
-
-def write_examples(run: runs.Run, records, log_mel_db: np.ndarray) -> None:
-    """Reconstruction grid, latent PCA and a few WAVs (input, reconstruction, decode(z))."""
-    import soundfile as sf
-
+def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
+    """Reconstruction grid, latent PCA and a few WAVs (input, reconstruction), titled with what the notes are."""
     from keras_timbre.analysis import plots
-    from keras_timbre.audio.vocoder import mel_to_audio
 
+    records = notes.records
     shown = diverse_notes(records, FIGURE_NOTES)
-    chosen = log_mel_db[shown]
+    chosen = notes.log_mel_db[shown]
     recon = reconstruct_db(run.model, chosen, run.stats)
     columns = {run.variant: recon}
     if run.model.use_skips:
         columns["decode(z), skips zeroed"] = reconstruct_db(run.model, chosen, run.stats, skips=False)
-    titles = [records[i].note_str for i in shown]
     plots.plot_reconstructions(
-        run.path / "figures" / "evaluation_reconstructions.png", chosen, columns, run.frontend, titles, zoom=True
-    )
-    z_mean, _ = latent_means(run.model, log_mel_db, run.stats)
-    if len(z_mean) >= 3:
-        plots.plot_latent_pca(run.path / "figures" / "latent_pca.png", z_mean, [r.family for r in records])
-    for record, target, output in list(zip([records[i] for i in shown], chosen, recon))[:AUDIO_NOTES]:
-        for kind, spectrogram in (("input", target), ("reconstruction", output)):
-            audio = mel_to_audio(spectrogram, run.frontend)
-            with atomic.atomic_path(run.path / "audio" / f"{record.note_str}_{kind}.wav") as tmp:
-                sf.write(tmp, audio, run.frontend.sample_rate, format="WAV")
-
-
-def reconstruct_file(
-    run: runs.Run | str | os.PathLike, audio_path: str | os.PathLike, out: str | os.PathLike, n_iter: int = 64
-) -> tuple[Path, Path]:
-    """Reconstructs one audio file: writes `out` (WAV, Griffin-Lim) and a side-by-side PNG next to it.
-
-    Raises:
-        FileNotFoundError: `audio_path` does not exist.
-        ValueError: `audio_path` is not decodable audio (the message names it).
-    """
-    import soundfile as sf
-
-    from keras_timbre.analysis import plots
-    from keras_timbre.data import load_audio
-    from keras_timbre.audio.frontend import log_mel
-    from keras_timbre.audio.vocoder import mel_to_audio
-
-    if not isinstance(run, runs.Run):
-        run = runs.load_run(run)
-    audio_path, out = Path(audio_path), Path(out)
-    if not audio_path.is_file():
-        raise FileNotFoundError(f"Input audio {audio_path} does not exist")
-    waveform = load_audio(audio_path, run.frontend.sample_rate, run.frontend.num_samples)
-    target = log_mel(waveform, run.frontend.sample_rate, run.frontend)[None]
-    recon = reconstruct_db(run.model, target, run.stats)
-    audio = mel_to_audio(recon[0], run.frontend, n_iter=n_iter)
-    with atomic.atomic_path(out, suffix=".wav") as tmp:
-        sf.write(tmp, audio, run.frontend.sample_rate, format="WAV")
-    figure = plots.plot_reconstructions(
-        out.with_suffix(".png"),
-        target,
-        {f"{run.variant} reconstruction": recon},
+        run.path / "figures" / "evaluation_reconstructions.png",
+        chosen,
+        columns,
         run.frontend,
-        titles=[audio_path.name],
+        titles=[records[i].note_str for i in shown],
         zoom=True,
+        title=f"{run.variant} on {notes.label}",
     )
-    return out, figure
+    z_mean, _ = latent_means(run.model, notes.log_mel_db, run.stats)
+    if len(z_mean) >= 3:
+        title = f"{run.variant}: latent means of {notes.label} (PCA)"
+        plots.plot_latent_pca(run.path / "figures" / "latent_pca.png", z_mean, [r.family for r in records], title)
+    for i, target, output in list(zip(shown, chosen, recon))[:AUDIO_NOTES]:
+        for kind, spectrogram in (("input", target), ("reconstruction", output)):
+            write_wav(run.path / "audio" / f"{records[i].note_str}_{kind}.wav", spectrogram, run.frontend)
 
 
-def interpolate(
-    run: runs.Run | str | os.PathLike,
-    audio_a: str | os.PathLike,
-    audio_b: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    steps: int = 5,
-    n_iter: int = 64,
-) -> list[Path]:
-    """A timbre morph: decodes `steps` points on the line between the latent means of A and B.
-
-    Writes `strip.png` and `step_XX.wav` into `out_dir`. Decoding uses z alone
-    (`model.decode`), as sampling would, so skip variants show what z carries.
-    """
-    import keras
+def write_wav(path: Path, log_mel_db: np.ndarray, frontend: FrontendConfig, n_iter: int = 64) -> Path:
+    """Griffin-Lim audio of one log-mel (dB), written atomically as WAV."""
     import soundfile as sf
 
-    from keras_timbre.analysis import plots
-    from keras_timbre.data import load_audio
-    from keras_timbre.audio.frontend import log_mel
     from keras_timbre.audio.vocoder import mel_to_audio
 
-    if steps < 2:
-        raise ValueError(f"--steps must be >= 2, got {steps}")
-    if not isinstance(run, runs.Run):
-        run = runs.load_run(run)
-    spectrograms = []
-    for path in (Path(audio_a), Path(audio_b)):
-        if not path.is_file():
-            raise FileNotFoundError(f"Input audio {path} does not exist")
-        waveform = load_audio(path, run.frontend.sample_rate, run.frontend.num_samples)
-        spectrograms.append(log_mel(waveform, run.frontend.sample_rate, run.frontend))
-    z_mean, _ = latent_means(run.model, np.stack(spectrograms), run.stats)
-    alphas = np.linspace(0.0, 1.0, steps)
-    z = ((1 - alphas[:, None]) * z_mean[0] + alphas[:, None] * z_mean[1]).astype(np.float32)
-    decoded = run.stats.denormalize(keras.ops.convert_to_numpy(run.model.decode(z))[..., 0])
-    out_dir = Path(out_dir)
-    written = [
-        plots.plot_interpolation(
-            out_dir / "strip.png", decoded, run.frontend, alphas, (Path(audio_a).name, Path(audio_b).name)
-        )
-    ]
-    for i, spectrogram in enumerate(decoded):
-        with atomic.atomic_path(out_dir / f"step_{i:02d}.wav", suffix=".wav") as tmp:
-            sf.write(
-                tmp, mel_to_audio(spectrogram, run.frontend, n_iter=n_iter), run.frontend.sample_rate, format="WAV"
-            )
-        written.append(out_dir / f"step_{i:02d}.wav")
-    return written
+    audio = mel_to_audio(log_mel_db, frontend, n_iter=n_iter)
+    with atomic.atomic_path(path, suffix=".wav") as tmp:
+        sf.write(tmp, audio, frontend.sample_rate, format="WAV")
+    return path

@@ -1,0 +1,201 @@
+"""evaluate / reconstruct / interpolate: which notes are scored and how they are labelled, output paths, --steps."""
+
+import json
+import os
+
+import pytest
+
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.cli import main
+from keras_timbre.data import make_synthetic_dataset
+from keras_timbre.data.locate import check_data_dir
+from keras_timbre.evaluation import audio_files, evaluator
+from keras_timbre.training import run as runs
+from keras_timbre.training import trainer
+
+# One epoch of a tiny model on 32 x 64 features; half of each instrument's pitches held out.
+TINY_TRAINING = {
+    "frontend": FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250),
+    "model_kwargs": {"filters": (4, 8), "latent_dim": 4},
+    "epochs": 1,
+    "batch_size": 4,
+    "val_fraction": 0.5,
+    "verbose": 0,
+}
+
+
+def tiny_train(out, data):
+    return trainer.train(out, data=data, **TINY_TRAINING)
+
+
+@pytest.fixture(scope="module")
+def notes_dir(tmp_path_factory):
+    # 20 notes over 10 families, 2 pitches each: one pitch per instrument is held out.
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), notes=20, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, notes_dir):
+    return tiny_train(tmp_path_factory.mktemp("runs") / "tiny", notes_dir).path
+
+
+@pytest.fixture(autouse=True)
+def locate_data_until_merged(monkeypatch):
+    # `training.run.locate_data` comes with the training branch; until then, the old rule
+    # (the data path as config.json stores it), so everything but the test that needs it runs.
+    if not hasattr(runs, "locate_data"):
+
+        def stored_data_path(run, data=None):
+            return check_data_dir(data if data is not None else run.config["data"])
+
+        monkeypatch.setattr(runs, "locate_data", stored_data_path, raising=False)
+
+
+def wav_files(notes_dir):
+    return sorted((notes_dir / "audio").glob("*.wav"))
+
+
+def refuse_to_load_runs(monkeypatch):
+    """Any run loaded from now on is a test failure: a bad --out must be refused before any work."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the run was loaded before --out was checked")
+
+    monkeypatch.setattr(runs, "load_run", fail)
+
+
+def one_error_line(capsys, command):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"keras-timbre {command}: error:"), err
+    return err
+
+
+# ---------------------------------------------------------------------------- which notes, labelled how
+
+
+@pytest.mark.xfail(strict=False, reason="needs training.run.locate_data")
+def test_evaluate_from_another_directory(tmp_path, notes_dir, monkeypatch):
+    (tmp_path / "project").mkdir()
+    os.symlink(notes_dir, tmp_path / "project" / "notes")
+    monkeypatch.chdir(tmp_path / "project")
+    tiny_train("run", "notes")  # the data path typed relative to the training directory
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    metrics = evaluator.evaluate(tmp_path / "project" / "run", write_media=False)
+    assert metrics["notes"] == 10 and metrics["held_out"] is True
+
+
+def test_evaluate_labels_the_validation_split_as_held_out(run_dir, notes_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "m.json")]) == 0
+    assert f"on 10 held-out notes of {notes_dir}" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert (metrics["held_out"], metrics["scored"], metrics["notes"]) == (True, f"held-out notes of {notes_dir}", 10)
+
+
+def test_evaluate_data_labels_the_notes_as_notes_of_that_directory(run_dir, notes_dir, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(run_dir), "--data", str(notes_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"on 20 notes of {notes_dir}" in printed and "held-out" not in printed
+    metrics = json.loads(out.read_text())
+    assert (metrics["held_out"], metrics["scored"], metrics["notes"]) == (False, f"notes of {notes_dir}", 20)
+    assert metrics["data"] == str(notes_dir)
+
+
+def test_figures_are_titled_with_the_notes_they_show(run_dir, notes_dir, monkeypatch):
+    from keras_timbre.analysis import plots
+
+    titles = {}
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: titles.setdefault(path.name, figure_text(figure)))
+    evaluator.evaluate(run_dir, data=notes_dir, out=run_dir / "other.json")
+    assert f"notes of {notes_dir}" in titles["evaluation_reconstructions.png"]
+    assert f"notes of {notes_dir}" in titles["latent_pca.png"]
+    assert "held-out" not in titles["evaluation_reconstructions.png"] + titles["latent_pca.png"]
+
+
+def figure_text(figure):
+    import matplotlib.pyplot as plt
+
+    text = " ".join([figure.get_suptitle()] + [ax.get_title() for ax in figure.axes])
+    plt.close(figure)
+    return text
+
+
+# ---------------------------------------------------------------------------- output paths
+
+
+def test_evaluate_out_that_is_a_directory_is_refused_before_any_work(run_dir, tmp_path, monkeypatch, capsys):
+    refuse_to_load_runs(monkeypatch)
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in one_error_line(capsys, "evaluate")
+
+
+def test_reconstruct_out_that_is_a_directory_is_refused_before_any_work(
+    run_dir, notes_dir, tmp_path, monkeypatch, capsys
+):
+    refuse_to_load_runs(monkeypatch)
+    wav = str(wav_files(notes_dir)[0])
+    assert main(["reconstruct", str(run_dir), wav, "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in one_error_line(capsys, "reconstruct")
+    (tmp_path / "recon.png").mkdir()  # the figure beside the WAV cannot be written either
+    assert main(["reconstruct", str(run_dir), wav, "--out", str(tmp_path / "recon.wav")]) == 2
+    assert "recon.png is a directory" in one_error_line(capsys, "reconstruct")
+    (tmp_path / "file").write_text("x")
+    assert main(["reconstruct", str(run_dir), wav, "--out", str(tmp_path / "file" / "recon.wav")]) == 2
+    assert f"{tmp_path / 'file'} is a file, not a directory" in one_error_line(capsys, "reconstruct")
+
+
+def test_interpolate_out_that_is_a_file_or_holds_other_files_is_refused(
+    run_dir, notes_dir, tmp_path, monkeypatch, capsys
+):
+    refuse_to_load_runs(monkeypatch)
+    a, b = (str(p) for p in wav_files(notes_dir)[:2])
+    (tmp_path / "morph").write_text("not a directory")
+    assert main(["interpolate", str(run_dir), a, b, "--out", str(tmp_path / "morph")]) == 2
+    assert "morph is a file, not a directory" in one_error_line(capsys, "interpolate")
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "song.wav").write_text("keep me")
+    assert main(["interpolate", str(run_dir), a, b, "--out", str(tmp_path / "music")]) == 2
+    assert "song.wav" in one_error_line(capsys, "interpolate")
+    assert (tmp_path / "music" / "song.wav").read_text() == "keep me"
+
+
+def test_interpolate_replaces_an_earlier_morph_whole(run_dir, notes_dir, tmp_path):
+    a, b = wav_files(notes_dir)[:2]
+    out = tmp_path / "morph"
+    audio_files.interpolate(run_dir, a, b, out, steps=4, n_iter=2)
+    audio_files.interpolate(run_dir, a, b, out, steps=2, n_iter=2)  # no stale step_02/03 left behind
+    assert sorted(p.name for p in out.iterdir()) == ["step_00.wav", "step_01.wav", "strip.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["morph"]  # no temporary folders
+
+
+# ---------------------------------------------------------------------------- --steps
+
+
+@pytest.mark.parametrize("steps", ["0", "1", "-3"])
+def test_steps_below_two_give_one_message(run_dir, notes_dir, tmp_path, steps, capsys):
+    a, b = (str(p) for p in wav_files(notes_dir)[:2])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["interpolate", str(run_dir), a, b, "--steps", steps, "--out", str(tmp_path / "m")])
+    assert exit_info.value.code == 2
+    assert f"argument --steps: must be >= 2 (both ends, A and B), got {steps}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=rf"steps must be >= 2 \(both ends, A and B\), got {steps}"):
+        audio_files.interpolate(run_dir, a, b, tmp_path / "m", steps=int(steps))
+
+
+# ---------------------------------------------------------------------------- the ablation's reuse
+
+
+def test_ablation_reuses_only_held_out_metrics(tmp_path):
+    from keras_timbre.evaluation import ablation
+
+    path = tmp_path / "metrics.json"
+    assert ablation._finished_metrics(path) is None
+    for record, reused in (
+        ({"notes": 10, "lsd_db": 5.0, "held_out": True}, True),
+        ({"notes": 10, "lsd_db": 5.0}, True),  # written before `held_out` was recorded: always the split
+        ({"notes": 20, "lsd_db": 4.0, "held_out": False}, False),  # `evaluate --data`: other notes
+        ({"notes": 0}, False),
+    ):
+        path.write_text(json.dumps(record))
+        assert (ablation._finished_metrics(path) == record) is reused, record
