@@ -26,7 +26,7 @@ LAYERS = (
     "export",
     "cli",
 )
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 60  # lines of code, docstring excluded
 
 
 def _modules() -> list[Path]:
@@ -64,6 +64,14 @@ def _upward_imports(path: Path, package: Path = PACKAGE) -> list[str]:
     return problems
 
 
+def _docstring_lines(node: ast.AST) -> int:
+    # Documentation is not length: a function's Args section grows with its options.
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return first.end_lineno - first.lineno + 1
+    return 0
+
+
 def _long_functions(path: Path, package: Path = PACKAGE) -> list[str]:
     problems = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -71,7 +79,7 @@ def _long_functions(path: Path, package: Path = PACKAGE) -> list[str]:
             # argparse registration is a flat list of options: exempt, as the issue allows.
             if path.parent.name == "cli" and node.name == "register":
                 continue
-            length = node.end_lineno - node.lineno + 1
+            length = node.end_lineno - node.lineno + 1 - _docstring_lines(node)
             if length > MAX_FUNCTION_LINES:
                 problems.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name} has {length} lines")
     return problems

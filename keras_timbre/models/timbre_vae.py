@@ -117,25 +117,7 @@ class TimbreVAE(keras.Model):
         super().__init__(**kwargs)
         input_shape = tuple(int(d) for d in input_shape)
         filters = tuple(int(f) for f in filters)
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (n_mels, n_frames, channels), got {input_shape}")
-        if not filters:
-            raise ValueError("filters must name at least one encoder block")
-        factor = 2 ** len(filters)
-        if input_shape[0] % factor or input_shape[1] % factor:
-            raise ValueError(
-                f"input_shape {input_shape}: n_mels and n_frames must be divisible by 2**len(filters) = {factor} "
-                f"(filters={filters})"
-            )
-        if reconstruction not in losses.RECONSTRUCTIONS:
-            raise ValueError(f"reconstruction must be one of {losses.RECONSTRUCTIONS}, got {reconstruction!r}")
-        if not 0.0 <= skip_dropout < 1.0:
-            raise ValueError(f"skip_dropout must be in [0, 1), got {skip_dropout}")
-        if free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
-        for name, value in (("latent_dim", latent_dim), ("beta", beta), ("grad_weight", grad_weight)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        _check_arguments(input_shape, filters, latent_dim, skip_dropout, beta, grad_weight, reconstruction, free_bits)
 
         self.spectrogram_shape = input_shape
         self.latent_dim = int(latent_dim)
@@ -159,6 +141,15 @@ class TimbreVAE(keras.Model):
             float(time_grad_weight), trainable=False, dtype="float32", name="time_grad_weight"
         )
 
+        self._create_layers(input_shape, filters, normalization, activation, seed)
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.mel_grad_tracker = keras.metrics.Mean(name="mel_grad_loss")
+        self.time_grad_tracker = keras.metrics.Mean(name="time_grad_loss")
+        self.build((None,) + input_shape)
+
+    def _create_layers(self, input_shape, filters, normalization, activation, seed) -> None:
+        """The encoder, posterior heads, sampling and decoder sublayers (built by `build`)."""
         block_kwargs = {"normalization": normalization, "activation": activation}
         self.encoder_blocks = [
             EncoderBlock(f, name=f"encoder_block_{i}", **block_kwargs) for i, f in enumerate(filters)
@@ -168,6 +159,7 @@ class TimbreVAE(keras.Model):
         self.z_log_var_dense = keras.layers.Dense(self.latent_dim, name="z_log_var")
         # z_log_var is clipped once, in `_encode`, where both the KL term and Sampling see it.
         self.sampling = Sampling(seed=seed, log_var_range=None, name="sampling")
+        factor = 2 ** len(filters)
         self._bottleneck_shape = (input_shape[0] // factor, input_shape[1] // factor, filters[-1])
         self.decoder_dense = keras.layers.Dense(
             self._bottleneck_shape[0] * self._bottleneck_shape[1] * filters[-1],
@@ -184,12 +176,6 @@ class TimbreVAE(keras.Model):
             input_shape[-1], 4, strides=2, padding="same", name="output_conv"
         )
         self.dropout_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
-
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
-        self.mel_grad_tracker = keras.metrics.Mean(name="mel_grad_loss")
-        self.time_grad_tracker = keras.metrics.Mean(name="time_grad_loss")
-        self.build((None,) + input_shape)
 
     # ---------------------------------------------------------------- building
     def build(self, input_shape):
@@ -426,3 +412,26 @@ def _check_weights_have_target(method: str, y, sample_weight) -> None:
             f"TimbreVAE.{method}: Keras drops sample_weight when y is None; pass the target as well, "
             f"e.g. model.{method}(x, x, sample_weight=w)"
         )
+
+
+def _check_arguments(input_shape, filters, latent_dim, skip_dropout, beta, grad_weight, reconstruction, free_bits):
+    """Raises a ValueError naming the first `TimbreVAE` argument that cannot work."""
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (n_mels, n_frames, channels), got {input_shape}")
+    if not filters:
+        raise ValueError("filters must name at least one encoder block")
+    factor = 2 ** len(filters)
+    if input_shape[0] % factor or input_shape[1] % factor:
+        raise ValueError(
+            f"input_shape {input_shape}: n_mels and n_frames must be divisible by 2**len(filters) = {factor} "
+            f"(filters={filters})"
+        )
+    if reconstruction not in losses.RECONSTRUCTIONS:
+        raise ValueError(f"reconstruction must be one of {losses.RECONSTRUCTIONS}, got {reconstruction!r}")
+    if not 0.0 <= skip_dropout < 1.0:
+        raise ValueError(f"skip_dropout must be in [0, 1), got {skip_dropout}")
+    if free_bits < 0:
+        raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+    for name, value in (("latent_dim", latent_dim), ("beta", beta), ("grad_weight", grad_weight)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
