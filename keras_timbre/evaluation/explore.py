@@ -158,8 +158,8 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
         chunk = slice(start, start + AUDIO_CHUNK)
         waveforms = np.stack([load_audio(r.path, frontend.sample_rate, frontend.num_samples) for r in records[chunk]])
         recon_audio = media.borrowed_phase_audio(reconstruction[chunk], waveforms, frontend)
-        media_lists["audio"] += [media.mp3_base64(w, frontend.sample_rate) for w in waveforms]
-        media_lists["recon_audio"] += [media.mp3_base64(w, frontend.sample_rate) for w in recon_audio]
+        media_lists["audio"] += media.mp3_base64_many(waveforms, frontend.sample_rate)
+        media_lists["recon_audio"] += media.mp3_base64_many(recon_audio, frontend.sample_rate)
         media_lists["thumb"] += [media.thumbnail_base64(s, floor) for s in log_mel_db[chunk]]
         media_lists["recon_thumb"] += [media.thumbnail_base64(s, floor) for s in reconstruction[chunk]]
     return media_lists
@@ -182,7 +182,7 @@ def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n
         {
             "a": int(a),
             "b": int(b),
-            "clips": [media.mp3_base64(w, rate) for w in audio[k * steps : (k + 1) * steps]],
+            "clips": media.mp3_base64_many(audio[k * steps : (k + 1) * steps], rate),
             "thumbs": [media.thumbnail_base64(s, floor) for s in decoded[k * steps : (k + 1) * steps]],
         }
         for k, (a, b) in enumerate(pairs)

@@ -40,7 +40,8 @@ _BODY = """
 <h1 id="title"></h1>
 <div class="row">
   Map <select id="map-choice"><option value="tsne">t-SNE</option><option value="pca">PCA</option></select>
-  Colour by <select id="colour-choice"><option value="family">family</option><option value="source">source</option></select>
+  Colour by <select id="colour-choice"><option value="family">family</option>
+    <option value="source">source</option></select>
   <span id="legend"></span>
 </div>
 <div id="layout">
@@ -150,7 +151,8 @@ function selectNote(i) {
   circles[i].classList.add("selected");
   const note = data.notes[i];
   $("note-name").textContent = note.name;
-  $("note-labels").textContent = `family ${note.family} · source ${note.source} · pitch ${note.pitch} · velocity ${note.velocity}`;
+  $("note-labels").textContent =
+    `family ${note.family} · source ${note.source} · pitch ${note.pitch} · velocity ${note.velocity}`;
   drawThumb($("thumb-original"), data.thumb[i]);
   drawThumb($("thumb-reconstruction"), data.recon_thumb[i]);
   audio.reconstruction.src = audioUrl(data.recon_audio[i]);
@@ -184,7 +186,8 @@ function showMorph(a, b) {
       `morphs exist between the ${data.anchors.length} ringed notes.`;
     return;
   }
-  $("morph-status").textContent = `${data.notes[a].name} → ${data.notes[b].name} (${found.order.length} decoded points)`;
+  $("morph-status").textContent =
+    `${data.notes[a].name} → ${data.notes[b].name} (${found.order.length} decoded points)`;
   found.order.forEach((k, step) => {
     const figure = document.createElement("figure");
     const canvas = document.createElement("canvas");
