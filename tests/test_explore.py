@@ -201,7 +201,8 @@ def test_page_in_headless_chromium(page, browser, tmp_path):
     circles[1].click()
     assert _started(browser, "original")
     name = browser.find_element(By.ID, "note-name").text
-    assert name == browser.execute_script("return explorer.data.notes[1].name")
+    clicked = int(circles[1].get_attribute("data-index"))
+    assert name == browser.execute_script("return explorer.data.notes[arguments[0]].name", clicked)
     assert _started(browser, "reconstruction")  # once the original ends
 
     anchors = browser.find_elements(By.CSS_SELECTOR, "circle.anchor")
@@ -214,7 +215,8 @@ def test_page_in_headless_chromium(page, browser, tmp_path):
 
     browser.find_element(By.CSS_SELECTOR, "#map-choice option[value=pca]").click()
     x = float(circles[0].get_attribute("cx"))
-    expected = 20 + browser.execute_script("return explorer.data.maps.pca[0][0]") * 580
+    index = int(circles[0].get_attribute("data-index"))
+    expected = 20 + browser.execute_script("return explorer.data.maps.pca[arguments[0]][0]", index) * 580
     assert abs(x - expected) < 0.1
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -88,6 +88,8 @@ const circles = data.notes.map((note, i) => {
   svg.appendChild(circle);
   return circle;
 });
+// Morph notes on top, so a click on a ring always reaches its note.
+data.anchors.forEach((i) => svg.appendChild(circles[i]));
 
 function placePoints() {
   const points = data.maps[state.map];
