@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-# Before anything imports TensorFlow, so its C++ info and warning logs stay quiet
-# (TF 2.21 still prints a few absl start-up lines regardless).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_timbre import _startup
+
+# Usually done already by `import keras_timbre`; again here in case TensorFlow is not loaded yet.
+_startup.quiet_native_logs()
 
 # Command-group modules, in the order `--help` lists them.
-_COMMAND_MODULES = ("data", "train", "evaluate", "search", "export")
+_COMMAND_MODULES = ("data", "train", "evaluate", "explore", "search", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-timbre",
         description="Timbre embeddings of instrument notes with a convolutional beta-VAE.",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"keep TensorFlow's native start-up logs (absl, oneDNN, CUDA); same as {_startup.VERBOSE_ENV}=1",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
