@@ -1,9 +1,9 @@
 """keras-timbre: timbre embeddings of instrument notes with a convolutional beta-VAE.
 
 The public API, in the order data flows through it: audio to features, to the
-model, to training, evaluation, search and export. Submodules
-(`keras_timbre.data`, `.layers`, `.losses`, `.callbacks`, `.metrics`,
-`.plots`, `.runs`) hold the rest.
+model, to training, evaluation, search and export. The packages
+(`keras_timbre.audio`, `.data`, `.models`, `.analysis`, `.training`,
+`.evaluation`, `.tuning`, `.export`; see docs/design.md) hold the rest.
 
 Example:
 >>> import keras_timbre
@@ -57,7 +57,7 @@ _EXPORTS = {
     "TimbreVAE": ("keras_timbre.models.timbre_vae", "TimbreVAE"),
     "load_run": ("keras_timbre.training.run", "load_run"),
     "train": ("keras_timbre.training.trainer", "train"),
-    "TimbreHyperModel": ("keras_timbre.tuning.search", "TimbreHyperModel"),
+    "TimbreHyperModel": ("keras_timbre.tuning.hypermodel", "TimbreHyperModel"),
     "run_search": ("keras_timbre.tuning.search", "run_search"),
 }
 
@@ -105,5 +105,5 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from keras_timbre.models.timbre_vae import TimbreVAE
     from keras_timbre.training.run import load_run
     from keras_timbre.training.trainer import train
-    from keras_timbre.tuning.search import TimbreHyperModel
+    from keras_timbre.tuning.hypermodel import TimbreHyperModel
     from keras_timbre.tuning.search import run_search

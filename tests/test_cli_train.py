@@ -125,7 +125,7 @@ def test_bad_input_exits_non_zero_with_a_clear_message(tiny_run, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--variant", "unet"])
     assert exit_info.value.code == 2
-    assert "unknown variant 'unet'" in capsys.readouterr().err
+    assert "unknown variant 'unet'" in capsys.readouterr().err.lower()
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio\n" * 100)
     assert main(["reconstruct", str(tiny_run), str(text), "--out", str(tmp_path / "x.wav")]) == 2

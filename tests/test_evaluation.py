@@ -8,7 +8,6 @@ import pytest
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
-from keras_timbre.data.locate import check_data_dir
 from keras_timbre.evaluation import audio_files, evaluator
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
@@ -39,18 +38,6 @@ def run_dir(tmp_path_factory, notes_dir):
     return tiny_train(tmp_path_factory.mktemp("runs") / "tiny", notes_dir).path
 
 
-@pytest.fixture(autouse=True)
-def locate_data_until_merged(monkeypatch):
-    # `training.run.locate_data` comes with the training branch; until then, the old rule
-    # (the data path as config.json stores it), so everything but the test that needs it runs.
-    if not hasattr(runs, "locate_data"):
-
-        def stored_data_path(run, data=None):
-            return check_data_dir(data if data is not None else run.config["data"])
-
-        monkeypatch.setattr(runs, "locate_data", stored_data_path, raising=False)
-
-
 def wav_files(notes_dir):
     return sorted((notes_dir / "audio").glob("*.wav"))
 
@@ -73,7 +60,6 @@ def one_error_line(capsys, command):
 # ---------------------------------------------------------------------------- which notes, labelled how
 
 
-@pytest.mark.xfail(strict=False, reason="needs training.run.locate_data")
 def test_evaluate_from_another_directory(tmp_path, notes_dir, monkeypatch):
     (tmp_path / "project").mkdir()
     os.symlink(notes_dir, tmp_path / "project" / "notes")

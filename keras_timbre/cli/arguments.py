@@ -29,11 +29,12 @@ def frontend_from_arguments(args: argparse.Namespace):
 
 def variant(name: str) -> str:
     """argparse type: one of the paper's variants."""
-    from keras_timbre.models.variants import VARIANTS
+    from keras_timbre.models.variants import check_variant
 
-    if name not in VARIANTS:
-        raise argparse.ArgumentTypeError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
-    return name
+    try:
+        return check_variant(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -> None:

@@ -33,6 +33,8 @@ from keras_timbre.data.split import diverse_notes, load_log_mel
 from keras_timbre.training.run import notes_fingerprint
 
 FIGURE_NOTES = 3
+# Notes whose codes TensorBoard's projector shows: enough for a map, few enough to encode in a second.
+SHOWN_NOTES = 500
 # Notes per decoding batch before the notes are shuffled and re-batched.
 _SOURCE_BATCH = 64
 
@@ -46,16 +48,29 @@ class TrainingData:
         validation: Batches of normalised held-out notes, or None.
         stats: Per-mel-bin statistics of the training notes.
         order: The callback that sets each epoch's shuffle; pass it to `fit`.
-        figure_db: A few held-out notes in dB for reconstruction figures.
-        figure_titles: Their names.
+        shown_db: Up to `SHOWN_NOTES` held-out notes (training notes if none
+            are held out) in dB, for the TensorBoard projector; None if none read.
+        shown_records: Their records.
     """
 
     train: Any
     validation: Any
     stats: FeatureStats
     order: "EpochOrder"
-    figure_db: Any
-    figure_titles: list[str]
+    shown_db: Any
+    shown_records: list[NoteRecord]
+
+    @property
+    def figure_db(self):
+        """A few of the shown notes, of different families, for reconstruction figures."""
+        return None if self.shown_db is None else self.shown_db[self._figure_picks()]
+
+    @property
+    def figure_titles(self) -> list[str]:
+        return [self.shown_records[i].note_str for i in self._figure_picks()]
+
+    def _figure_picks(self) -> list[int]:
+        return diverse_notes(self.shown_records, FIGURE_NOTES)
 
 
 class EpochOrder(keras.callbacks.Callback):
@@ -128,24 +143,31 @@ def training_data(
     import tensorflow as tf
 
     if cache is None:
-        notes, validation, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
+        notes, count, validation, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
         buffer = len(train_records)
     else:
-        notes, validation, stats = _streamed(train_records, val_records, Path(cache), frontend, batch_size, stats)
+        notes, count, validation, stats = _streamed(
+            train_records, val_records, Path(cache), frontend, batch_size, stats
+        )
         buffer = DEFAULT_SHUFFLE_BUFFER
     order = EpochOrder(seed)
-    train = order.shuffle(notes, buffer).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    figure_db, figure_titles = figure_notes(val_records or train_records, frontend)
-    return TrainingData(train, validation, stats, order, figure_db, figure_titles)
+    # flat_map hides the length; stating it keeps Keras from warning that the first epoch "ran out of data".
+    batches = tf.data.experimental.assert_cardinality(-(-count // batch_size))
+    train = order.shuffle(notes, buffer).batch(batch_size).apply(batches).prefetch(tf.data.AUTOTUNE)
+    shown_db, shown_records = shown_notes(val_records or train_records, frontend)
+    return TrainingData(train, validation, stats, order, shown_db, shown_records)
 
 
 def _in_memory(train_records, val_records, frontend, batch_size, stats):
+    import tensorflow as tf
+
     raw = feature_dataset(train_records, frontend, None, batch_size=_SOURCE_BATCH, cache=True)
     if stats is None:
         stats = compute_stats(raw, frontend)  # the first pass fills the cache
     notes = raw.unbatch().map(lambda x: stats.normalize(x[..., 0])[..., None])
+    count = int(raw.reduce(0, lambda total, batch: total + tf.shape(batch)[0]))  # notes read, from the cache
     validation = feature_dataset(val_records, frontend, stats, batch_size=batch_size) if val_records else None
-    return notes, validation, stats
+    return notes, count, validation, stats
 
 
 def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size, stats):
@@ -157,11 +179,11 @@ def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size,
         validation = ensure_feature_cache(val_records, cache_dir / "val", frontend).dataset(
             stats, batch_size=batch_size
         )
-    return notes, validation, stats
+    return notes, train_cache.num_notes, validation, stats
 
 
-def figure_notes(records: list[NoteRecord], frontend: FrontendConfig) -> tuple[Any, list[str]]:
-    """`(log_mel_db, titles)` of up to `FIGURE_NOTES` notes of different families."""
-    picks = [records[i] for i in diverse_notes(records, FIGURE_NOTES)]
-    log_mel_db, kept = load_log_mel(picks, frontend)
-    return (log_mel_db if len(kept) else None), [record.note_str for record in kept]
+def shown_notes(records: list[NoteRecord], frontend: FrontendConfig) -> tuple[Any, list[NoteRecord]]:
+    """`(log_mel_db, kept_records)` of up to `SHOWN_NOTES` of `records`, evenly spread over them."""
+    step = -(-len(records) // SHOWN_NOTES)
+    log_mel_db, kept = load_log_mel(records[::step], frontend)
+    return (log_mel_db if len(kept) else None), kept

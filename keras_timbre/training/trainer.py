@@ -145,27 +145,32 @@ def train(
         keras.utils.set_random_seed(seed)
         notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache)
         _announce(variant, out, data_path, frontend, config, state.done, cache)
-        with distribution_scope(distribute) as info:
-            info.check_global_batch_size(batch_size)
-            model = state.restore() if state.checkpoint else _new_model(variant, frontend, seed, hyperparameters)
-            model_config = model.get_config()  # what the model really uses, defaults included
-            config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
-            runs.create_run(out, frontend, notes.stats, config)
-            all_callbacks = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(
-                callbacks or []
-            )
-            model.fit(
-                notes.train,
-                validation_data=notes.validation,
-                epochs=epochs,
-                initial_epoch=state.done,
-                shuffle=False,  # EpochOrder shuffles the dataset
-                callbacks=all_callbacks,
-                verbose=verbose,
-            )
+        extra = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(callbacks or [])
+        model = _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, distribute, extra, verbose)
     _plot_history(out)
     print(f"Trained {variant} in {time.perf_counter() - started:.0f} s; model at {out / runs.MODEL_FILE}")
     return runs.Run(path=out, model=model, frontend=frontend, stats=notes.stats, config=config)
+
+
+def _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, distribute, all_callbacks, verbose):
+    """Builds or restores the model, writes the run directory's files, and fits to `hyperparameters["epochs"]`."""
+    epochs, batch_size = hyperparameters["epochs"], hyperparameters["batch_size"]
+    with distribution_scope(distribute) as info:
+        info.check_global_batch_size(batch_size)
+        model = state.restore() if state.checkpoint else _new_model(variant, frontend, seed, hyperparameters)
+        model_config = model.get_config()  # what the model really uses, defaults included
+        config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
+        runs.create_run(out, frontend, notes.stats, config)
+        model.fit(
+            notes.train,
+            validation_data=notes.validation,
+            epochs=epochs,
+            initial_epoch=state.done,
+            shuffle=False,  # EpochOrder shuffles the dataset
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
+    return model
 
 
 def _split(val_fraction: float, split_seed: int, train_records: list, val_records: list) -> dict[str, Any]:
@@ -217,7 +222,16 @@ def _callbacks(
         callbacks.ReconstructionFigures(
             out / "figures", notes.figure_db, notes.figure_titles, notes.stats, frontend, figure_every, epochs
         ),
-    ]
+    ] + _projector(out, notes, frontend, figure_every)
+
+
+def _projector(out: Path, notes: TrainingData, frontend: FrontendConfig, every: int) -> list:
+    """TensorBoard's projector, images and audio of the shown notes (none if no note was read)."""
+    from keras_timbre.training.tensorboard import TimbreProjector
+
+    if notes.shown_db is None:
+        return []
+    return [TimbreProjector(out / "logs", notes.shown_db, notes.shown_records, notes.stats, frontend, every=every)]
 
 
 def _plot_history(out: Path) -> None:

@@ -21,6 +21,7 @@ import keras
 import keras_tuner as kt
 
 from keras_timbre import atomic
+from keras_timbre.data.readers import read_notes
 from keras_timbre.training import run as runs
 from keras_timbre.tuning.hypermodel import HYPERPARAMETERS, TimbreHyperModel, variant_of
 
@@ -41,9 +42,11 @@ def best_run_config(
             "warmup_epochs": 0,
             "max_per_instrument": settings["max_per_instrument"],
         },
-        settings["data"],
+        str(Path(settings["data"]).resolve()),
         dict(split),
         settings["seed"],
+        # Lets `evaluate` find the notes from any directory, and notice if they changed.
+        runs.notes_fingerprint(read_notes(settings["data"])),
     )
     config["search"] = {
         "trial": best["trial"],
