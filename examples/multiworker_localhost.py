@@ -1,7 +1,7 @@
 """Two-worker data-parallel training on one machine with MultiWorkerMirroredStrategy.
 
 Each worker is a separate process with its own `TF_CONFIG`, exactly as on a
-real cluster, but both listen on 127.0.0.1. `keras_timbre.distribute.
+real cluster, but both listen on 127.0.0.1. `keras_timbre.training.distribute.
 distribution_scope("data-parallel")` sees `TF_CONFIG` and builds a
 `tf.distribute.MultiWorkerMirroredStrategy`; Keras' `fit` shards the data
 between the workers and all-reduces the gradients. The parent process trains

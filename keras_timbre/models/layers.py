@@ -102,14 +102,8 @@ class EncoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
-        self.strides = tuple(strides) if isinstance(strides, (list, tuple)) else (int(strides),) * 2
-        self.normalization = normalization
-        self.activation = activation
-        self._activation_fn = keras.activations.get(activation)
+        _set_block_options(self, filters, kernel_size, normalization, activation)
+        self.strides = _pair(strides)
 
     def build(self, input_shape):
         self.conv = keras.layers.Conv2D(
@@ -195,15 +189,9 @@ class DecoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        self.filters = int(filters)
+        _set_block_options(self, filters, kernel_size, normalization, activation)
         self.skip_channels = int(skip_channels)
-        self.kernel_size = int(kernel_size)
-        self.up_sampling = tuple(up_sampling) if isinstance(up_sampling, (list, tuple)) else (int(up_sampling),) * 2
-        self.normalization = normalization
-        self.activation = activation
-        self._activation_fn = keras.activations.get(activation)
+        self.up_sampling = _pair(up_sampling)
 
     def build(self, inputs_shape, skip_shape=None):
         use_bias = self.normalization is None
@@ -323,6 +311,21 @@ class SkipMix(keras.layers.Layer):
         config = super().get_config()
         config.update({"filters": self.filters, "skip_channels": self.skip_channels, "use_bias": self.use_bias})
         return config
+
+
+def _set_block_options(layer, filters: int, kernel_size: int, normalization: str | None, activation: str) -> None:
+    """The options every conv block shares, checked and stored on `layer`."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    layer.filters = int(filters)
+    layer.kernel_size = int(kernel_size)
+    layer.normalization = normalization
+    layer.activation = activation
+    layer._activation_fn = keras.activations.get(activation)
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),) * 2
 
 
 def _normalization(kind: str | None, channels: int, dtype) -> keras.layers.Layer | None:
