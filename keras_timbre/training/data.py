@@ -51,6 +51,7 @@ class TrainingData:
         shown_db: Up to `SHOWN_NOTES` held-out notes (training notes if none
             are held out) in dB, for the TensorBoard projector; None if none read.
         shown_records: Their records.
+        counts: Notes read (not skipped): `{"train_notes": ..., "val_notes": ...}`.
     """
 
     train: Any
@@ -59,6 +60,7 @@ class TrainingData:
     order: "EpochOrder"
     shown_db: Any
     shown_records: list[NoteRecord]
+    counts: dict[str, int]
 
     @property
     def figure_db(self):
@@ -143,43 +145,50 @@ def training_data(
     import tensorflow as tf
 
     if cache is None:
-        notes, count, validation, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
+        notes, counts, validation, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
         buffer = len(train_records)
     else:
-        notes, count, validation, stats = _streamed(
+        notes, counts, validation, stats = _streamed(
             train_records, val_records, Path(cache), frontend, batch_size, stats
         )
         buffer = DEFAULT_SHUFFLE_BUFFER
+    count = counts["train_notes"]
     order = EpochOrder(seed)
     # flat_map hides the length; stating it keeps Keras from warning that the first epoch "ran out of data".
     batches = tf.data.experimental.assert_cardinality(-(-count // batch_size))
     train = order.shuffle(notes, buffer).batch(batch_size).apply(batches).prefetch(tf.data.AUTOTUNE)
     shown_db, shown_records = shown_notes(val_records or train_records, frontend)
-    return TrainingData(train, validation, stats, order, shown_db, shown_records)
+    return TrainingData(train, validation, stats, order, shown_db, shown_records, counts)
 
 
 def _in_memory(train_records, val_records, frontend, batch_size, stats):
-    import tensorflow as tf
-
     raw = feature_dataset(train_records, frontend, None, batch_size=_SOURCE_BATCH, cache=True)
     if stats is None:
         stats = compute_stats(raw, frontend)  # the first pass fills the cache
     notes = raw.unbatch().map(lambda x: stats.normalize(x[..., 0])[..., None])
-    count = int(raw.reduce(0, lambda total, batch: total + tf.shape(batch)[0]))  # notes read, from the cache
-    validation = feature_dataset(val_records, frontend, stats, batch_size=batch_size) if val_records else None
-    return notes, count, validation, stats
+    validation = None
+    if val_records:  # cached too: its first pass, here, is the one fit's first validation would make
+        validation = feature_dataset(val_records, frontend, stats, batch_size=batch_size, cache=True)
+    counts = {"train_notes": _count(raw), "val_notes": _count(validation) if validation is not None else 0}
+    return notes, counts, validation, stats
+
+
+def _count(batches) -> int:
+    """Notes in a dataset of batches (one pass; from memory once it is cached)."""
+    import tensorflow as tf
+
+    return int(batches.reduce(0, lambda total, batch: total + tf.shape(batch)[0]))
 
 
 def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size, stats):
     train_cache = ensure_feature_cache(train_records, cache_dir / "train", frontend)
     stats = train_cache.stats if stats is None else stats
     notes = train_cache.dataset(stats, batch_size=_SOURCE_BATCH).unbatch()
-    validation = None
+    validation, counts = None, {"train_notes": train_cache.num_notes, "val_notes": 0}
     if val_records:
-        validation = ensure_feature_cache(val_records, cache_dir / "val", frontend).dataset(
-            stats, batch_size=batch_size
-        )
-    return notes, train_cache.num_notes, validation, stats
+        val_cache = ensure_feature_cache(val_records, cache_dir / "val", frontend)
+        validation, counts["val_notes"] = val_cache.dataset(stats, batch_size=batch_size), val_cache.num_notes
+    return notes, counts, validation, stats
 
 
 def shown_notes(records: list[NoteRecord], frontend: FrontendConfig) -> tuple[Any, list[NoteRecord]]:

@@ -144,6 +144,7 @@ def train(
             return runs.load_run(out)
         keras.utils.set_random_seed(seed)
         notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache)
+        config["split"].update(notes.counts)  # notes read, skipped files left out
         _announce(variant, out, data_path, frontend, config, state.done, cache)
         extra = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(callbacks or [])
         model = _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, distribute, extra, verbose)
