@@ -154,9 +154,8 @@ def training_data(
         buffer = DEFAULT_SHUFFLE_BUFFER
     count = counts["train_notes"]
     order = EpochOrder(seed)
-    # flat_map hides the length; stating it keeps Keras from warning that the first epoch "ran out of data".
-    batches = tf.data.experimental.assert_cardinality(-(-count // batch_size))
-    train = order.shuffle(notes, buffer).batch(batch_size).apply(batches).prefetch(tf.data.AUTOTUNE)
+    train = order.shuffle(notes, buffer).batch(batch_size).apply(_batch_count(count, batch_size))
+    train = train.prefetch(tf.data.AUTOTUNE)
     shown_db, shown_records = shown_notes(val_records or train_records, frontend)
     return TrainingData(train, validation, stats, order, shown_db, shown_records, counts)
 
@@ -173,6 +172,13 @@ def _in_memory(train_records, val_records, frontend, batch_size, stats):
     return notes, counts, validation, stats
 
 
+def _batch_count(notes: int, batch_size: int):
+    """States a stream's length: flat_map hides it, and Keras then warns that the first epoch "ran out of data"."""
+    import tensorflow as tf
+
+    return tf.data.experimental.assert_cardinality(-(-notes // batch_size))
+
+
 def _count(batches) -> int:
     """Notes in a dataset of batches (one pass; from memory once it is cached)."""
     import tensorflow as tf
@@ -187,7 +193,10 @@ def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size,
     validation, counts = None, {"train_notes": train_cache.num_notes, "val_notes": 0}
     if val_records:
         val_cache = ensure_feature_cache(val_records, cache_dir / "val", frontend)
-        validation, counts["val_notes"] = val_cache.dataset(stats, batch_size=batch_size), val_cache.num_notes
+        counts["val_notes"] = val_cache.num_notes
+        validation = val_cache.dataset(stats, batch_size=batch_size).apply(
+            _batch_count(val_cache.num_notes, batch_size)
+        )
     return notes, counts, validation, stats
 
 
