@@ -10,7 +10,7 @@ from disk with no server and no network.
 What is precomputed, and why it stays fast (1,100 notes):
 
 - every note's original audio (decoded and re-encoded as MP3) and its
-  reconstruction, inverted with the original's phase (`explore_media`);
+  reconstruction, inverted with the original's phase (`audio.vocoder.borrowed_phase_audio`);
 - morphs only between `morph_notes` notes picked from different families
   (all pairs, `morph_steps` points each, Griffin-Lim), so their number is
   bounded whatever the number of notes.
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from keras_timbre import atomic
+from keras_timbre.audio import vocoder
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.evaluation import explore_media as media
 from keras_timbre.evaluation.evaluator import held_out_notes
@@ -157,7 +158,7 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
     for start in range(0, len(records), AUDIO_CHUNK):
         chunk = slice(start, start + AUDIO_CHUNK)
         waveforms = np.stack([load_audio(r.path, frontend.sample_rate, frontend.num_samples) for r in records[chunk]])
-        recon_audio = media.borrowed_phase_audio(reconstruction[chunk], waveforms, frontend)
+        recon_audio = vocoder.borrowed_phase_audio(reconstruction[chunk], waveforms, frontend)
         media_lists["audio"] += media.mp3_base64_many(waveforms, frontend.sample_rate)
         media_lists["recon_audio"] += media.mp3_base64_many(recon_audio, frontend.sample_rate)
         media_lists["thumb"] += [media.thumbnail_base64(s, floor) for s in log_mel_db[chunk]]
@@ -176,7 +177,7 @@ def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n
     z = np.concatenate([(1 - alphas) * z_mean[a] + alphas * z_mean[b] for a, b in pairs]).astype(np.float32)
     decoded = _in_chunks(lambda part: keras.ops.convert_to_numpy(run.model.decode(part))[..., 0], z)
     decoded = run.stats.denormalize(decoded)
-    audio = _in_chunks(lambda part: media.griffin_lim_audio(part, run.frontend, n_iter), decoded)
+    audio = _in_chunks(lambda part: vocoder.griffin_lim_audio(part, run.frontend, n_iter), decoded)
     rate, floor = run.frontend.sample_rate, run.frontend.floor_db
     return [
         {

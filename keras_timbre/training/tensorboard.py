@@ -31,7 +31,7 @@ import numpy as np
 from keras_timbre import atomic
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.vocoder import mel_to_audio
+from keras_timbre.audio.vocoder import griffin_lim_audio
 from keras_timbre.models.inference import latent_means, reconstruct_db
 
 RUN_NAME = "timbre"
@@ -172,13 +172,13 @@ class TimbreProjector(keras.callbacks.Callback):
         shown = self.log_mel_db[: self.audio_notes]
         reconstruction = reconstruct_db(self.model, shown, self.stats)
         rate = self.frontend.sample_rate
-        audio = np.stack([mel_to_audio(s, self.frontend, n_iter=self.griffin_lim_iters) for s in reconstruction])
+        audio = griffin_lim_audio(reconstruction, self.frontend, n_iter=self.griffin_lim_iters)
         images = spectrogram_images(shown, reconstruction, self.frontend.floor_db)
         writer = self._summary_writer()
         with writer.as_default(step=epoch):
             tf.summary.image(IMAGE_TAG, images, max_outputs=len(shown))
             tf.summary.audio(AUDIO_TAG, audio[..., None], rate, max_outputs=len(shown))
             if epoch <= self.every:  # the inputs do not change: once is enough
-                inputs = np.stack([mel_to_audio(s, self.frontend, n_iter=self.griffin_lim_iters) for s in shown])
+                inputs = griffin_lim_audio(shown, self.frontend, n_iter=self.griffin_lim_iters)
                 tf.summary.audio(INPUT_AUDIO_TAG, inputs[..., None], rate, max_outputs=len(shown))
         writer.flush()
