@@ -251,3 +251,19 @@ def test_ablation_summary_over_seeds():
     table = ablation.markdown_table(summary, [0, 1])
     assert "| baseline | 7.000 ± 1.414 |" in table
     assert "11.0 ± 1.4" in table and "–" in table  # missing metrics are dashes
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_shown_notes_are_the_held_out_notes_with_their_own_labels(tmp_path, notes_dir, streamed):
+    # The projector's notes come from the validation set already read: each spectrogram must
+    # belong to the record it is labelled with.
+    from keras_timbre.training.data import split_records, training_data
+
+    train_records, val_records, _ = split_records(notes_dir, 0.5, 0)
+    cache = tmp_path / "cache" if streamed else None
+    data = training_data(train_records, val_records, TINY_FRONTEND, batch_size=4, seed=0, cache=cache)
+    assert {r.note_str for r in data.shown_records} == {r.note_str for r in val_records}
+    expected, kept = load_log_mel(data.shown_records, TINY_FRONTEND)
+    assert [r.note_str for r in kept] == [r.note_str for r in data.shown_records]
+    np.testing.assert_allclose(data.shown_db, expected, atol=1e-3)
+    assert data.counts == {"train_notes": len(train_records), "val_notes": len(val_records)}

@@ -145,18 +145,19 @@ def training_data(
     import tensorflow as tf
 
     if cache is None:
-        notes, counts, validation, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
+        notes, counts, labelled, stats = _in_memory(train_records, val_records, frontend, batch_size, stats)
         buffer = len(train_records)
     else:
-        notes, counts, validation, stats = _streamed(
-            train_records, val_records, Path(cache), frontend, batch_size, stats
-        )
+        notes, counts, labelled, stats = _streamed(train_records, val_records, Path(cache), frontend, batch_size, stats)
         buffer = DEFAULT_SHUFFLE_BUFFER
-    count = counts["train_notes"]
     order = EpochOrder(seed)
-    train = order.shuffle(notes, buffer).batch(batch_size).apply(_batch_count(count, batch_size))
+    train = order.shuffle(notes, buffer).batch(batch_size).apply(_batch_count(counts["train_notes"], batch_size))
     train = train.prefetch(tf.data.AUTOTUNE)
-    shown_db, shown_records = shown_notes(val_records or train_records, frontend)
+    validation = labelled.map(lambda x, labels: x) if labelled is not None else None
+    if labelled is not None:  # the held-out notes already in the validation set: not decoded again
+        shown_db, shown_records = _first_notes(labelled, val_records, stats)
+    else:
+        shown_db, shown_records = shown_notes(train_records, frontend)
     return TrainingData(train, validation, stats, order, shown_db, shown_records, counts)
 
 
@@ -165,11 +166,11 @@ def _in_memory(train_records, val_records, frontend, batch_size, stats):
     if stats is None:
         stats = compute_stats(raw, frontend)  # the first pass fills the cache
     notes = raw.unbatch().map(lambda x: stats.normalize(x[..., 0])[..., None])
-    validation = None
+    labelled = None
     if val_records:  # cached too: its first pass, here, is the one fit's first validation would make
-        validation = feature_dataset(val_records, frontend, stats, batch_size=batch_size, cache=True)
-    counts = {"train_notes": _count(raw), "val_notes": _count(validation) if validation is not None else 0}
-    return notes, counts, validation, stats
+        labelled = feature_dataset(val_records, frontend, stats, batch_size=batch_size, cache=True, with_labels=True)
+    val_notes = _count(labelled.map(lambda x, labels: x)) if labelled is not None else 0
+    return notes, {"train_notes": _count(raw), "val_notes": val_notes}, labelled, stats
 
 
 def _batch_count(notes: int, batch_size: int):
@@ -190,18 +191,35 @@ def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size,
     train_cache = ensure_feature_cache(train_records, cache_dir / "train", frontend)
     stats = train_cache.stats if stats is None else stats
     notes = train_cache.dataset(stats, batch_size=_SOURCE_BATCH).unbatch()
-    validation, counts = None, {"train_notes": train_cache.num_notes, "val_notes": 0}
+    labelled, counts = None, {"train_notes": train_cache.num_notes, "val_notes": 0}
     if val_records:
         val_cache = ensure_feature_cache(val_records, cache_dir / "val", frontend)
         counts["val_notes"] = val_cache.num_notes
-        validation = val_cache.dataset(stats, batch_size=batch_size).apply(
-            _batch_count(val_cache.num_notes, batch_size)
-        )
-    return notes, counts, validation, stats
+        labelled = val_cache.dataset(stats, batch_size=batch_size, with_labels=True)
+        labelled = labelled.apply(_batch_count(val_cache.num_notes, batch_size))
+    return notes, counts, labelled, stats
+
+
+def _first_notes(labelled, records: list[NoteRecord], stats: FeatureStats) -> tuple[Any, list[NoteRecord]]:
+    """`(log_mel_db, records)` of up to `SHOWN_NOTES` notes of a labelled dataset of normalised batches."""
+    import numpy as np
+
+    spectrograms, indices = [], []
+    for x, labels in labelled:
+        spectrograms.append(stats.denormalize(np.asarray(x)[..., 0]))
+        indices += [int(i) for i in np.asarray(labels["index"])]
+        if len(indices) >= SHOWN_NOTES:
+            break
+    if not indices:
+        return None, []
+    return np.concatenate(spectrograms)[:SHOWN_NOTES], [records[i] for i in indices[:SHOWN_NOTES]]
 
 
 def shown_notes(records: list[NoteRecord], frontend: FrontendConfig) -> tuple[Any, list[NoteRecord]]:
-    """`(log_mel_db, kept_records)` of up to `SHOWN_NOTES` of `records`, evenly spread over them."""
+    """`(log_mel_db, kept_records)` of up to `SHOWN_NOTES` of `records`, evenly spread over them.
+
+    For a run without held-out notes, whose training notes are shown instead.
+    """
     step = -(-len(records) // SHOWN_NOTES)
     log_mel_db, kept = load_log_mel(records[::step], frontend)
     return (log_mel_db if len(kept) else None), kept
