@@ -73,8 +73,6 @@ class RunState:
 
     def restore(self):
         """The model at the end of epoch `done`, optimizer and random state included."""
-        import keras_timbre.models.timbre_vae  # noqa: F401  (registers TimbreVAE and its layers)
-
         model = keras.saving.load_model(self.checkpoint)
         if self.rng is not None:
             for variable, value in zip(rng_variables(model), self.rng):

@@ -180,8 +180,6 @@ def load_run(path: str | os.PathLike, load_model: bool = True) -> Run:
     if load_model:
         import keras
 
-        import keras_timbre.models.timbre_vae  # noqa: F401  (registers TimbreVAE and its layers)
-
         model = keras.saving.load_model(path / MODEL_FILE)
     return Run(
         path=path,
