@@ -1,20 +1,23 @@
 """Training throughput of TimbreVAE on each Keras backend, against the keras.io-style peer.
 
-One run measures, each in its own subprocess (KERAS_BACKEND is fixed per process):
+One run measures, each configuration in its own subprocess (KERAS_BACKEND is fixed per process):
 
 * `keras_timbre.TimbreVAE` (default "skip+grad" model, default input (128, 256, 1)),
-  trained with `model.fit`, on tensorflow, jax and torch, with and without `jit_compile`;
-* the peer a user would copy: the same architecture written keras.io-VAE style
-  (functional encoder/decoder, a `train_step` with `tf.GradientTape`), on tensorflow,
-  with and without `jit_compile` (it lives only in this file);
+  trained with `model.fit`, on tensorflow, jax and torch: with and without `jit_compile`,
+  in float32 and `mixed_bfloat16`, with each normalisation, and at batch 16, 32 and 64;
+* the 0.3 model (BatchNorm, float32, and on JAX its native transposed convolutions)
+  beside today's default in the same process, so "vs 0.3" is a side-by-side ratio;
+* the peer a user would copy: the same architecture and blocks written keras.io-VAE
+  style (functional encoder/decoder, a `train_step` with `tf.GradientTape`), on
+  tensorflow, with and without `jit_compile` (it lives only in this file);
 * a convolution micro-benchmark on tensorflow and jax (forward, input gradient,
-  kernel gradient of one strided conv), which is where JAX loses on CPU.
+  kernel gradient of one strided conv).
 
 It also counts FLOPs per training sample analytically and relates the throughput to
 the CPU's peak (4096^2 float32 matmul in TF, about 480 GFLOP/s on the 2-core build
 machine). Results go to benchmarks/results/training.md.
 
-    python benchmarks/bench_training.py               # all backends, ~8 min on 2 cores
+    python benchmarks/bench_training.py               # all rows, ~15 min on 2 cores
     python benchmarks/bench_training.py --steps 4 --repeats 2 --backends tensorflow
 """
 
@@ -24,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -64,17 +66,24 @@ def training_flops_per_sample(
 
 
 # --------------------------------------------------------------------------- workers
-def _peer_model(input_shape, filters, latent_dim, beta, grad_weight, skip_dropout):
-    """The keras.io VAE recipe, same architecture: functional nets + tf.GradientTape train_step."""
+def _peer_model(input_shape, filters, latent_dim, beta, grad_weight, skip_dropout, normalization):
+    """The keras.io VAE recipe, same architecture and blocks: functional nets + tf.GradientTape train_step."""
     import keras
     import tensorflow as tf
     from keras import layers
 
     inputs = keras.Input(input_shape)
     x, skips = inputs, []
+
+    def norm(y):
+        if normalization == "group":
+            return layers.GroupNormalization(groups=4)(y)
+        return layers.BatchNormalization()(y) if normalization == "batch" else y
+
+    use_bias = normalization is None
     for f in filters:
-        x = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False)(x)
-        x = layers.LeakyReLU(0.2)(layers.BatchNormalization()(x))
+        x = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=use_bias)(x)
+        x = layers.LeakyReLU(0.2)(norm(x))
         skips.append(x)
     flat = layers.Flatten()(x)
     z_mean = layers.Dense(latent_dim)(flat)
@@ -87,9 +96,9 @@ def _peer_model(input_shape, filters, latent_dim, beta, grad_weight, skip_dropou
     y = layers.Dense(bottleneck[0] * bottleneck[1] * bottleneck[2], activation="leaky_relu")(z_in)
     y = layers.Reshape(bottleneck)(y)
     for i, f in enumerate(reversed(filters[:-1])):
-        y = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=False)(y)
-        y = layers.Conv2D(f, 1, use_bias=False)(layers.Concatenate()([y, skip_in[-(i + 1)]]))
-        y = layers.LeakyReLU(0.2)(layers.BatchNormalization()(y))
+        y = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=use_bias)(y)
+        y = layers.Conv2D(f, 1, use_bias=use_bias)(layers.Concatenate()([y, skip_in[-(i + 1)]]))
+        y = layers.LeakyReLU(0.2)(norm(y))
     y = layers.Conv2DTranspose(input_shape[-1], 4, strides=2, padding="same")(y)
     decoder = keras.Model([z_in] + skip_in, y, name="decoder")
 
@@ -242,17 +251,35 @@ def _conv_microbench(backend: str, repeats: int = 5) -> list[dict]:
     return rows
 
 
-def worker(with_peer: bool, jit: bool, batch_size: int, steps: int, repeats: int, diagnose: bool) -> list[dict]:
+def _model(setting: dict, legacy: bool = False):
+    """TimbreVAE for a setting; `legacy`: the 0.3 model (BatchNorm, float32, native transposed convs)."""
+    import keras
+
+    from keras_timbre.models import layers
+    from keras_timbre.models.timbre_vae import TimbreVAE
+
+    keras.utils.set_random_seed(0)
+    if legacy:
+        layers.Conv2DTranspose.sub_pixel_backends = ()  # 0.3 ran every backend's own transposed conv
+        model = TimbreVAE.from_variant("skip+grad", normalization="batch")
+    else:
+        kwargs = {} if setting["normalization"] == "default" else {"normalization": setting["normalization"]}
+        model = TimbreVAE.from_variant("skip+grad", dtype=setting["precision"], **kwargs)
+    model.compile(jit_compile=setting["jit"])
+    return model
+
+
+def worker(setting: dict, steps: int, repeats: int) -> list[dict]:
     import keras
     import numpy as np
 
-    from keras_timbre.models.timbre_vae import DEFAULT_BETA, DEFAULT_GRAD_WEIGHT, DEFAULT_SKIP_DROPOUT, TimbreVAE
+    from keras_timbre.models import layers
+    from keras_timbre.models.timbre_vae import DEFAULT_BETA, DEFAULT_GRAD_WEIGHT, DEFAULT_SKIP_DROPOUT
 
-    keras.utils.set_random_seed(0)
-    ours = TimbreVAE.from_variant("skip+grad")
-    ours.compile(jit_compile=jit)
+    batch_size = setting["batch_size"]
+    ours = _model(setting)
     models = {"keras_timbre": ours}
-    if with_peer:
+    if setting.get("peer"):
         peer = _peer_model(
             ours.spectrogram_shape,
             ours.filters,
@@ -260,53 +287,102 @@ def worker(with_peer: bool, jit: bool, batch_size: int, steps: int, repeats: int
             DEFAULT_BETA,
             DEFAULT_GRAD_WEIGHT,
             DEFAULT_SKIP_DROPOUT,
+            ours.normalization,
         )
-        peer.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0), jit_compile=jit)
+        peer.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0), jit_compile=setting["jit"])
         models["peer"] = peer
+    if setting.get("legacy"):
+        default_backends = layers.Conv2DTranspose.sub_pixel_backends
+        models["0.3 model"] = _model(setting, legacy=True)  # built with native transposed convs...
+        layers.Conv2DTranspose.sub_pixel_backends = default_backends
     x = np.random.default_rng(0).normal(size=(batch_size * steps,) + ours.spectrogram_shape).astype("float32")
+    if "0.3 model" in models:
+        models = _legacy_switching(models)
     timed = _time_fits(models, x, batch_size, repeats, time_steps=keras.backend.backend() != "jax")
-    results = [{**timed[name], "kind": name, "backend": keras.backend.backend(), "jit_compile": jit} for name in models]
-    if diagnose:
+    results = [
+        {**timed[name], "kind": name, "backend": keras.backend.backend(), **_resolved(setting, models[name])}
+        for name in models
+    ]
+    if setting.get("diagnose"):
         results[0]["conv"] = _conv_microbench(keras.backend.backend())
     return results
 
 
+def _legacy_switching(models: dict) -> dict:
+    """Wraps the 0.3 model's fit so its transposed convs run natively while it trains (the flag is per class)."""
+    from keras_timbre.models import layers
+
+    legacy = models["0.3 model"]
+    fit = legacy.fit
+
+    def legacy_fit(*args, **kwargs):
+        default_backends = layers.Conv2DTranspose.sub_pixel_backends
+        layers.Conv2DTranspose.sub_pixel_backends = ()
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            layers.Conv2DTranspose.sub_pixel_backends = default_backends
+
+    legacy.fit = legacy_fit
+    return models
+
+
+def _resolved(setting: dict, model) -> dict:
+    """The setting as the model really ran it (defaults resolved)."""
+    precision = getattr(model, "dtype_policy", None)
+    return {
+        "jit_compile": setting["jit"],
+        "precision": precision.name if precision is not None else "float32",
+        "normalization": str(getattr(model, "normalization", "batch")),
+        "batch_size": setting["batch_size"],
+    }
+
+
 # --------------------------------------------------------------------------- driver
-CONFIGS = [  # (backend, jit); on tensorflow ours and the peer share one process, timed alternately
-    ("tensorflow", False),
-    ("tensorflow", True),
-    ("jax", True),
-    ("jax", False),
-    ("torch", False),
-    ("torch", True),
+def _setting(backend, jit, precision="float32", normalization="default", batch_size=16, **flags) -> dict:
+    return dict(
+        backend=backend, jit=jit, precision=precision, normalization=normalization, batch_size=batch_size, **flags
+    )
+
+
+CONFIGS = [
+    # Defaults and jit_compile / precision per backend; on TensorFlow the peer and the 0.3 model share
+    # ours' process, timed alternately round by round.
+    _setting("tensorflow", False, peer=True, legacy=True, diagnose=True),
+    _setting("tensorflow", True, peer=True),
+    _setting("tensorflow", False, "mixed_bfloat16", legacy=True),
+    _setting("jax", True, legacy=True, diagnose=True),
+    _setting("jax", False),
+    _setting("jax", True, "mixed_bfloat16"),
+    _setting("torch", False, legacy=True),
+    _setting("torch", True),
+    _setting("torch", False, "mixed_bfloat16"),
+    # Normalisation (float32, batch 16)
+    *[
+        _setting(b, b == "jax", normalization=n)
+        for b in ("tensorflow", "jax", "torch")
+        for n in ("batch", "group", "None")
+    ],
+    _setting("tensorflow", False, "mixed_bfloat16", normalization="batch"),
+    _setting("torch", False, "mixed_bfloat16", normalization="batch"),
+    # Batch size
+    *[_setting(b, b == "jax", batch_size=n) for b in ("tensorflow", "jax", "torch") for n in (32, 64)],
+    _setting("tensorflow", False, "mixed_bfloat16", batch_size=32),
+    _setting("tensorflow", False, "mixed_bfloat16", batch_size=64),
 ]
 
 
-def _run_config(backend, jit, args) -> list[dict]:
+def _run_config(setting: dict, args) -> list[dict]:
     env = {
         **os.environ,
-        "KERAS_BACKEND": backend,
+        "KERAS_BACKEND": setting["backend"],
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        "--jit",
-        str(int(jit)),
-        "--batch-size",
-        str(args.batch_size),
-        "--steps",
-        str(args.steps),
-        "--repeats",
-        str(args.repeats),
-    ]
-    if backend == "tensorflow":
-        command.append("--with-peer")
-    if jit == (backend == "jax") and backend in ("tensorflow", "jax"):
-        command.append("--diagnose")
-    failed = {"kind": "keras_timbre", "backend": backend, "jit_compile": jit}
+    worker_setting = {**setting, "normalization": _normalization_arg(setting["normalization"])}
+    command = [sys.executable, __file__, "--worker", json.dumps(worker_setting)]
+    command += ["--steps", str(args.steps), "--repeats", str(args.repeats)]
+    failed = {"kind": "keras_timbre", **_resolved(setting, None), "backend": setting["backend"]}
     try:
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -318,88 +394,64 @@ def _run_config(backend, jit, args) -> list[dict]:
     return json.loads(lines[-1])
 
 
+def _normalization_arg(name: str):
+    return None if name == "None" else name
+
+
+def _steady(r: dict) -> float:
+    """Samples/s by median step where steps were timed, else by median epoch."""
+    steps = r.get("step_ms")
+    return r["batch_size"] / steps["median"] * 1e3 if steps else r["samples_per_s"]
+
+
+def _row_label(r: dict) -> str:
+    return (
+        f"{r['backend']}, jit={r['jit_compile']}, {r['precision']}, norm={r['normalization']}, batch {r['batch_size']}"
+    )
+
+
 def _report(results, args, flops, elapsed) -> str:
     train_flops = flops["training"]
-    by_key = {(r["kind"], r["backend"], r["jit_compile"]): r for r in results}
     lines = [
-        "# Training throughput: TimbreVAE vs the keras.io-style GradientTape peer",
+        "# Training throughput: TimbreVAE on each backend, vs the GradientTape peer and the 0.3 model",
         "",
-        f"Default `skip+grad` model, input (128, 256, 1), batch {args.batch_size}, "
-        f"{args.steps} steps per timed epoch, median of {args.repeats} rounds (on TensorFlow ours and the peer "
-        "alternate in one process, round by round). "
+        f"Default `skip+grad` model, input (128, 256, 1), {args.steps} steps per timed epoch, median of "
+        f"{args.repeats} rounds. The peer and the 0.3 model ran in the same process as the TimbreVAE row above "
+        "them, alternating round by round. "
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}, load average {args.load_before:.2f} before the run. Compare rows "
-        "of one run (ours and the peer ran back to back), not absolute numbers across runs. "
-        f"Total benchmark time {elapsed:.0f} s.",
+        f"of one run, not absolute numbers across runs. Total benchmark time {elapsed:.0f} s.",
         "",
-        f"FLOPs per training sample (analytic, convs + dense, 3x forward): {train_flops / 1e9:.3f} GFLOP "
-        f"(forward {flops['forward'] / 1e6:.0f} MFLOP). Peak: {PEAK_GFLOPS:.0f} GFLOP/s (4096^2 f32 matmul in TF).",
+        "FLOPs per training sample (analytic, convs + dense, 3x forward, counted as float32 FLOPs for every "
+        f"precision): {train_flops / 1e9:.3f} GFLOP (forward {flops['forward'] / 1e6:.0f} MFLOP). "
+        f"Peak: {PEAK_GFLOPS:.0f} GFLOP/s (4096^2 f32 matmul in TF).",
         "",
         "Throughput is the batch size over the median step time where steps can be timed (TensorFlow, "
-        "torch); JAX dispatches steps asynchronously, so its rows use the median epoch. Epoch figures "
-        "also carry `fit`'s per-call overhead (set-up, tf.data teardown), shown separately.",
+        "torch); JAX dispatches steps asynchronously, so its rows use the median epoch.",
         "",
-        "| model | backend | jit_compile | samples/s | step ms (IQR) | samples/s by epoch | fit overhead s "
-        "| GFLOP/s | % of peak | vs peer (TF, no jit) | warm-up s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | backend | jit_compile | precision | norm | batch | samples/s | step ms (IQR) "
+        "| samples/s by epoch | GFLOP/s | % of peak | warm-up s |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        if "samples_per_s" in r:
-            steps = r.get("step_ms")
-            r["steady_samples_per_s"] = args.batch_size / steps["median"] * 1e3 if steps else r["samples_per_s"]
-    peer = by_key.get(("peer", "tensorflow", False), {}).get("steady_samples_per_s")
-    for r in results:
+        head = f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | {r['precision']} | {r['normalization']} "
         if "error" in r:
-            lines.append(f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | failed: {r['error']} |" + " |" * 7)
+            lines.append(head + f"| {r['batch_size']} | failed: {r['error']} |" + " |" * 5)
             continue
-        rate = r["steady_samples_per_s"]
+        rate = _steady(r)
         gflops = rate * train_flops / 1e9
-        ratio = f"{rate / peer:.2f}x" if peer else "n/a"
         steps = r.get("step_ms")
         step_text = f"{steps['median']:.1f} ({steps['p25']:.0f}-{steps['p75']:.0f})" if steps else "async"
-        overhead = f"{statistics.median(r['fit_overhead_s']):.2f}" if "fit_overhead_s" in r else ""
         lines.append(
-            f"| {r['kind']} | {r['backend']} | {r['jit_compile']} | {rate:.1f} | {step_text} | "
-            f"{r['samples_per_s']:.1f} | {overhead} | {gflops:.1f} | "
-            f"{100 * gflops / PEAK_GFLOPS:.1f} | {ratio} | {r['warmup_s']:.0f} |"
+            head + f"| {r['batch_size']} | {rate:.1f} | {step_text} | {r['samples_per_s']:.1f} | {gflops:.1f} | "
+            f"{100 * gflops / PEAK_GFLOPS:.1f} | {r['warmup_s']:.0f} |"
         )
-    ours_tf = by_key.get(("keras_timbre", "tensorflow", False), {}).get("steady_samples_per_s")
-    peer_jit = by_key.get(("peer", "tensorflow", True), {}).get("steady_samples_per_s")
-    ours_jit = by_key.get(("keras_timbre", "tensorflow", True), {}).get("steady_samples_per_s")
-    lines += ["", "## Ratios", ""]
-    for jit, ours, theirs in ((False, ours_tf, peer), (True, ours_jit, peer_jit)):
-        if not (ours and theirs):
-            continue
-        ours_steps = by_key[("keras_timbre", "tensorflow", jit)]["step_ms"]
-        peer_steps = by_key[("peer", "tensorflow", jit)]["step_ms"]
-        label = "XLA" if jit else "no XLA"
-        step_ratio = peer_steps["median"] / ours_steps["median"]
-        epoch_ratio = (
-            by_key[("keras_timbre", "tensorflow", jit)]["samples_per_s"]
-            / by_key[("peer", "tensorflow", jit)]["samples_per_s"]
-        )
-        lines.append(
-            f"- TensorFlow, {label}: TimbreVAE / peer = **{step_ratio:.2f}x** by median step "
-            f"({ours_steps['median']:.1f} vs {peer_steps['median']:.1f} ms, interquartile "
-            f"{ours_steps['p25']:.1f}-{ours_steps['p75']:.1f} vs {peer_steps['p25']:.1f}-{peer_steps['p75']:.1f} ms, "
-            f"{ours_steps['count']} steps each); {epoch_ratio:.2f}x by median epoch."
-        )
-    for backend in ("jax", "torch"):
-        best = max(
-            (r for r in results if r.get("backend") == backend and "steady_samples_per_s" in r),
-            key=lambda r: r["steady_samples_per_s"],
-            default=None,
-        )
-        if best and ours_tf:
-            lines.append(
-                f"- {backend} (best, jit_compile={best['jit_compile']}) / TensorFlow (no XLA): "
-                f"{best['steady_samples_per_s'] / ours_tf:.2f}x."
-            )
+    lines += ["", "## Ratios", ""] + _ratios(results)
     conv_rows = [(r["backend"], row) for r in results if "conv" in r for row in r["conv"]]
     if conv_rows:
         lines += [
             "",
-            "## Why JAX is slow on CPU: one strided conv (16->32 channels, 3x3, stride 2, batch 16 of 64x128)",
+            "## One strided conv (16->32 channels, 3x3, stride 2, batch 16 of 64x128)",
             "",
             "| backend | op | ms | GFLOP/s |",
             "|---|---|---:|---:|",
@@ -408,50 +460,69 @@ def _report(results, args, flops, elapsed) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratios(results: list[dict]) -> list[str]:
+    """Same-process ratios (ours vs the peer / the 0.3 model), then JAX and torch against TensorFlow."""
+    ok = [r for r in results if "error" not in r]
+    lines = []
+    for i, r in enumerate(ok):
+        if r["kind"] != "keras_timbre":
+            ours = next(o for o in reversed(ok[:i]) if o["kind"] == "keras_timbre")
+            lines.append(
+                f"- {_row_label(ours)}: TimbreVAE / {r['kind']} = **{_steady(ours) / _steady(r):.2f}x** "
+                f"({_steady(ours):.1f} vs {_steady(r):.1f} samples/s; by median epoch "
+                f"{ours['samples_per_s'] / r['samples_per_s']:.2f}x)."
+            )
+    ours = [r for r in ok if r["kind"] == "keras_timbre"]
+    first = {}
+    for r in ours:  # each backend's first row: its default settings, float32, batch 16
+        first.setdefault(r["backend"], r)
+    tf = first.get("tensorflow")
+    best_tf = max((r for r in ours if r["backend"] == "tensorflow"), key=_steady, default=None)
+    for backend in ("jax", "torch"):
+        if tf and backend in first:
+            lines.append(
+                f"- {backend} / TensorFlow at the defaults ({_row_label(first[backend])} vs {_row_label(tf)}): "
+                f"**{_steady(first[backend]) / _steady(tf):.2f}x**."
+            )
+        fastest = max((r for r in ours if r["backend"] == backend), key=_steady, default=None)
+        if best_tf and fastest:
+            lines.append(
+                f"- {backend} fastest ({_row_label(fastest)}) / TensorFlow fastest ({_row_label(best_tf)}): "
+                f"{_steady(fastest) / _steady(best_tf):.2f}x."
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=16, help="training steps per timed epoch")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per configuration")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--only-defaults", action="store_true", help="the first nine rows (no sweeps)")
     parser.add_argument("--timeout", type=int, default=420, help="seconds per configuration")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.md"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--with-peer", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--jit", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--diagnose", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(
-            json.dumps(worker(args.with_peer, bool(args.jit), args.batch_size, args.steps, args.repeats, args.diagnose))
-        )
+        print(json.dumps(worker(json.loads(args.worker), args.steps, args.repeats)))
         return
 
     sys.path.insert(0, str(REPO))
+    from tqdm import tqdm
+
     from keras_timbre.atomic import write_text
 
     args.load_before = os.getloadavg()[0]
     backends = set(args.backends.split(","))
-    configs = [c for c in CONFIGS if c[0] in backends]
+    configs = [c for c in (CONFIGS[:9] if args.only_defaults else CONFIGS) if c["backend"] in backends]
     flops = training_flops_per_sample()
     started = time.perf_counter()
     results = []
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is a nicety
-
-        def tqdm(items, **_):
-            return items
-
-    for backend, jit in tqdm(configs, desc="configurations", unit="run"):
-        for result in _run_config(backend, jit, args):
+    for setting in tqdm(configs, desc="configurations", unit="run"):
+        for result in _run_config(setting, args):
             results.append(result)
-            rate = result.get("samples_per_s")  # by epoch; the report also gives the median step
-            print(
-                f"{result['kind']:13s} {backend:10s} jit={jit!s:5s} "
-                + (f"{rate:7.1f} samples/s" if rate else result.get("error", "")),
-                flush=True,
-            )
+            rate = f"{_steady(result):.1f} samples/s" if "error" not in result else result["error"]
+            tqdm.write(f"{result['kind']:13s} {_row_label(result)}: {rate}")
     report = _report(results, args, flops, time.perf_counter() - started)
     write_text(args.out, report)
     print(report)

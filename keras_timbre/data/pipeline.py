@@ -2,10 +2,13 @@
 
 One pass, one entry per note: records -> read the note (a file: soundfile
 opens, checks and decodes it in one call; a TFRecord note: parsed from the
-streamed records) and conform it (downmix, resample, crop or pad, with
-`keras_timbre.audio.io.conform_audio`), or skip it with a reason -> log-mel
-on whole batches (`keras_timbre.audio.frontend.tf_log_mel`) -> normalise ->
-cache, shuffle, batch with static shapes, prefetch.
+streamed records), conform it (downmix, resample, crop or pad, with
+`keras_timbre.audio.io.conform_audio`), compute its log-mel
+(`keras_timbre.audio.frontend.numpy_log_mel`) and normalise it, all in the
+same parallel reader call, or skip it with a reason -> cache, shuffle, batch
+with static shapes, prefetch. Computing the log-mel where the note is read
+spares a second hand-over per note and TensorFlow's slower batched `rfft`
+(benchmarks/results/pipeline.md).
 
 A note that cannot be used is skipped, never fatal: its path and reason go
 into a `SkipReport` and are printed once. Changes made to usable notes
@@ -24,7 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.audio.frontend import tf_log_mel
+from keras_timbre.audio.frontend import numpy_log_mel
 from keras_timbre.audio.io import AudioError
 from keras_timbre.audio.io import AudioInfo
 from keras_timbre.audio.io import conform_audio
@@ -37,8 +40,6 @@ from keras_timbre.data.skips import SkipReport
 
 __all__ = ["SkipReport", "compute_stats", "feature_dataset", "load_features", "waveform_dataset"]
 
-# Notes per log-mel call: one batched STFT is faster than many small ones.
-_FEATURE_BATCH = 32
 _MAX_SHUFFLE_BUFFER = 4096
 
 
@@ -49,6 +50,12 @@ def waveform_dataset(records: Sequence[NoteRecord], frontend: FrontendConfig, sk
     `tf.py_function` calls, TFRecord notes from their streamed records. A note
     that cannot be used is recorded in `skips` and left out.
     """
+    return _note_dataset(records, frontend, skips, lambda waveform: waveform, (frontend.num_samples,))
+
+
+def _note_dataset(records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport, transform, shape):
+    """`(transform(waveform), record index)` for every usable note; `shape` is the transform's output shape."""
+    reader = _NoteReader(frontend, skips, transform, tuple(shape))
     files, tfrecord_notes = [], defaultdict(dict)
     for index, record in enumerate(records):
         location = nsynth.split_tfrecord_path(record.path)
@@ -58,9 +65,9 @@ def waveform_dataset(records: Sequence[NoteRecord], frontend: FrontendConfig, sk
             tfrecord_notes[location[0]][location[1]] = index
     parts = []
     if files:
-        parts.append(_file_waveforms(files, records, frontend, skips))
+        parts.append(_file_notes(files, records, reader))
     if tfrecord_notes:
-        parts.append(_tfrecord_waveforms(tfrecord_notes, records, frontend, skips))
+        parts.append(_tfrecord_notes(tfrecord_notes, records, reader))
     dataset = parts[0]
     for part in parts[1:]:
         dataset = dataset.concatenate(part)
@@ -75,35 +82,44 @@ def _drop_ok(waveform, index, ok):
     return waveform, index
 
 
-def _conformed(path: str, data, rate: int, frontend: FrontendConfig, skips: SkipReport) -> np.ndarray:
-    """A note's samples at the frontend's rate and length; what that changed goes into `skips`."""
-    waveform = conform_audio(data, rate, frontend.sample_rate, frontend.num_samples, name=path)
-    channels = data.shape[1] if np.ndim(data) == 2 else 1
-    skips.change(path, AudioInfo(int(rate), channels, len(data)).changes(frontend.sample_rate, frontend.num_samples))
-    return waveform
+@dataclasses.dataclass(frozen=True)
+class _NoteReader:
+    """What each parallel reader call does to one note: conform, transform, or skip with the reason."""
+
+    frontend: FrontendConfig
+    skips: SkipReport
+    transform: object  # conformed waveform (num_samples,) -> float32 array of `shape`
+    shape: tuple
+
+    def conformed(self, path: str, data, rate: int) -> np.ndarray:
+        """The note's samples at the frontend's rate and length; what that changed goes into `skips`."""
+        frontend = self.frontend
+        waveform = conform_audio(data, rate, frontend.sample_rate, frontend.num_samples, name=path)
+        channels = data.shape[1] if np.ndim(data) == 2 else 1
+        changes = AudioInfo(int(rate), channels, len(data)).changes(frontend.sample_rate, frontend.num_samples)
+        self.skips.change(path, changes)
+        return waveform
+
+    def guarded(self, path: str, read) -> tuple[np.ndarray, bool]:
+        """`(transform(read()), True)`, or `(zeros, False)` with the reason recorded."""
+        try:
+            return np.asarray(self.transform(read()), np.float32), True
+        except AudioError as error:
+            self.skips.skip(path, str(error))
+        except Exception as error:  # an unexpected decoder failure must not kill the epoch
+            self.skips.skip(path, f"cannot decode ({type(error).__name__}: {error})")
+        return np.zeros(self.shape, np.float32), False
+
+    def py_function(self, function, inputs):
+        import tensorflow as tf
+
+        output, ok = tf.py_function(function, inputs, [tf.float32, tf.bool])
+        output.set_shape(self.shape)
+        ok.set_shape([])
+        return output, ok
 
 
-def _guarded(path: str, read, frontend: FrontendConfig, skips: SkipReport) -> tuple[np.ndarray, bool]:
-    """`(waveform, True)` from `read()`, or `(zeros, False)` with the reason recorded."""
-    try:
-        return read(), True
-    except AudioError as error:
-        skips.skip(path, str(error))
-    except Exception as error:  # an unexpected decoder failure must not kill the epoch
-        skips.skip(path, f"cannot decode ({type(error).__name__}: {error})")
-    return np.zeros(frontend.num_samples, np.float32), False
-
-
-def _as_py_function(function, inputs, frontend: FrontendConfig):
-    import tensorflow as tf
-
-    waveform, ok = tf.py_function(function, inputs, [tf.float32, tf.bool])
-    waveform.set_shape([frontend.num_samples])
-    ok.set_shape([])
-    return waveform, ok
-
-
-def _file_waveforms(indices: list[int], records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport):
+def _file_notes(indices: list[int], records: Sequence[NoteRecord], reader: _NoteReader):
     import tensorflow as tf
 
     def load(i):
@@ -111,20 +127,20 @@ def _file_waveforms(indices: list[int], records: Sequence[NoteRecord], frontend:
 
         def read():
             data, info = read_audio(path)
-            return _conformed(path, data, info.sample_rate, frontend, skips)
+            return reader.conformed(path, data, info.sample_rate)
 
-        return _guarded(path, read, frontend, skips)
+        return reader.guarded(path, read)
 
     def decode(index):
-        waveform, ok = _as_py_function(load, [index], frontend)
-        return waveform, index, ok
+        output, ok = reader.py_function(load, [index])
+        return output, index, ok
 
     return tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int32)).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE
     )
 
 
-def _tfrecord_waveforms(notes: dict, records: Sequence[NoteRecord], frontend: FrontendConfig, skips: SkipReport):
+def _tfrecord_notes(notes: dict, records: Sequence[NoteRecord], reader: _NoteReader):
     import tensorflow as tf
 
     keys = [key for file in notes for key in notes[file]]
@@ -135,13 +151,13 @@ def _tfrecord_waveforms(notes: dict, records: Sequence[NoteRecord], frontend: Fr
 
     def conform(audio, rate, i):
         path = records[int(i)].path
-        return _guarded(path, lambda: _conformed(path, audio.numpy(), int(rate), frontend, skips), frontend, skips)
+        return reader.guarded(path, lambda: reader.conformed(path, audio.numpy(), int(rate)))
 
     def parse(serialized):
         note_str, audio, rate = nsynth.parse_audio(serialized)
         index = table.lookup(note_str)
-        waveform, ok = _as_py_function(conform, [audio, rate, index], frontend)
-        return waveform, index, ok
+        output, ok = reader.py_function(conform, [audio, rate, index])
+        return output, index, ok
 
     def wanted(serialized):
         note_str = tf.io.parse_single_example(serialized, {"note_str": nsynth.label_spec()["note_str"]})["note_str"]
@@ -198,8 +214,6 @@ def feature_dataset(
     >>> stats = compute_stats(train, FrontendConfig())  # doctest: +SKIP
     >>> model.fit(feature_dataset(train, FrontendConfig(), stats, shuffle=True))  # doctest: +SKIP
     """
-    import tensorflow as tf
-
     records = list(records)
     if not records:
         raise ValueError("feature_dataset got no records")
@@ -207,14 +221,11 @@ def feature_dataset(
         raise ValueError(f"stats have {stats.n_mels} mel bins, the frontend has {frontend.n_mels}")
     skips = SkipReport() if skips is None else skips
 
-    def features(waveforms, indices):
-        log_mel_db = tf_log_mel(waveforms, frontend)
-        if stats is not None:
-            log_mel_db = stats.normalize(log_mel_db)
-        return log_mel_db[..., None], indices
+    def features(waveform):
+        log_mel_db = numpy_log_mel(waveform, frontend)
+        return (log_mel_db if stats is None else stats.normalize(log_mel_db))[..., None]
 
-    waveforms = waveform_dataset(records, frontend, skips)
-    dataset = waveforms.batch(_FEATURE_BATCH).map(features, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    dataset = _note_dataset(records, frontend, skips, features, (*frontend.feature_shape, 1))
     dataset = dataset.map(_labeller(records)) if with_labels else dataset.map(_features_only)
     if isinstance(cache, str) and cache:
         # tf.data reuses complete cache files blindly: key them by what they hold.

@@ -217,12 +217,31 @@ def _export_in_subprocess(run_dir, out_dir, overwrite: bool, griffin_lim_iters: 
         raise RuntimeError(f"Export under the TensorFlow backend failed ({' '.join(command)}):\n{detail}")
 
 
+def float32_copy(model):
+    """`model`, or a float32 copy of it if it computes in another precision (e.g. trained in bfloat16).
+
+    Serving hardware may lack fast bfloat16, and the weights are float32 anyway, so the
+    exported graph computes in float32.
+
+    Example:
+    >>> from keras_timbre.models.timbre_vae import TimbreVAE
+    >>> model = TimbreVAE(input_shape=(16, 32, 1), filters=(4,), latent_dim=2, dtype="mixed_bfloat16")
+    >>> float32_copy(model).dtype_policy.name
+    'float32'
+    """
+    if model.dtype_policy.name == "float32":
+        return model
+    copy = type(model).from_config({**model.get_config(), "dtype": "float32"})
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _write_saved_model(model, path: Path, frontend, stats, overwrite, griffin_lim_iters, metadata) -> Path:
     """Builds the signatures and writes them with their record, atomically (`atomic.atomic_directory`)."""
     import keras
     import tensorflow as tf
 
-    archive, latent_shape = signatures.build_archive(model, frontend, stats, griffin_lim_iters)
+    archive, latent_shape = signatures.build_archive(float32_copy(model), frontend, stats, griffin_lim_iters)
     record = dict(
         metadata,
         **export_settings(griffin_lim_iters),

@@ -7,12 +7,14 @@ TensorFlow, JAX and torch alike; there is no backend-specific training code.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
 from keras import ops
 
 from keras_timbre.models import losses
+from keras_timbre.models.layers import Conv2DTranspose
 from keras_timbre.models.layers import DecoderBlock
 from keras_timbre.models.layers import EncoderBlock
 from keras_timbre.models.layers import Sampling
@@ -35,6 +37,67 @@ LOG_VAR_RANGE = (-10.0, 10.0)
 # on the 2-core CPU (benchmarks/results/training.md: TF 152 samples/s without XLA
 # vs 98 with; JAX 24.8 jitted vs 19.0 op-by-op; torch 87 eager vs 69 compiled).
 JIT_COMPILE = "auto"
+# No normalisation by default: on nsynth-mini's held-out pitches (skip+grad, 20 epochs, seed 0) it
+# matched BatchNorm (LSD 1.59 vs 1.67 dB, mel-grad 1.04 vs 1.05) and trains faster where BatchNorm's
+# element-wise work is a large share: torch 1.2x, TensorFlow in bfloat16 1.6x
+# (benchmarks/results/training.md). Files saved with "batch" keep it (it is in their config).
+DEFAULT_NORMALIZATION = None
+# `train(precision=...)` / `keras-timbre train --precision`: the model's dtype policy, or "auto".
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+# Backends whose CPU training "auto" runs in mixed_bfloat16 where the CPU has bf16 dot products
+# (AVX512-BF16 or AMX): TensorFlow (oneDNN) and torch gain from it; XLA:CPU (JAX) loses
+# (benchmarks/results/training.md).
+BF16_BACKENDS = ("tensorflow", "torch")
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """The dtype policy name `precision` stands for on this machine and backend.
+
+    "auto" gives "mixed_bfloat16" for CPU training on the backends in
+    `BF16_BACKENDS` when the CPU reports native bf16 (`avx512_bf16` or
+    `amx_bf16` in /proc/cpuinfo), else "float32". Reconstruction quality in
+    bfloat16 stayed within the seed spread of float32 (docs/report.md).
+
+    Example:
+    >>> resolve_precision("float32")
+    'float32'
+    >>> resolve_precision("auto") in ("float32", "mixed_bfloat16")
+    True
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if keras.backend.backend() not in BF16_BACKENDS or _has_accelerator():
+        return "float32"
+    return "mixed_bfloat16" if _cpu_has_bf16() else "float32"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _has_accelerator() -> bool:
+    # Only CPU training was measured; on a GPU keep float32.
+    return bool(keras.backend.backend() == "tensorflow" and _tf_gpus()) or _torch_cuda()
+
+
+def _tf_gpus() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def _torch_cuda() -> bool:
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE) -> keras.optimizers.Optimizer:
@@ -49,7 +112,7 @@ class TimbreVAE(keras.Model):
     Encoder: `len(filters)` strided `EncoderBlock`s, then dense heads for the
     posterior mean and log-variance. Decoder: a dense layer back to the
     smallest feature map, `DecoderBlock`s that up-sample by transposed
-    convolution (and, with `use_skips`, concatenate the encoder feature of the
+    convolution (computed as sub-pixel convolution) (and, with `use_skips`, concatenate the encoder feature of the
     same resolution), and a final transposed convolution to one channel.
 
     Loss: `reconstruction + beta * KL + grad_weight * mel_gradient
@@ -79,11 +142,15 @@ class TimbreVAE(keras.Model):
         time_grad_weight: initial weight of the time-axis gradient loss.
         reconstruction: "mse" or "l1".
         free_bits: minimum KL per latent dimension, nats (0 disables).
-        normalization: "batch", "group" or None, in every block.
+        normalization: "batch", "group" or None (the default; see
+            `DEFAULT_NORMALIZATION`), in every block.
         activation: activation of every block.
         seed: seed of the sampling noise and skip dropout. Seed weight
             initialisation with `keras.utils.set_random_seed`.
-        **kwargs: standard `keras.Model` arguments (e.g. `name`).
+        **kwargs: standard `keras.Model` arguments (e.g. `name`, or
+            `dtype="mixed_bfloat16"`, which every sublayer takes: bf16
+            compute, float32 weights, posterior and output; see
+            `resolve_precision`).
 
     Example:
     >>> import numpy as np
@@ -109,7 +176,7 @@ class TimbreVAE(keras.Model):
         time_grad_weight: float = 0.0,
         reconstruction: str = "mse",
         free_bits: float = 0.0,
-        normalization: str | None = "batch",
+        normalization: str | None = DEFAULT_NORMALIZATION,
         activation: str = "leaky_relu",
         seed: int | None = 0,
         **kwargs,
@@ -150,30 +217,38 @@ class TimbreVAE(keras.Model):
 
     def _create_layers(self, input_shape, filters, normalization, activation, seed) -> None:
         """The encoder, posterior heads, sampling and decoder sublayers (built by `build`)."""
-        block_kwargs = {"normalization": normalization, "activation": activation}
+        # Every sublayer takes the model's dtype policy: TimbreVAE(dtype="mixed_bfloat16") trains in bf16.
+        dtype = self.dtype_policy
+        block_kwargs = {"normalization": normalization, "activation": activation, "dtype": dtype}
         self.encoder_blocks = [
             EncoderBlock(f, name=f"encoder_block_{i}", **block_kwargs) for i, f in enumerate(filters)
         ]
-        self.flatten = keras.layers.Flatten(name="flatten")
-        self.z_mean_dense = keras.layers.Dense(self.latent_dim, name="z_mean")
-        self.z_log_var_dense = keras.layers.Dense(self.latent_dim, name="z_log_var")
+        self.flatten = keras.layers.Flatten(name="flatten", dtype=dtype)
+        self.z_mean_dense = keras.layers.Dense(self.latent_dim, name="z_mean", dtype=dtype)
+        self.z_log_var_dense = keras.layers.Dense(self.latent_dim, name="z_log_var", dtype=dtype)
         # z_log_var is clipped once, in `_encode`, where both the KL term and Sampling see it.
-        self.sampling = Sampling(seed=seed, log_var_range=None, name="sampling")
+        self.sampling = Sampling(seed=seed, log_var_range=None, name="sampling", dtype=dtype)
         factor = 2 ** len(filters)
         self._bottleneck_shape = (input_shape[0] // factor, input_shape[1] // factor, filters[-1])
         self.decoder_dense = keras.layers.Dense(
             self._bottleneck_shape[0] * self._bottleneck_shape[1] * filters[-1],
             activation=activation,
             name="decoder_dense",
+            dtype=dtype,
         )
-        self.decoder_reshape = keras.layers.Reshape(self._bottleneck_shape, name="decoder_reshape")
+        self.decoder_reshape = keras.layers.Reshape(self._bottleneck_shape, name="decoder_reshape", dtype=dtype)
         # Decoder block i up-samples to the resolution of encoder block -(i+2).
         self.decoder_blocks = [
-            DecoderBlock(f, skip_channels=f if self.use_skips else 0, name=f"decoder_block_{i}", **block_kwargs)
+            DecoderBlock(
+                f,
+                skip_channels=f if self.use_skips else 0,
+                name=f"decoder_block_{i}",
+                **block_kwargs,
+            )
             for i, f in enumerate(reversed(filters[:-1]))
         ]
-        self.output_conv = keras.layers.Conv2DTranspose(
-            input_shape[-1], 4, strides=2, padding="same", name="output_conv"
+        self.output_conv = Conv2DTranspose(
+            input_shape[-1], 4, strides=2, padding="same", name="output_conv", dtype=dtype
         )
         self.dropout_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
 
@@ -235,8 +310,9 @@ class TimbreVAE(keras.Model):
             x = block(x, training=training)
             skips.append(x)
         flat = self.flatten(x)
-        z_mean = self.z_mean_dense(flat)
-        z_log_var = ops.clip(self.z_log_var_dense(flat), LOG_VAR_RANGE[0], LOG_VAR_RANGE[1])
+        # float32 posterior and output under a mixed-precision policy: the KL and losses need it.
+        z_mean = ops.cast(self.z_mean_dense(flat), "float32")
+        z_log_var = ops.clip(ops.cast(self.z_log_var_dense(flat), "float32"), LOG_VAR_RANGE[0], LOG_VAR_RANGE[1])
         # The deepest feature is the bottleneck itself; only shallower ones skip.
         return z_mean, z_log_var, skips[:-1]
 
@@ -245,7 +321,7 @@ class TimbreVAE(keras.Model):
         for i, block in enumerate(self.decoder_blocks):
             skip = skips[-(i + 1)] if (self.use_skips and skips is not None) else None
             x = block(x, skip, training=training)
-        return self.output_conv(x)
+        return ops.cast(self.output_conv(x), "float32")
 
     def encode(self, x, training=False):
         """Returns `(z_mean, z_log_var)` of the posterior for spectrograms `x`."""

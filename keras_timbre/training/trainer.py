@@ -31,6 +31,7 @@ from typing import Any
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.locate import resolve_data
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION
+from keras_timbre.models.timbre_vae import resolve_precision
 from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant
 from keras_timbre.training import run as runs
 from keras_timbre.training.data import TrainingData, split_records, training_data
@@ -70,6 +71,7 @@ def train(
     split_seed: int | None = None,
     frontend: FrontendConfig | None = None,
     max_per_instrument: int | None = None,
+    precision: str = "auto",
     figure_every: int = 5,
     distribute: str = "none",
     cache: str | os.PathLike | None = None,
@@ -99,6 +101,11 @@ def train(
             validation notes (as the ablation does).
         frontend: Feature config; the default `FrontendConfig()` if None.
         max_per_instrument: Keep at most this many notes per instrument.
+        precision: "float32", "mixed_bfloat16" (bf16 compute, float32
+            weights) or "auto": bf16 on TensorFlow and torch where the CPU has
+            native bf16, float32 elsewhere
+            (`keras_timbre.models.timbre_vae.resolve_precision`). A resumed run
+            keeps the precision it started with.
         figure_every: Draw reconstructions every this many epochs.
         distribute: "none", "auto" or "data-parallel" (see `keras_timbre.training.distribute`).
         cache: Stream log-mel from feature caches in this folder (`train/` and
@@ -128,7 +135,7 @@ def train(
     hyperparameters = {
         **dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, beta=beta),
         **dict(grad_weight=grad_weight, latent_dim=latent_dim, warmup_epochs=warmup_epochs),
-        **dict(max_per_instrument=max_per_instrument, **(model_kwargs or {})),
+        **dict(max_per_instrument=max_per_instrument, precision=resolve_precision(precision), **(model_kwargs or {})),
     }
     with lock_run(out):
         if restart:
@@ -198,8 +205,9 @@ def _new_model(variant: str, frontend: FrontendConfig, seed: int, hyperparameter
     """A compiled TimbreVAE: model arguments from `hyperparameters`, those left None at the model's defaults."""
     from keras_timbre.models.timbre_vae import TimbreVAE, default_optimizer
 
-    training_only = {"epochs", "batch_size", "learning_rate", "warmup_epochs", "max_per_instrument"}
+    training_only = {"epochs", "batch_size", "learning_rate", "warmup_epochs", "max_per_instrument", "precision"}
     kwargs = {k: v for k, v in hyperparameters.items() if k not in training_only and v is not None}
+    kwargs["dtype"] = hyperparameters.get("precision", "float32")
     model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
     model.compile(optimizer=default_optimizer(hyperparameters["learning_rate"]))
     return model
