@@ -5,8 +5,8 @@ One run measures, each configuration in its own subprocess (KERAS_BACKEND is fix
 * `keras_timbre.TimbreVAE` (default "skip+grad" model, default input (128, 256, 1)),
   trained with `model.fit`, on tensorflow, jax and torch: with and without `jit_compile`,
   in float32 and `mixed_bfloat16`, with each normalisation, and at batch 16, 32 and 64;
-* the 0.3 model (BatchNorm, float32, and on JAX its native transposed convolutions)
-  beside today's default in the same process, so "vs 0.3" is a side-by-side ratio;
+* the 0.1 model (BatchNorm, float32, and on JAX its native transposed convolutions)
+  beside today's default in the same process, so "vs 0.1" is a side-by-side ratio;
 * the peer a user would copy: the same architecture and blocks written keras.io-VAE
   style (functional encoder/decoder, a `train_step` with `tf.GradientTape`), on
   tensorflow, with and without `jit_compile` (it lives only in this file);
@@ -252,7 +252,7 @@ def _conv_microbench(backend: str, repeats: int = 5) -> list[dict]:
 
 
 def _model(setting: dict, legacy: bool = False):
-    """TimbreVAE for a setting; `legacy`: the 0.3 model (BatchNorm, float32, native transposed convs)."""
+    """TimbreVAE for a setting; `legacy`: the 0.1 model (BatchNorm, float32, native transposed convs)."""
     import keras
 
     from keras_timbre.models import layers
@@ -260,7 +260,7 @@ def _model(setting: dict, legacy: bool = False):
 
     keras.utils.set_random_seed(0)
     if legacy:
-        layers.Conv2DTranspose.sub_pixel_backends = ()  # 0.3 ran every backend's own transposed conv
+        layers.Conv2DTranspose.sub_pixel_backends = ()  # 0.1 ran every backend's own transposed conv
         model = TimbreVAE.from_variant("skip+grad", normalization="batch")
     else:
         kwargs = {} if setting["normalization"] == "default" else {"normalization": setting["normalization"]}
@@ -293,14 +293,19 @@ def worker(setting: dict, steps: int, repeats: int) -> list[dict]:
         models["peer"] = peer
     if setting.get("legacy"):
         default_backends = layers.Conv2DTranspose.sub_pixel_backends
-        models["0.3 model"] = _model(setting, legacy=True)  # built with native transposed convs...
+        models["0.1 model"] = _model(setting, legacy=True)  # built with native transposed convs...
         layers.Conv2DTranspose.sub_pixel_backends = default_backends
     x = np.random.default_rng(0).normal(size=(batch_size * steps,) + ours.spectrogram_shape).astype("float32")
-    if "0.3 model" in models:
+    if "0.1 model" in models:
         models = _legacy_switching(models)
     timed = _time_fits(models, x, batch_size, repeats, time_steps=keras.backend.backend() != "jax")
     results = [
-        {**timed[name], "kind": name, "backend": keras.backend.backend(), **_resolved(setting, models[name])}
+        {
+            **timed[name],
+            "kind": name,
+            "backend": keras.backend.backend(),
+            **_resolved(setting, ours if name == "peer" else models[name]),
+        }
         for name in models
     ]
     if setting.get("diagnose"):
@@ -309,10 +314,10 @@ def worker(setting: dict, steps: int, repeats: int) -> list[dict]:
 
 
 def _legacy_switching(models: dict) -> dict:
-    """Wraps the 0.3 model's fit so its transposed convs run natively while it trains (the flag is per class)."""
+    """Wraps the 0.1 model's fit so its transposed convs run natively while it trains (the flag is per class)."""
     from keras_timbre.models import layers
 
-    legacy = models["0.3 model"]
+    legacy = models["0.1 model"]
     fit = legacy.fit
 
     def legacy_fit(*args, **kwargs):
@@ -346,7 +351,7 @@ def _setting(backend, jit, precision="float32", normalization="default", batch_s
 
 
 CONFIGS = [
-    # Defaults and jit_compile / precision per backend; on TensorFlow the peer and the 0.3 model share
+    # Defaults and jit_compile / precision per backend; on TensorFlow the peer and the 0.1 model share
     # ours' process, timed alternately round by round.
     _setting("tensorflow", False, peer=True, legacy=True, diagnose=True),
     _setting("tensorflow", True, peer=True),
@@ -413,10 +418,10 @@ def _row_label(r: dict) -> str:
 def _report(results, args, flops, elapsed) -> str:
     train_flops = flops["training"]
     lines = [
-        "# Training throughput: TimbreVAE on each backend, vs the GradientTape peer and the 0.3 model",
+        "# Training throughput: TimbreVAE on each backend, vs the GradientTape peer and the 0.1 model",
         "",
         f"Default `skip+grad` model, input (128, 256, 1), {args.steps} steps per timed epoch, median of "
-        f"{args.repeats} rounds. The peer and the 0.3 model ran in the same process as the TimbreVAE row above "
+        f"{args.repeats} rounds. The peer and the 0.1 model ran in the same process as the TimbreVAE row above "
         "them, alternating round by round. "
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}, load average {args.load_before:.2f} before the run. Compare rows "
@@ -461,7 +466,7 @@ def _report(results, args, flops, elapsed) -> str:
 
 
 def _ratios(results: list[dict]) -> list[str]:
-    """Same-process ratios (ours vs the peer / the 0.3 model), then JAX and torch against TensorFlow."""
+    """Same-process ratios (ours vs the peer / the 0.1 model), then JAX and torch against TensorFlow."""
     ok = [r for r in results if "error" not in r]
     lines = []
     for i, r in enumerate(ok):

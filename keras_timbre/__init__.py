@@ -61,7 +61,7 @@ _EXPORTS = {
     "run_search": ("keras_timbre.tuning.search", "run_search"),
 }
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = sorted(_EXPORTS)
 

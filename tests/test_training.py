@@ -201,6 +201,31 @@ def test_bad_arguments_are_clear(tmp_path, notes_dir):
         training.train(tmp_path / "c", data=notes_dir, frontend=other, epochs=2, verbose=0)
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_precision_is_the_models_policy_and_recorded_in_the_run(tmp_path, notes_dir, precision):
+    run = tiny_train(tmp_path / "run", notes_dir, epochs=1, precision=precision)
+    assert run.model.dtype_policy.name == precision
+    assert run.model.decoder_blocks[0].upsample.compute_dtype == precision.replace("mixed_", "")
+    assert json.loads((tmp_path / "run" / runs.CONFIG_FILE).read_text())["hyperparameters"]["precision"] == precision
+    reloaded = runs.load_run(tmp_path / "run")
+    assert reloaded.model.dtype_policy.name == precision
+    other = "float32" if precision == "mixed_bfloat16" else "mixed_bfloat16"
+    with pytest.raises(ValueError, match="precision"):  # resuming in another precision is refused
+        tiny_train(tmp_path / "run", notes_dir, epochs=2, precision=other)
+
+
+def test_resolve_precision():
+    from keras_timbre.models import timbre_vae
+
+    assert timbre_vae.resolve_precision("float32") == "float32"
+    expected = "mixed_bfloat16" if keras.backend.backend() in timbre_vae.BF16_BACKENDS else "float32"
+    if not timbre_vae._cpu_has_bf16():
+        expected = "float32"
+    assert timbre_vae.resolve_precision("auto") == expected
+    with pytest.raises(ValueError, match="precision must be one of"):
+        timbre_vae.resolve_precision("float16")
+
+
 def test_ablation_table_and_media(tmp_path, notes_dir):
     table = ablation.run_ablation(
         tmp_path / "abl",

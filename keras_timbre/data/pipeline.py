@@ -120,16 +120,10 @@ class _NoteReader:
 
 
 def _file_notes(indices: list[int], records: Sequence[NoteRecord], reader: _NoteReader):
-    """Files read by a pool of Python threads, in order, a bounded number ahead.
-
-    A thread pool instead of `map(tf.py_function)`: soundfile, scipy.fft and numpy release
-    the GIL for the heavy work, and the pool spares tf.data's per-call `py_function`
-    hand-over, which held the GIL for most of a note's time (benchmarks/results/pipeline.md).
-    """
     import tensorflow as tf
 
     def load(i):
-        path = records[i].path
+        path = records[int(i)].path
 
         def read():
             data, info = read_audio(path)
@@ -137,33 +131,13 @@ def _file_notes(indices: list[int], records: Sequence[NoteRecord], reader: _Note
 
         return reader.guarded(path, read)
 
-    def generate():
-        for i, (output, ok) in zip(indices, _ordered_map(load, indices)):
-            yield output, i, ok
+    def decode(index):
+        output, ok = reader.py_function(load, [index])
+        return output, index, ok
 
-    signature = (
-        tf.TensorSpec(reader.shape, tf.float32),
-        tf.TensorSpec((), tf.int32),
-        tf.TensorSpec((), tf.bool),
+    return tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int32)).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE
     )
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
-
-
-def _ordered_map(function, items: Sequence, ahead_per_thread: int = 4):
-    """`map(function, items)` on `os.cpu_count()` threads, in order, at most a few results ahead."""
-    import collections
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    threads = os.cpu_count() or 1
-    with ThreadPoolExecutor(threads, thread_name_prefix="keras_timbre_reader") as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= threads * ahead_per_thread:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _tfrecord_notes(notes: dict, records: Sequence[NoteRecord], reader: _NoteReader):
