@@ -67,7 +67,7 @@ def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -
         choices=("auto", "float32", "mixed_bfloat16"),
         default="auto",
         help="compute precision: auto = mixed_bfloat16 on TensorFlow and torch where the CPU has native bf16 "
-        "(AVX512-BF16, AMX; 1.6-1.8x faster training, quality within the seed spread), else float32 "
+        "(AVX512-BF16, AMX; 1.3-1.6x faster training, quality within the seed spread), else float32 "
         "(default: %(default)s)",
     )
     add_frontend_arguments(parser)

@@ -37,9 +37,10 @@ LOG_VAR_RANGE = (-10.0, 10.0)
 # on the 2-core CPU (benchmarks/results/training.md: TF 152 samples/s without XLA
 # vs 98 with; JAX 24.8 jitted vs 19.0 op-by-op; torch 87 eager vs 69 compiled).
 JIT_COMPILE = "auto"
-# No normalisation by default: on nsynth-mini's held-out pitches (skip+grad, 20 epochs, seed 0) it
-# matched BatchNorm (LSD 1.59 vs 1.67 dB, mel-grad 1.04 vs 1.05) and trains faster where BatchNorm's
-# element-wise work is a large share: torch 1.2x, TensorFlow in bfloat16 1.6x
+# No normalisation by default. On nsynth-mini's held-out pitches (skip+grad, 20 epochs, 2 seeds,
+# docs/report.md) it gave lower LSD than BatchNorm (1.44 vs 1.56-1.75 dB) and equal mel-gradient
+# error, but a worse onset error (2.82 vs 2.09-2.16 dB); it trains faster where BatchNorm's
+# element-wise work is a large share: TensorFlow in bfloat16 1.5x, torch 1.2x
 # (benchmarks/results/training.md). Files saved with "batch" keep it (it is in their config).
 DEFAULT_NORMALIZATION = None
 # `train(precision=...)` / `keras-timbre train --precision`: the model's dtype policy, or "auto".
