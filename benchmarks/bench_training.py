@@ -260,8 +260,10 @@ def _model(setting: dict, legacy: bool = False):
 
     keras.utils.set_random_seed(0)
     if legacy:
-        layers.Conv2DTranspose.sub_pixel_backends = ()  # 0.1 ran every backend's own transposed conv
         model = TimbreVAE.from_variant("skip+grad", normalization="batch")
+        for layer in model._flatten_layers():
+            if isinstance(layer, layers.Conv2DTranspose):
+                layer.sub_pixel_backends = ()  # 0.1 ran every backend's own transposed conv
     else:
         kwargs = {} if setting["normalization"] == "default" else {"normalization": setting["normalization"]}
         model = TimbreVAE.from_variant("skip+grad", dtype=setting["precision"], **kwargs)
@@ -273,7 +275,6 @@ def worker(setting: dict, steps: int, repeats: int) -> list[dict]:
     import keras
     import numpy as np
 
-    from keras_timbre.models import layers
     from keras_timbre.models.timbre_vae import DEFAULT_BETA, DEFAULT_GRAD_WEIGHT, DEFAULT_SKIP_DROPOUT
 
     batch_size = setting["batch_size"]
@@ -292,12 +293,8 @@ def worker(setting: dict, steps: int, repeats: int) -> list[dict]:
         peer.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0), jit_compile=setting["jit"])
         models["peer"] = peer
     if setting.get("legacy"):
-        default_backends = layers.Conv2DTranspose.sub_pixel_backends
-        models["0.1 model"] = _model(setting, legacy=True)  # built with native transposed convs...
-        layers.Conv2DTranspose.sub_pixel_backends = default_backends
+        models["0.1 model"] = _model(setting, legacy=True)
     x = np.random.default_rng(0).normal(size=(batch_size * steps,) + ours.spectrogram_shape).astype("float32")
-    if "0.1 model" in models:
-        models = _legacy_switching(models)
     timed = _time_fits(models, x, batch_size, repeats, time_steps=keras.backend.backend() != "jax")
     results = [
         {
@@ -311,25 +308,6 @@ def worker(setting: dict, steps: int, repeats: int) -> list[dict]:
     if setting.get("diagnose"):
         results[0]["conv"] = _conv_microbench(keras.backend.backend())
     return results
-
-
-def _legacy_switching(models: dict) -> dict:
-    """Wraps the 0.1 model's fit so its transposed convs run natively while it trains (the flag is per class)."""
-    from keras_timbre.models import layers
-
-    legacy = models["0.1 model"]
-    fit = legacy.fit
-
-    def legacy_fit(*args, **kwargs):
-        default_backends = layers.Conv2DTranspose.sub_pixel_backends
-        layers.Conv2DTranspose.sub_pixel_backends = ()
-        try:
-            return fit(*args, **kwargs)
-        finally:
-            layers.Conv2DTranspose.sub_pixel_backends = default_backends
-
-    legacy.fit = legacy_fit
-    return models
 
 
 def _resolved(setting: dict, model) -> dict:

@@ -94,8 +94,8 @@ class TestEncoderBlock(LayerTestCase):
 @pytest.mark.backend
 class TestDecoderBlock(LayerTestCase):
     def test_layer_with_skip(self):
-        # Trainable: up-sampling kernel and bias (unused under a norm, so frozen out: no bias), skip-mix
-        # kernel, gamma, beta; BatchNorm's moving stats.
+        # Trainable: up-sampling kernel, skip-mix kernel, gamma, beta (no biases under a norm);
+        # BatchNorm's moving stats.
         x, skip = _normal(2, 4, 8, 6), _normal(2, 8, 16, 3)
         block = self.run_layer_test(
             DecoderBlock,

@@ -39,6 +39,8 @@ def variant(name: str) -> str:
 
 def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -> None:
     """The data, budget and hyperparameter options of `train` and `ablation`."""
+    from keras_timbre.models.timbre_vae import PRECISIONS
+
     parser.add_argument(
         "--data", help="NSynth-format data directory (default: the built-in synthetic notes, generated on first use)"
     )
@@ -64,7 +66,7 @@ def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -
     parser.add_argument("--max-per-instrument", type=positive_int, help="keep at most this many notes per instrument")
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "mixed_bfloat16"),
+        choices=PRECISIONS,
         default="auto",
         help="compute precision: auto = mixed_bfloat16 on TensorFlow and torch where the CPU has native bf16 "
         "(AVX512-BF16, AMX; 1.3-1.6x faster training, quality within the seed spread), else float32 "

@@ -34,8 +34,8 @@ LOG_VAR_RANGE = (-10.0, 10.0)
 # `Trainer._resolve_auto_jit_compile` (keras/src/trainers/trainer.py, Keras 3.15):
 # torch -> False (eager); TensorFlow -> False on a CPU-only machine or under a
 # tf.distribute strategy, else XLA; JAX -> jit. That is what we measured fastest
-# on the 2-core CPU (benchmarks/results/training.md: TF 152 samples/s without XLA
-# vs 98 with; JAX 24.8 jitted vs 19.0 op-by-op; torch 87 eager vs 69 compiled).
+# on the 2-core CPU (benchmarks/results/training.md: TF 168 samples/s without XLA
+# vs 107 with; JAX 75 jitted vs 33 op-by-op; torch 94 eager vs 83 compiled).
 JIT_COMPILE = "auto"
 # No normalisation by default. On nsynth-mini's held-out pitches (skip+grad, 20 epochs, 2 seeds,
 # docs/report.md) it gave lower LSD than BatchNorm (1.44 vs 1.56-1.75 dB) and equal mel-gradient
@@ -84,18 +84,10 @@ def _cpu_has_bf16() -> bool:
 
 def _has_accelerator() -> bool:
     # Only CPU training was measured; on a GPU keep float32.
-    return bool(keras.backend.backend() == "tensorflow" and _tf_gpus()) or _torch_cuda()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-
-def _tf_gpus() -> list:
-    import tensorflow as tf
-
-    return tf.config.list_physical_devices("GPU")
-
-
-def _torch_cuda() -> bool:
-    if keras.backend.backend() != "torch":
-        return False
+        return bool(tf.config.list_physical_devices("GPU"))
     import torch
 
     return torch.cuda.is_available()
@@ -113,8 +105,8 @@ class TimbreVAE(keras.Model):
     Encoder: `len(filters)` strided `EncoderBlock`s, then dense heads for the
     posterior mean and log-variance. Decoder: a dense layer back to the
     smallest feature map, `DecoderBlock`s that up-sample by transposed
-    convolution (computed as sub-pixel convolution) (and, with `use_skips`, concatenate the encoder feature of the
-    same resolution), and a final transposed convolution to one channel.
+    convolution (sub-pixel on JAX; see `layers.Conv2DTranspose`) and, with
+    `use_skips`, mix in the encoder feature of the same resolution, and a final transposed convolution to one channel.
 
     Loss: `reconstruction + beta * KL + grad_weight * mel_gradient
     + time_grad_weight * time_gradient`. `beta`, `grad_weight` and

@@ -207,7 +207,7 @@ def _new_model(variant: str, frontend: FrontendConfig, seed: int, hyperparameter
 
     training_only = {"epochs", "batch_size", "learning_rate", "warmup_epochs", "max_per_instrument", "precision"}
     kwargs = {k: v for k, v in hyperparameters.items() if k not in training_only and v is not None}
-    kwargs["dtype"] = hyperparameters.get("precision", "float32")
+    kwargs["dtype"] = hyperparameters["precision"]
     model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
     model.compile(optimizer=default_optimizer(hyperparameters["learning_rate"]))
     return model
