@@ -62,7 +62,7 @@ def test_train_then_evaluate_writes_a_complete_run(trained_run):
     assert metrics["notes"] == 10
     assert metrics["lsd_db"] > 0 and metrics["mel_grad_error"] > 0
     assert 0 <= metrics["active_units"] <= 4
-    assert metrics["skip_reliance"] == pytest.approx(metrics["decode_z_lsd_db"] - metrics["lsd_db"])
+    assert metrics["skip_reliance"] == pytest.approx(metrics["decode_code_lsd_db"] - metrics["lsd_db"])
     on_disk = json.loads((run.path / "metrics.json").read_text())
     assert on_disk["lsd_db"] == pytest.approx(metrics["lsd_db"])
     assert list((run.path / "audio").glob("*_reconstruction.wav"))

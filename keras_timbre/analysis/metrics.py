@@ -151,11 +151,12 @@ def probe_accuracy(features, labels, folds: int = 5, seed: int = 0, probe: str =
     Returns:
         Mean held-out accuracy over folds, or NaN with fewer than 2 classes.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from keras_timbre.analysis.probes import _linear_probe  # not at the top: probes imports metrics
 
     features = np.asarray(features, np.float64)
     labels = np.asarray(labels)
@@ -165,7 +166,7 @@ def probe_accuracy(features, labels, folds: int = 5, seed: int = 0, probe: str =
     if len(counts) < 2 or len(labels) < 4:
         return float("nan")
     if probe == "linear":
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model = _linear_probe()
     elif probe == "knn":
         model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, len(labels) - 1)))
     else:

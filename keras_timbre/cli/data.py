@@ -1,7 +1,8 @@
 """Data commands: `make-dataset KIND ...` and `inspect DATA_DIR`.
 
 `make-dataset` has one sub-command per kind of dataset (`synthetic`,
-`nsynth-mini`, ...), so new kinds are new sub-parsers of `kinds` below.
+`nsynth-mini`, ...), so new kinds are new sub-parsers of `kinds` below;
+`make-dataset labels` adds estimated labels to an audio folder.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def register(subparsers) -> None:
     cache.add_argument("--notes-per-shard", type=int, default=None, metavar="N", help="notes per TFRecord shard")
     add_filter_arguments(cache)
     cache.set_defaults(func=_cache_features)
+
+    labels = kinds.add_parser(
+        "labels",
+        help="estimate MIDI pitch (pYIN) and velocity (peak RMS) of notes without labels, into DATA_DIR/labels.json",
+        description="Estimates the MIDI pitch (pYIN) and velocity (peak RMS) of every note of the audio folder "
+        "DATA_DIR whose name does not give them, into DATA_DIR/labels.json, which read_notes then applies. "
+        "Entries already in labels.json are kept, so an interrupted run resumes. Notes without a pitch "
+        "(unpitched, silent or unreadable) are skipped and listed.",
+    )
+    labels.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder of audio files")
+    labels.set_defaults(func=_make_labels)
 
     inspect = subparsers.add_parser(
         "inspect",
@@ -131,6 +143,21 @@ def _cache_features(args: argparse.Namespace) -> int:
         f"Feature cache {args.out}: {cache.num_notes} notes in {len(cache.shards)} shards "
         f"({time.perf_counter() - start:.1f} s); {len(cache.build_skips)} note(s) skipped when it was built"
     )
+    return 0
+
+
+def _make_labels(args: argparse.Namespace) -> int:
+    from keras_timbre.data.labels import label_notes
+    from keras_timbre.data.skips import SkipReport
+
+    skips = SkipReport(verbose=False)
+    start = time.perf_counter()
+    summary = label_notes(args.data_dir, skips=skips)
+    print(
+        f"{summary['path']}: {summary['labelled']} note(s) labelled, {summary['reused']} kept from before, "
+        f"{summary['skipped']} skipped ({time.perf_counter() - start:.1f} s)"
+    )
+    print(skips.summary())
     return 0
 
 

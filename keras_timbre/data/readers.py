@@ -9,7 +9,8 @@ Three layouts are detected automatically:
 - A plain folder of audio files (wav, flac, ogg, mp3), searched recursively.
   Labels come from NSynth-style names, `<family>_<source>_<NNN>-<pitch>-<velocity>`,
   where present; other names keep the file stem as `note_str` and unknown
-  labels (`""` and `-1`).
+  labels (`""` and `-1`), except a pitch and velocity estimated into the
+  folder's `labels.json` (`keras_timbre.data.labels.label_notes`).
 
 Readers only list notes; decoding (and skipping undecodable files) happens in
 `keras_timbre.data.pipeline`. Metadata problems (an `examples.json` entry
@@ -30,6 +31,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from keras_timbre.data.labels import read_labels
 from keras_timbre.data.nsynth import is_tfrecord
 from keras_timbre.data.nsynth import label_spec
 from keras_timbre.data.nsynth import tfrecord_note_path
@@ -286,6 +288,7 @@ def _read_jsonwav(examples_path: Path, skips: SkipReport) -> list[NoteRecord]:
 
 
 def _read_audio_folder(root: Path, skips: SkipReport) -> list[NoteRecord]:
+    estimated = read_labels(root)  # {} without a labels.json
     records = []
     for file in sorted(root.rglob("*")):
         if file.suffix.lower() not in AUDIO_EXTENSIONS or not file.is_file():
@@ -294,6 +297,12 @@ def _read_audio_folder(root: Path, skips: SkipReport) -> list[NoteRecord]:
         if record.family and record.family not in FAMILIES:
             skips.skip(str(file), _unknown_family(record.family))
             continue
+        if entry := estimated.get(file.relative_to(root).as_posix()):
+            record = dataclasses.replace(
+                record,
+                pitch=record.pitch if record.pitch >= 0 else entry["pitch"],
+                velocity=record.velocity if record.velocity >= 0 else entry["velocity"],
+            )
         records.append(record)
     return records
 

@@ -45,7 +45,7 @@ TABLE_METRICS = (
     ("family_probe_accuracy", "family probe ↑"),
     ("pitch_probe_accuracy", "pitch probe"),
     ("skip_reliance", "skip reliance (dB)"),
-    ("decode_z_lsd_db", "decode(z) LSD (dB) ↓"),
+    ("decode_code_lsd_db", "decode(z) LSD (dB) ↓"),
 )
 GRID_NOTES = 2
 

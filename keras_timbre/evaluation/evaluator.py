@@ -29,9 +29,11 @@ import numpy as np
 from keras_timbre import atomic
 from keras_timbre.analysis import metrics
 from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.data.locate import check_data_dir
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
+from keras_timbre.evaluation.code_metrics import code_metrics
 from keras_timbre.evaluation.outputs import check_output_file
-from keras_timbre.models.inference import latent_means, reconstruct_db
+from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db
 from keras_timbre.training import run as runs
 
 METRIC_KEYS = (
@@ -86,6 +88,10 @@ def evaluate(
         raise ValueError(f"No {notes.label} to evaluate for {run.path}")
     print(f"Evaluating {run.variant} on {len(notes.records)} {notes.label} ...")
     result = compute_metrics(run, notes.records, notes.log_mel_db, batch_size)
+    if notes.train_records:
+        result.update(
+            code_metrics(run, notes.train_records, notes.train_db, notes.records, notes.log_mel_db, batch_size)
+        )
     result.update(variant=run.variant, data=str(notes.data), run=str(run.path))
     result.update(held_out=notes.held_out, scored=notes.label)
     atomic.write_json(out, result)
@@ -103,6 +109,8 @@ class ScoredNotes:
     log_mel_db: np.ndarray
     data: Path
     held_out: bool
+    train_records: list
+    train_db: np.ndarray
 
     @property
     def label(self) -> str:
@@ -114,23 +122,34 @@ def notes_to_score(run: runs.Run, data: str | os.PathLike | None = None) -> Scor
     """The run's validation split (re-derived from config.json), or every note of `data`."""
     from keras_timbre.data import read_notes
 
-    data_path = runs.locate_data(run, data)
     if data is None:
-        split = run.config.get("split", {})
-        _, _, records, log_mel_db = load_split(
-            data_path,
-            run.frontend,
-            split.get("val_fraction", DEFAULT_VAL_FRACTION),
-            split.get("split_seed", 0),
-            run.config.get("hyperparameters", {}).get("max_per_instrument"),
-        )
-        return ScoredNotes(records, log_mel_db, data_path, held_out=True)
+        train_records, train_db, records, log_mel_db = _run_split(run)
+        return ScoredNotes(records, log_mel_db, runs.locate_data(run), True, train_records, train_db)
+    data_path = Path(data)
+    check_data_dir(data_path)
     saved_frontend = data_path / runs.FRONTEND_FILE
     if saved_frontend.is_file():
         # Features prepared for another frontend (e.g. another n_mels) cannot feed this model.
         run.frontend.check_matches(FrontendConfig.load(saved_frontend), f"data at {data_path}")
     log_mel_db, records = load_log_mel(read_notes(data_path), run.frontend)
-    return ScoredNotes(records, log_mel_db, data_path, held_out=False)
+    try:  # the run's own training notes give the codes and the probes' fits
+        train_records, train_db, _, _ = _run_split(run)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"keras-timbre: code metrics skipped, the run's training notes are needed: {error}")
+        train_records, train_db = [], None
+    return ScoredNotes(records, log_mel_db, data_path, False, train_records, train_db)
+
+
+def _run_split(run: runs.Run):
+    """`(train_records, train_db, val_records, val_db)` of the run's own split, re-derived from config.json."""
+    split = run.config.get("split", {})
+    return load_split(
+        runs.locate_data(run),
+        run.frontend,
+        split.get("val_fraction", DEFAULT_VAL_FRACTION),
+        split.get("split_seed", 0),
+        run.config.get("hyperparameters", {}).get("max_per_instrument"),
+    )
 
 
 def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
@@ -145,8 +164,9 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
         raise ValueError("No notes to evaluate")
     model, stats, floor = run.model, run.stats, run.frontend.floor_db
     model.check_feature_shape(run.frontend.feature_shape)
-    reconstruction = reconstruct_db(model, log_mel_db, stats, batch_size)
-    without_skips = reconstruct_db(model, log_mel_db, stats, batch_size, skips=False)
+    reconstruction = reconstruct_db(model, log_mel_db, stats, batch_size, records=records)
+    # From the code alone: decode(z) for the paper's variants; code + pitch + velocity, groups at the prior mean.
+    without_skips = reconstruct_db(model, log_mel_db, stats, batch_size, skips=False, records=records)
     z_mean, z_log_var = latent_means(model, log_mel_db, stats, batch_size)
     families = [r.family for r in records]
     pitches = [r.pitch for r in records]
@@ -164,7 +184,7 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
         notes=len(records),
     )
     # decode(z) alone: what sampling or interpolating in z gives, whatever the skips did.
-    result.update({f"decode_z_{name}": value for name, value in decoded_z.items()})
+    result.update({f"decode_code_{name}": value for name, value in decoded_z.items()})
     return result
 
 
@@ -175,10 +195,12 @@ def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
     records = notes.records
     shown = diverse_notes(records, FIGURE_NOTES)
     chosen = notes.log_mel_db[shown]
-    recon = reconstruct_db(run.model, chosen, run.stats)
+    chosen_records = [records[i] for i in shown]
+    recon = reconstruct_db(run.model, chosen, run.stats, records=chosen_records)
     columns = {run.variant: recon}
-    if run.model.use_skips:
-        columns["decode(z), skips zeroed"] = reconstruct_db(run.model, chosen, run.stats, skips=False)
+    if run.model.use_skips or is_conditioned_model(run.model):
+        code_only = reconstruct_db(run.model, chosen, run.stats, skips=False, records=chosen_records)
+        columns["from the code alone" if is_conditioned_model(run.model) else "decode(z), skips zeroed"] = code_only
     plots.plot_reconstructions(
         run.path / "figures" / "evaluation_reconstructions.png",
         chosen,

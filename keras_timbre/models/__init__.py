@@ -6,3 +6,5 @@ Importing this package registers every serialisable class with Keras, so
 
 from keras_timbre.models import layers  # noqa: F401  (registers the layers)
 from keras_timbre.models import timbre_vae  # noqa: F401  (registers TimbreVAE)
+from keras_timbre.models import hierarchy  # noqa: F401  (registers the hierarchy's layers)
+from keras_timbre.models import hierarchical_vae  # noqa: F401  (registers HierarchicalTimbreVAE)

@@ -400,7 +400,7 @@ class TimbreVAE(keras.Model):
         weights = None if sample_weight is None else losses.example_weights(sample_weight)
         reconstructed = y_pred["reconstruction"]
         reconstruction_term = losses.reconstruction_loss(target, reconstructed, self.reconstruction, weights)
-        kl_term = losses.kl_divergence(y_pred["z_mean"], y_pred["z_log_var"], self.free_bits, weights)
+        kl_term = self._kl_term(y_pred, weights)
         # A gradient term whose weight was 0 at construction is only measured:
         # stop_gradient spares its backward pass (~0.5M-element ops per term).
         mel_grad_term = losses.mel_gradient_loss(target, self._maybe_stop(reconstructed, "grad_weight"), weights)
@@ -421,6 +421,10 @@ class TimbreVAE(keras.Model):
         # Under tf.distribute Keras sums replica gradients: return this replica's share.
         return losses.scale_loss_for_replicas(total)
 
+    def _kl_term(self, y_pred, weights):
+        """The KL that `beta` weighs: the code's (a hierarchical model adds its groups')."""
+        return losses.kl_divergence(y_pred["z_mean"], y_pred["z_log_var"], self.free_bits, weights)
+
     def _maybe_stop(self, reconstructed, weight_name):
         return ops.stop_gradient(reconstructed) if self._initial_weights[weight_name] == 0 else reconstructed
 
@@ -438,7 +442,9 @@ class TimbreVAE(keras.Model):
         >>> model.use_skips, float(model.grad_weight)
         (True, 0.0)
         """
-        use_skips, use_grad = VARIANTS[check_variant(name)]
+        if check_variant(name) not in VARIANTS:
+            raise ValueError(f"{name!r} is not one of the paper's variants; build it with models.variants.build_model")
+        use_skips, use_grad = VARIANTS[name]
         overrides.setdefault("grad_weight", DEFAULT_GRAD_WEIGHT)
         if not use_grad:
             overrides["grad_weight"] = 0.0

@@ -201,6 +201,7 @@ class ReconstructionFigures(keras.callbacks.Callback):
         frontend: The feature config (axes of the figure).
         every: Draw every this many epochs.
         epochs: The last epoch of the run (always drawn).
+        records: The notes' records (their pitch and velocity feed a conditioned model).
     """
 
     def __init__(
@@ -212,11 +213,12 @@ class ReconstructionFigures(keras.callbacks.Callback):
         frontend: FrontendConfig,
         every: int,
         epochs: int,
+        records=None,
     ):
         super().__init__()
         self.folder = Path(folder)
         self.figure_db, self.titles, self.stats, self.frontend = figure_db, titles, stats, frontend
-        self.every, self.epochs = every, epochs
+        self.every, self.epochs, self.records = every, epochs, records
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_timbre.analysis import plots
@@ -227,7 +229,7 @@ class ReconstructionFigures(keras.callbacks.Callback):
         plots.plot_reconstructions(
             self.folder / f"reconstruction_epoch_{epoch + 1:03d}.png",
             self.figure_db,
-            {f"epoch {epoch + 1}": reconstruct_db(self.model, self.figure_db, self.stats)},
+            {f"epoch {epoch + 1}": reconstruct_db(self.model, self.figure_db, self.stats, records=self.records)},
             self.frontend,
             titles=self.titles,
         )

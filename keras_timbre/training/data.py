@@ -44,8 +44,9 @@ class TrainingData:
     """Datasets and facts of one run's data.
 
     Attributes:
-        train: Batches `(batch, n_mels, n_frames, 1)` of normalised training notes.
-        validation: Batches of normalised held-out notes, or None.
+        train: Batches `(batch, n_mels, n_frames, 1)` of normalised training notes (for a
+            conditioned model, dicts of them with their pitch and velocity: `model_inputs`).
+        validation: Batches of normalised held-out notes (or dicts), or None.
         stats: Per-mel-bin statistics of the training notes.
         order: The callback that sets each epoch's shuffle; pass it to `fit`.
         shown_db: Up to `SHOWN_NOTES` held-out notes (training notes if none
@@ -69,7 +70,11 @@ class TrainingData:
 
     @property
     def figure_titles(self) -> list[str]:
-        return [self.shown_records[i].note_str for i in self._figure_picks()]
+        return [record.note_str for record in self.figure_records]
+
+    @property
+    def figure_records(self) -> list[NoteRecord]:
+        return [self.shown_records[i] for i in self._figure_picks()]
 
     def _figure_picks(self) -> list[int]:
         return diverse_notes(self.shown_records, FIGURE_NOTES)
@@ -140,8 +145,13 @@ def training_data(
     seed: int,
     stats: FeatureStats | None = None,
     cache: str | os.PathLike | None = None,
+    conditioned: bool = False,
 ) -> TrainingData:
-    """The run's datasets; `stats` (of a resumed run) are used instead of computed."""
+    """The run's datasets; `stats` (of a resumed run) are used instead of computed.
+
+    With `conditioned`, elements are the dicts a pitch-conditioned model takes
+    (`model_inputs`) instead of bare log-mel batches.
+    """
     import tensorflow as tf
 
     if cache is None:
@@ -150,10 +160,12 @@ def training_data(
     else:
         notes, counts, labelled, stats = _streamed(train_records, val_records, Path(cache), frontend, batch_size, stats)
         buffer = DEFAULT_SHUFFLE_BUFFER
+    inputs = model_inputs(conditioned)
     order = EpochOrder(seed)
+    notes = notes.map(inputs)
     train = order.shuffle(notes, buffer).batch(batch_size).apply(_batch_count(counts["train_notes"], batch_size))
     train = train.prefetch(tf.data.AUTOTUNE)
-    validation = labelled.map(lambda x, labels: x) if labelled is not None else None
+    validation = labelled.map(inputs) if labelled is not None else None
     if labelled is not None:  # the held-out notes already in the validation set: not decoded again
         shown_db, shown_records = _first_notes(labelled, val_records, stats)
     else:
@@ -161,16 +173,27 @@ def training_data(
     return TrainingData(train, validation, stats, order, shown_db, shown_records, counts)
 
 
+def model_inputs(conditioned: bool):
+    """`(log_mel, labels) -> model input`: the log-mel, or `{"log_mel", "pitch", "velocity"}` if `conditioned`."""
+
+    def inputs(x, labels):
+        if not conditioned:
+            return x
+        return {"log_mel": x, "pitch": labels["pitch"], "velocity": labels["velocity"]}
+
+    return inputs
+
+
 def _in_memory(train_records, val_records, frontend, batch_size, stats):
-    raw = feature_dataset(train_records, frontend, None, batch_size=_SOURCE_BATCH, cache=True)
+    raw = feature_dataset(train_records, frontend, None, batch_size=_SOURCE_BATCH, cache=True, with_labels=True)
     if stats is None:
         stats = compute_stats(raw, frontend)  # the first pass fills the cache
-    notes = raw.unbatch().map(lambda x: stats.normalize(x[..., 0])[..., None])
+    notes = raw.unbatch().map(lambda x, labels: (stats.normalize(x[..., 0])[..., None], labels))
     labelled = None
     if val_records:  # cached too: its first pass, here, is the one fit's first validation would make
         labelled = feature_dataset(val_records, frontend, stats, batch_size=batch_size, cache=True, with_labels=True)
     val_notes = _count(labelled.map(lambda x, labels: x)) if labelled is not None else 0
-    return notes, {"train_notes": _count(raw), "val_notes": val_notes}, labelled, stats
+    return notes, {"train_notes": _count(raw.map(lambda x, labels: x)), "val_notes": val_notes}, labelled, stats
 
 
 def _batch_count(notes: int, batch_size: int):
@@ -190,7 +213,7 @@ def _count(batches) -> int:
 def _streamed(train_records, val_records, cache_dir: Path, frontend, batch_size, stats):
     train_cache = ensure_feature_cache(train_records, cache_dir / "train", frontend)
     stats = train_cache.stats if stats is None else stats
-    notes = train_cache.dataset(stats, batch_size=_SOURCE_BATCH).unbatch()
+    notes = train_cache.dataset(stats, batch_size=_SOURCE_BATCH, with_labels=True).unbatch()
     labelled, counts = None, {"train_notes": train_cache.num_notes, "val_notes": 0}
     if val_records:
         val_cache = ensure_feature_cache(val_records, cache_dir / "val", frontend)

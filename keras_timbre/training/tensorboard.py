@@ -170,7 +170,7 @@ class TimbreProjector(keras.callbacks.Callback):
         codes, _ = latent_means(self.model, self.log_mel_db, self.stats)
         write_projector(self.log_dir, codes, self.records, epoch)
         shown = self.log_mel_db[: self.audio_notes]
-        reconstruction = reconstruct_db(self.model, shown, self.stats)
+        reconstruction = reconstruct_db(self.model, shown, self.stats, records=self.records[: self.audio_notes])
         rate = self.frontend.sample_rate
         audio = griffin_lim_audio(reconstruction, self.frontend, n_iter=self.griffin_lim_iters)
         images = spectrogram_images(shown, reconstruction, self.frontend.floor_db)

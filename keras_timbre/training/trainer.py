@@ -32,7 +32,7 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.locate import resolve_data
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION
 from keras_timbre.models.timbre_vae import resolve_precision
-from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant
+from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant, is_conditioned
 from keras_timbre.training import run as runs
 from keras_timbre.training.data import TrainingData, split_records, training_data
 from keras_timbre.training.distribute import distribution_scope
@@ -52,6 +52,13 @@ MODEL_KEYS = (
     "reconstruction",
     "normalization",
     "use_skips",
+    "group_channels",
+    "group_free_bits",
+    "group_kl_scale",
+    "prior_dropout",
+    "pitch_adversary_weight",
+    "pitch_range",
+    "velocities",
 )
 
 
@@ -150,11 +157,14 @@ def train(
             print(f"{out} already has {state.done} finished epochs (asked for {epochs}); nothing to train.")
             return runs.load_run(out)
         keras.utils.set_random_seed(seed)
-        notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache)
+        conditioned = is_conditioned(variant)
+        # A conditioned model also takes its pitch range and velocities from the training notes.
+        model_settings = {**hyperparameters, **(_conditioning(train_records, frontend) if conditioned else {})}
+        notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache, conditioned)
         config["split"].update(notes.counts)  # notes read, skipped files left out
         _announce(variant, out, data_path, frontend, config, state.done, cache)
         extra = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(callbacks or [])
-        model = _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, distribute, extra, verbose)
+        model = _fit(out, variant, config, state, notes, frontend, seed, model_settings, distribute, extra, verbose)
     _plot_history(out)
     print(f"Trained {variant} in {time.perf_counter() - started:.0f} s; model at {out / runs.MODEL_FILE}")
     return runs.Run(path=out, model=model, frontend=frontend, stats=notes.stats, config=config)
@@ -201,14 +211,34 @@ def _announce(variant, out, data_path, frontend, config, done, cache) -> None:
     )
 
 
+def _conditioning(train_records: list, frontend: FrontendConfig) -> dict[str, Any]:
+    """A conditioned model's pitch range, velocities and mel range, from its training notes."""
+    pitches = [r.pitch for r in train_records if r.pitch >= 0]
+    velocities = sorted({r.velocity for r in train_records if r.velocity > 0})
+    if not pitches or not velocities:
+        raise ValueError(
+            "the hierarchical variant needs MIDI pitch and velocity labels: none of the training notes has them "
+            "(label an audio folder with `keras-timbre make-dataset labels DIR`)"
+        )
+    return {
+        "pitch_range": [min(pitches), max(pitches)],
+        "velocities": velocities,
+        "mel_range": [frontend.fmin, frontend.fmax],
+    }
+
+
 def _new_model(variant: str, frontend: FrontendConfig, seed: int, hyperparameters: dict[str, Any]):
-    """A compiled TimbreVAE: model arguments from `hyperparameters`, those left None at the model's defaults."""
-    from keras_timbre.models.timbre_vae import TimbreVAE, default_optimizer
+    """A compiled model: arguments from `hyperparameters`, those left None at the model's defaults."""
+    from keras_timbre.models.timbre_vae import default_optimizer
+    from keras_timbre.models.variants import build_model
 
     training_only = {"epochs", "batch_size", "learning_rate", "warmup_epochs", "max_per_instrument", "precision"}
+    training_only |= (
+        {"grad_weight"} if is_conditioned(variant) and hyperparameters.get("grad_weight") is None else set()
+    )
     kwargs = {k: v for k, v in hyperparameters.items() if k not in training_only and v is not None}
     kwargs["dtype"] = hyperparameters["precision"]
-    model = TimbreVAE.from_variant(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
+    model = build_model(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
     model.compile(optimizer=default_optimizer(hyperparameters["learning_rate"]))
     return model
 
@@ -229,7 +259,14 @@ def _callbacks(
         keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False, profile_batch=0),
         EpochCheckpoint(out),
         callbacks.ReconstructionFigures(
-            out / "figures", notes.figure_db, notes.figure_titles, notes.stats, frontend, figure_every, epochs
+            out / "figures",
+            notes.figure_db,
+            notes.figure_titles,
+            notes.stats,
+            frontend,
+            figure_every,
+            epochs,
+            records=notes.figure_records,
         ),
     ] + _projector(out, notes, frontend, figure_every)
 

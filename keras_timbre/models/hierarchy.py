@@ -1,0 +1,193 @@
+"""Layers of the hierarchical, pitch-conditioned timbre VAE.
+
+`PitchConditioning` turns a note's MIDI pitch and velocity into a map along
+mel that says where its harmonics fall (DDSP gives its decoder f0 and loudness
+for the same reason: the code then needs to carry only what remains), and
+`LatentGroup` is one level of a top-down hierarchy (Ladder VAE, NVAE): a
+prior from the decoder state, a posterior from the state and the encoder
+feature of the same resolution, paying its own KL, in place of a U-Net skip.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+_PACKAGE = "keras_timbre"
+# NSynth's velocity scale; the conditioning sees velocity / MAX_VELOCITY.
+MAX_VELOCITY = 127.0
+LOG_VAR_RANGE = (-10.0, 10.0)
+
+
+def midi_to_hz(pitch):
+    """MIDI pitch (tensor) to Hz, A4 = MIDI 69 = 440 Hz."""
+    return 440.0 * ops.power(2.0, (ops.cast(pitch, "float32") - 69.0) / 12.0)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PitchConditioning(keras.layers.Layer):
+    """`(pitch, velocity)` → `(batch, n_mels, 1, 4)`: where the note's harmonics fall on the mel axis.
+
+    For each mel bin (centre frequency `f`, width `w`, librosa's Slaney mel
+    scale) the channels are: the harmonic comb, `exp(-2 (d / w) ** 2)` with `d`
+    the distance in Hz to the nearest harmonic of f0 (1 where harmonics are
+    closer than a bin: unresolved); the bin's height above f0 in octaves / 8;
+    1 below f0; and the velocity / 127. It has no weights.
+
+    Args:
+        n_mels: mel bins of the features.
+        fmin: lowest mel frequency, Hz.
+        fmax: highest mel frequency, Hz.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = PitchConditioning(n_mels=128, fmin=20.0, fmax=8000.0)
+    >>> out = keras.ops.convert_to_numpy(layer(np.array([69.0]), np.array([100.0])))
+    >>> out.shape
+    (1, 128, 1, 4)
+    >>> centres = layer.centre_frequencies()
+    >>> round(float(centres[np.argmax(out[0, :40, 0, 0])]))  # the comb peaks at f0 = 440 Hz
+    438
+    """
+
+    CHANNELS = 4
+
+    def __init__(self, n_mels: int = 128, fmin: float = 20.0, fmax: float = 8000.0, **kwargs):
+        super().__init__(**kwargs)
+        self.n_mels, self.fmin, self.fmax = int(n_mels), float(fmin), float(fmax)
+        if not 0 <= self.fmin < self.fmax:
+            raise ValueError(f"PitchConditioning needs 0 <= fmin < fmax, got {fmin}, {fmax}")
+        self.built = True
+
+    def centre_frequencies(self) -> np.ndarray:
+        """The mel bins' centre frequencies in Hz (librosa's, as the frontend's filters)."""
+        import librosa
+
+        return librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax)[1:-1]
+
+    def call(self, pitch, velocity):
+        centres = self.centre_frequencies()
+        width = ops.convert_to_tensor(np.gradient(centres)[None, :], "float32")
+        centres = ops.convert_to_tensor(centres[None, :], "float32")
+        f0 = ops.reshape(midi_to_hz(pitch), (-1, 1))
+        harmonic = centres / f0  # (batch, n_mels): bin frequency in harmonics of f0
+        distance = ops.abs(harmonic - ops.maximum(ops.round(harmonic), 1.0)) * f0
+        comb = ops.where(f0 < width, 1.0, ops.exp(-2.0 * ops.square(distance / width)))
+        octaves = ops.clip(ops.log2(harmonic), -2.0, 8.0) / 8.0
+        below = ops.cast(harmonic < 0.75, "float32")
+        loudness = ops.broadcast_to(ops.reshape(ops.cast(velocity, "float32"), (-1, 1)) / MAX_VELOCITY, ops.shape(comb))
+        out = ops.stack([comb, octaves, below, loudness], axis=-1)  # (batch, n_mels, 4)
+        return ops.cast(out[:, :, None, :], self.compute_dtype)
+
+    def compute_output_shape(self, pitch_shape, velocity_shape=None):
+        return (pitch_shape[0], self.n_mels, 1, self.CHANNELS)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LatentGroup(keras.layers.Layer):
+    """One level of the top-down hierarchy: `h → h + merge(z_l)`, with `z_l` from the posterior or the prior.
+
+    The prior `p(z_l | h)` is a convolution of the decoder state `h`; the
+    posterior `q(z_l | h, feature)` a convolution of `h` concatenated with the
+    encoder feature of the same resolution, parameterised relative to the
+    prior (NVAE), so the KL starts near zero. Call it as
+    `group(h, feature, prior_mask)`:
+
+    - with `feature`, `z_l` is a posterior sample (its mean outside training),
+      except in the examples where `prior_mask` (batch,) is 1, which take the
+      prior mean (what synthesis from the code alone decodes); the KL(q || p)
+      of each example, summed over the group's dimensions, is returned too;
+    - without `feature` (synthesis), `z_l = prior mean + temperature * prior std * noise`
+      and the KL is zero.
+
+    `return_kl_map=True` also returns the KL of each of the group's
+    dimensions, `(batch, height, width, latent_channels)`, for counting its
+    active units.
+
+    Args:
+        latent_channels: channels of `z_l` (it has the state's spatial size).
+        kernel_size: kernel of the prior and posterior convolutions.
+        seed: seed of the sampling noise.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    >>> import numpy as np
+    >>> group = LatentGroup(2, seed=0)
+    >>> h, feature = np.zeros((3, 8, 8, 4), "float32"), np.ones((3, 8, 8, 5), "float32")
+    >>> out, kl = group(h, feature)
+    >>> tuple(out.shape), tuple(kl.shape)
+    ((3, 8, 8, 4), (3,))
+    """
+
+    def __init__(self, latent_channels: int, kernel_size: int = 3, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_channels = int(latent_channels)
+        self.kernel_size = int(kernel_size)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, h_shape, feature_shape=None):
+        conv = dict(padding="same", dtype=self.dtype_policy)
+        self.prior_conv = keras.layers.Conv2D(2 * self.latent_channels, self.kernel_size, name="prior", **conv)
+        self.prior_conv.build(h_shape)
+        self.posterior_conv = keras.layers.Conv2D(
+            2 * self.latent_channels, self.kernel_size, name="posterior", kernel_initializer="zeros", **conv
+        )
+        feature_channels = h_shape[-1] if feature_shape is None else feature_shape[-1]
+        self.posterior_conv.build(tuple(h_shape[:-1]) + (h_shape[-1] + feature_channels,))
+        self.merge = keras.layers.Conv2D(h_shape[-1], 1, name="merge", dtype=self.dtype_policy)
+        self.merge.build(tuple(h_shape[:-1]) + (self.latent_channels,))
+
+    def call(self, h, feature=None, prior_mask=None, temperature=0.0, training=None, return_kl_map=False):
+        p_mean, p_log_var = self._split(self.prior_conv(keras.activations.leaky_relu(h)))
+        if feature is None:
+            noise = keras.random.normal(ops.shape(p_mean), seed=self.seed_generator) if temperature else 0.0
+            z = p_mean + float(temperature) * ops.exp(0.5 * p_log_var) * noise
+            kl_map = ops.zeros_like(p_mean)
+        else:
+            q = self.posterior_conv(ops.concatenate([h, ops.cast(feature, h.dtype)], axis=-1))
+            dq_mean, dq_log_var = self._split(q)
+            q_mean, q_log_var = p_mean + dq_mean, ops.clip(p_log_var + dq_log_var, *LOG_VAR_RANGE)
+            z = q_mean
+            if training:
+                z = z + ops.exp(0.5 * q_log_var) * keras.random.normal(ops.shape(q_mean), seed=self.seed_generator)
+            if prior_mask is not None:
+                mask = ops.reshape(ops.cast(prior_mask, "float32"), (-1, 1, 1, 1))
+                z = mask * p_mean + (1.0 - mask) * z
+            kl_map = gaussian_kl(q_mean, q_log_var, p_mean, p_log_var)
+        kl = ops.sum(ops.reshape(kl_map, (ops.shape(kl_map)[0], -1)), axis=-1)
+        h = h + self.merge(ops.cast(z, h.dtype))
+        return (h, kl, kl_map) if return_kl_map else (h, kl)
+
+    def _split(self, stats):
+        # float32 statistics under a mixed-precision policy: the KL needs them.
+        stats = ops.cast(stats, "float32")
+        mean, log_var = stats[..., : self.latent_channels], stats[..., self.latent_channels :]
+        return mean, ops.clip(log_var, *LOG_VAR_RANGE)
+
+    def compute_output_shape(self, h_shape, feature_shape=None):
+        return tuple(h_shape), (h_shape[0],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"latent_channels": self.latent_channels, "kernel_size": self.kernel_size, "seed": self.seed})
+        return config
+
+
+def gaussian_kl(q_mean, q_log_var, p_mean, p_log_var):
+    """KL(q || p) of diagonal Gaussians, per dimension, in nats.
+
+    Example:
+    >>> import numpy as np
+    >>> zeros = np.zeros((2, 3), "float32")
+    >>> keras.ops.convert_to_numpy(gaussian_kl(zeros + 1.0, zeros, zeros, zeros)).tolist()
+    [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]
+    """
+    return 0.5 * (p_log_var - q_log_var + (ops.exp(q_log_var) + ops.square(q_mean - p_mean)) / ops.exp(p_log_var) - 1.0)
