@@ -311,3 +311,46 @@ def plot_objective(path: str | os.PathLike, trials: Sequence[Mapping], objective
     axes[1].legend(fontsize=7, loc="best")
     figure.suptitle(f"{len(trials)} trials, {len(done)} completed")
     return save_figure(figure, path)
+
+
+def plot_spectrogram_grid(
+    path: str | os.PathLike,
+    cells: Sequence[Sequence[np.ndarray | None]],
+    config: FrontendConfig,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    title: str = "",
+) -> Path:
+    """A grid of log-mel spectrograms (dB) on one colour scale; a None cell is left blank ("none").
+
+    For the synthesis figures: a pitch ladder (rows: synthesised, real),
+    prior samples (rows: samples, columns: pitches).
+    """
+    filled = [np.asarray(c) for row in cells for c in row if c is not None]
+    if not filled:
+        raise ValueError("plot_spectrogram_grid needs at least one spectrogram")
+    vmax = float(max(c.max() for c in filled))
+    vmin = max(float(min(c.min() for c in filled)), vmax - 80.0)
+    rows, columns = len(cells), max(len(row) for row in cells)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.4 * columns, 2.2 * rows), squeeze=False, constrained_layout=True
+    )
+    image = None
+    for r, row in enumerate(cells):
+        for c in range(columns):
+            ax = axes[r][c]
+            cell = row[c] if c < len(row) else None
+            if cell is None:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, color="0.5")
+                ax.set_xticks([]), ax.set_yticks([])
+            else:
+                image = _specshow(ax, cell, config, vmin, vmax)
+            ax.set_title(column_labels[c] if r == 0 else "", fontsize=9)
+            ax.set_ylabel(row_labels[r] if c == 0 else "", fontsize=9)
+            if r < rows - 1:
+                ax.set_xlabel("")
+    if image is not None:
+        figure.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)

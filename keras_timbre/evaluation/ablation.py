@@ -31,6 +31,8 @@ from keras_timbre.evaluation import evaluator as evaluation
 from keras_timbre.training import run as runs
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.models.inference import latent_means, reconstruct_db
+from keras_timbre.evaluation.synthesis_figures import write_synthesis_figures
+from keras_timbre.models.inference import is_conditioned_model
 from keras_timbre.models.variants import VARIANTS, check_variant
 from keras_timbre.training.trainer import train
 
@@ -45,7 +47,19 @@ TABLE_METRICS = (
     ("family_probe_accuracy", "family probe ↑"),
     ("pitch_probe_accuracy", "pitch probe"),
     ("skip_reliance", "skip reliance (dB)"),
-    ("decode_code_lsd_db", "decode(z) LSD (dB) ↓"),
+    ("decode_code_lsd_db", "from the code alone: LSD (dB) ↓"),
+)
+# The code on its own (keras_timbre.evaluation.code_metrics): as a synthesiser, and as a description.
+CODE_METRICS = (
+    ("decode_code_harmonic_contrast_ratio", "code alone: harm. contrast (→1)"),
+    ("novel_pitch_lsd_db", "novel pitch LSD (dB) ↓"),
+    ("nearest_pitch_copy_lsd_db", "nearest-pitch copy (dB)"),
+    ("pitch_shift_lsd_db", "pitch-shifted copy (dB)"),
+    ("sample_pitch_accuracy", "sample pitch acc. ↑"),
+    ("pitch_probe_transfer_accuracy", "pitch probe train→held-out ↓"),
+    ("family_probe_unseen_accuracy", "family probe, unseen instruments ↑"),
+    ("mfcc_pitch_probe_transfer_accuracy", "MFCC pitch probe"),
+    ("mfcc_family_probe_unseen_accuracy", "MFCC family probe"),
 )
 GRID_NOTES = 2
 
@@ -59,7 +73,7 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[s
     summary = {}
     for variant, by_seed in results.items():
         summary[variant] = {}
-        for key, _ in TABLE_METRICS:
+        for key, _ in TABLE_METRICS + CODE_METRICS:
             values = np.array([float(m[key]) for m in by_seed.values() if key in m], np.float64)
             if values.size:
                 summary[variant][key] = {
@@ -70,14 +84,14 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[s
     return summary
 
 
-def markdown_table(summary, seeds: Sequence[int]) -> str:
-    """The ablation table, one row per variant, `mean ± std` over seeds."""
-    header = "| variant | " + " | ".join(label for _, label in TABLE_METRICS) + " |"
-    rule = "|---|" + "---|" * len(TABLE_METRICS)
+def markdown_table(summary, seeds: Sequence[int], columns=TABLE_METRICS) -> str:
+    """The ablation table, one row per variant, `mean ± std` over seeds, of the metrics in `columns`."""
+    header = "| variant | " + " | ".join(label for _, label in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
     rows = [header, rule]
     for variant, metrics in summary.items():
         cells = []
-        for key, _ in TABLE_METRICS:
+        for key, _ in columns:
             if key not in metrics:
                 cells.append("–")
                 continue
@@ -136,7 +150,8 @@ def run_ablation(
     summary = summarize(results)
     table = markdown_table(summary, seeds)
     atomic.write_json(out / "results.json", {"runs": results, "summary": summary, "seeds": seeds, "variants": variants})
-    atomic.write_text(out / "ablation.md", "# Ablation\n\n" + table)
+    code_table = markdown_table(summary, seeds, CODE_METRICS)
+    atomic.write_text(out / "ablation.md", "# Ablation\n\n" + table + "\n## The code on its own\n\n" + code_table)
     write_ablation_media(out, loaded)
     print(f"Ablation finished in {time.perf_counter() - started:.0f} s; table at {out / 'ablation.md'}")
     return table
@@ -147,7 +162,9 @@ def _finished_metrics(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    return metrics if metrics.get("notes") and metrics.get("held_out", True) else None
+    # Metrics written before the code metrics existed are computed again.
+    current = all(key in metrics for key, _ in CODE_METRICS if key != "sample_pitch_accuracy")
+    return metrics if current and metrics.get("notes") and metrics.get("held_out", True) else None
 
 
 def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
@@ -161,7 +178,8 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
         return
     picks = diverse_notes(records, GRID_NOTES)
     targets = log_mel_db[picks]
-    recons = {variant: reconstruct_db(run.model, targets, run.stats) for variant, run in loaded.items()}
+    shown = [records[i] for i in picks]
+    recons = {variant: reconstruct_db(run.model, targets, run.stats, records=shown) for variant, run in loaded.items()}
     titles = [records[i].note_str for i in picks]
     plots.plot_reconstructions(
         out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles=titles, zoom=True
@@ -174,6 +192,10 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
             [r.family for r in records],
             title=f"{variant}: latent means of held-out notes (PCA)",
         )
+    for variant, run in loaded.items():
+        if is_conditioned_model(run.model):
+            train_records, train_db, _, _ = evaluation.run_split(run)
+            write_synthesis_figures(run, out / variant, train_records, train_db, records, log_mel_db)
     for i, note in enumerate(titles):
         sounds = {"input": targets[i], **{variant: recon[i] for variant, recon in recons.items()}}
         for name, spectrogram in sounds.items():

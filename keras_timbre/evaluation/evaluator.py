@@ -123,7 +123,7 @@ def notes_to_score(run: runs.Run, data: str | os.PathLike | None = None) -> Scor
     from keras_timbre.data import read_notes
 
     if data is None:
-        train_records, train_db, records, log_mel_db = _run_split(run)
+        train_records, train_db, records, log_mel_db = run_split(run)
         return ScoredNotes(records, log_mel_db, runs.locate_data(run), True, train_records, train_db)
     data_path = Path(data)
     check_data_dir(data_path)
@@ -133,14 +133,14 @@ def notes_to_score(run: runs.Run, data: str | os.PathLike | None = None) -> Scor
         run.frontend.check_matches(FrontendConfig.load(saved_frontend), f"data at {data_path}")
     log_mel_db, records = load_log_mel(read_notes(data_path), run.frontend)
     try:  # the run's own training notes give the codes and the probes' fits
-        train_records, train_db, _, _ = _run_split(run)
+        train_records, train_db, _, _ = run_split(run)
     except (FileNotFoundError, ValueError) as error:
         print(f"keras-timbre: code metrics skipped, the run's training notes are needed: {error}")
         train_records, train_db = [], None
     return ScoredNotes(records, log_mel_db, data_path, False, train_records, train_db)
 
 
-def _run_split(run: runs.Run):
+def run_split(run: runs.Run):
     """`(train_records, train_db, val_records, val_db)` of the run's own split, re-derived from config.json."""
     split = run.config.get("split", {})
     return load_split(
@@ -221,11 +221,15 @@ def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
 
 def write_wav(path: Path, log_mel_db: np.ndarray, frontend: FrontendConfig, n_iter: int = 64) -> Path:
     """Griffin-Lim audio of one log-mel (dB), written atomically as WAV."""
-    import soundfile as sf
-
     from keras_timbre.audio.vocoder import mel_to_audio
 
-    audio = mel_to_audio(log_mel_db, frontend, n_iter=n_iter)
+    return write_audio(path, mel_to_audio(log_mel_db, frontend, n_iter=n_iter), frontend)
+
+
+def write_audio(path: Path, audio: np.ndarray, frontend: FrontendConfig) -> Path:
+    """A waveform at the frontend's rate, written atomically as WAV."""
+    import soundfile as sf
+
     with atomic.atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, audio, frontend.sample_rate, format="WAV")
     return path

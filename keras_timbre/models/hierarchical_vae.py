@@ -22,6 +22,10 @@ from keras_timbre.models.layers import DecoderBlock
 from keras_timbre.models.timbre_vae import DEFAULT_INPUT_SHAPE
 from keras_timbre.models.timbre_vae import TimbreVAE
 
+# The code's KL weight. Lower than TimbreVAE's 1e-3: on nsynth-mini (2 s, 20 epochs, seed 0) 1e-3 left
+# the code 25 nats and decoding from it 5.7 dB LSD, 1e-4 gave 71 nats and 5.5 dB; 1e-5 (with the pitch
+# adversary) 6.9 dB (docs/report.md, "Beyond the paper").
+DEFAULT_BETA = 1e-4
 # Latent channels of each group (one group per encoder resolution but the deepest).
 DEFAULT_GROUP_CHANNELS = 4
 # Minimum KL of each group, nats per example: a group pushed below it costs the same, so none collapses.
@@ -108,6 +112,7 @@ class HierarchicalTimbreVAE(TimbreVAE):
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
         self.mel_range = tuple(float(f) for f in mel_range)
+        kwargs.setdefault("beta", DEFAULT_BETA)
         kwargs.pop("use_skips", None)
         kwargs.pop("skip_dropout", None)
         super().__init__(input_shape=input_shape, use_skips=False, skip_dropout=0.0, **kwargs)
@@ -204,7 +209,9 @@ class HierarchicalTimbreVAE(TimbreVAE):
         for i, (block, group) in enumerate(zip(self.decoder_blocks, self.groups)):
             h = self._condition(condition_map, self.condition_projections[i + 1], block(h, training=training))
             feature = None if features is None else features[-(i + 1)]
-            h, kl, kl_map = group(h, feature, prior_mask, temperature, training, return_kl_map=True)
+            h, kl, kl_map = group(
+                h, feature, prior_mask, temperature=temperature, training=training, return_kl_map=True
+            )
             kls.append(kl)
             if kl_maps is not None:
                 kl_maps.append(kl_map)

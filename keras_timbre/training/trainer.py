@@ -133,8 +133,7 @@ def train(
     """
     import keras
 
-    check_variant(variant)
-    if epochs < 1:
+    if check_variant(variant) and epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     out, frontend, started = Path(out), frontend or FrontendConfig(), time.perf_counter()
     split_seed = seed if split_seed is None else split_seed
@@ -158,8 +157,7 @@ def train(
             return runs.load_run(out)
         keras.utils.set_random_seed(seed)
         conditioned = is_conditioned(variant)
-        # A conditioned model also takes its pitch range and velocities from the training notes.
-        model_settings = {**hyperparameters, **(_conditioning(train_records, frontend) if conditioned else {})}
+        model_settings = _model_settings(hyperparameters, train_records, frontend, conditioned)
         notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache, conditioned)
         config["split"].update(notes.counts)  # notes read, skipped files left out
         _announce(variant, out, data_path, frontend, config, state.done, cache)
@@ -211,8 +209,10 @@ def _announce(variant, out, data_path, frontend, config, done, cache) -> None:
     )
 
 
-def _conditioning(train_records: list, frontend: FrontendConfig) -> dict[str, Any]:
-    """A conditioned model's pitch range, velocities and mel range, from its training notes."""
+def _model_settings(hyperparameters: dict, train_records: list, frontend: FrontendConfig, conditioned: bool) -> dict:
+    """`hyperparameters`, plus for a conditioned model its pitch range, velocities and mel range from the notes."""
+    if not conditioned:
+        return hyperparameters
     pitches = [r.pitch for r in train_records if r.pitch >= 0]
     velocities = sorted({r.velocity for r in train_records if r.velocity > 0})
     if not pitches or not velocities:

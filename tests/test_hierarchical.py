@@ -1,0 +1,184 @@
+"""HierarchicalTimbreVAE and its layers: shapes, serialisation, the loss falling, synthesis, every backend."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
+from keras_timbre.models.hierarchy import LatentGroup
+from keras_timbre.models.hierarchy import PitchConditioning
+from keras_timbre.models.variants import build_model
+from tests.testing import LayerTestCase
+from tests.testing import assert_outputs_close
+from tests.testing import to_numpy
+
+pytestmark = pytest.mark.backend
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (32, 32, 1)
+TINY = dict(input_shape=SHAPE, latent_dim=4, filters=(4, 8, 8), pitch_range=(40, 80), velocities=(50, 100))
+
+
+def _notes(n=8, seed=0):
+    """Harmonic-comb spectrograms whose rows follow the pitch, so pitch is learnable from the input."""
+    rng = np.random.default_rng(seed)
+    pitch = rng.integers(40, 80, n)
+    x = rng.normal(0, 0.1, (n,) + SHAPE).astype("float32")
+    for i, p in enumerate(pitch):
+        x[i, (p - 40) % SHAPE[0] :: 8, :, 0] += 2.0
+    return {"log_mel": x, "pitch": pitch.astype("float32"), "velocity": np.full(n, 100.0, "float32")}
+
+
+class TestLayers(LayerTestCase):
+    def test_pitch_conditioning(self):
+        self.run_layer_test(
+            PitchConditioning,
+            {"n_mels": 32, "fmin": 20.0, "fmax": 8000.0},
+            [np.array([60.0, 72.0], "float32"), np.array([100.0, 50.0], "float32")],
+            expected_output_shape=(2, 32, 1, 4),
+            expected_num_trainable_weights=0,
+            run_training_check=False,
+        )
+
+    def test_latent_group(self):
+        h, feature = np.ones((2, 8, 8, 4), "float32"), np.ones((2, 8, 8, 3), "float32")
+        self.run_layer_test(
+            LatentGroup,
+            {"latent_channels": 2, "seed": 0},
+            [h, feature],
+            expected_output_shape=((2, 8, 8, 4), (2,)),
+            expected_num_trainable_weights=6,
+            run_precision_check=False,
+        )
+
+
+def test_comb_marks_the_harmonics_of_the_pitch():
+    layer = PitchConditioning(n_mels=128)
+    centres = layer.centre_frequencies()
+    comb = to_numpy(layer(np.array([57.0]), np.array([100.0])))[0, :, 0, 0]  # A3, 220 Hz
+    for harmonic in (1, 2, 3):
+        nearest = np.argmin(np.abs(centres - 220.0 * harmonic))
+        assert comb[nearest] > 0.5, f"harmonic {harmonic}"
+    between = np.argmin(np.abs(centres - 330.0))  # halfway between harmonics 1 and 2
+    assert comb[between] < 0.05
+    assert to_numpy(layer(np.array([57.0]), np.array([100.0])))[0, 0, 0, 2] == 1.0  # below f0
+
+
+def test_latent_group_without_feature_is_the_prior():
+    group = LatentGroup(2, seed=0)
+    h = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    out, kl = group(h)
+    again, _ = group(h)
+    assert_outputs_close(out, again)  # temperature 0: the prior mean, deterministic
+    assert float(np.abs(to_numpy(kl)).max()) == 0.0
+    warm, _ = group(h, temperature=1.0)
+    assert np.abs(to_numpy(warm) - to_numpy(out)).max() > 1e-4
+
+
+def test_loss_falls_and_every_term_is_tracked():
+    keras.utils.set_random_seed(0)
+    model = HierarchicalTimbreVAE(**TINY)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(_notes(16), batch_size=8, epochs=15, verbose=0).history
+    assert {"group_0_kl", "group_1_kl", "kl_loss", "mel_grad_loss", "reconstruction_loss"} <= set(history)
+    assert history["reconstruction_loss"][-1] < 0.7 * history["reconstruction_loss"][0]
+
+
+def test_synthesize_is_deterministic_at_temperature_zero_and_follows_pitch():
+    model = HierarchicalTimbreVAE(**TINY)
+    code = np.zeros((2, 4), "float32")
+    a = to_numpy(model.synthesize(code, [50, 70], [100, 100]))
+    assert a.shape == (2,) + SHAPE
+    assert_outputs_close(a, model.synthesize(code, [50, 70], [100, 100]))
+    assert np.abs(a[0] - a[1]).max() > 1e-4  # the pitch changes the output
+    warm = to_numpy(model.synthesize(code, [50, 70], [100, 100], temperature=1.0))
+    assert np.abs(warm - a).max() > 1e-4
+    assert to_numpy(model.sample(3, 60, 100, seed=1)).shape == (3,) + SHAPE
+    notes = _notes(2)
+    moved = to_numpy(model.transfer(notes["log_mel"], [60, 60]))
+    code_of_notes = to_numpy(model.encode(notes)[0])
+    assert_outputs_close(moved, model.synthesize(code_of_notes, [60, 60], [100, 100]))
+
+
+def test_reconstruct_without_groups_is_synthesis_from_the_code():
+    model = HierarchicalTimbreVAE(**TINY)
+    notes = _notes(2)
+    code = to_numpy(model.encode(notes)[0])
+    assert_outputs_close(model.reconstruct(notes, use_skips=False), model.synthesize(code, notes["pitch"], 100))
+
+
+def test_bare_log_mel_is_refused_with_the_keys_it_needs():
+    model = HierarchicalTimbreVAE(**TINY)
+    with pytest.raises(ValueError, match="log_mel.*pitch.*velocity"):
+        model(np.zeros((1,) + SHAPE, "float32"))
+    with pytest.raises(ValueError, match="synthesize"):
+        model.decode(np.zeros((1, 4), "float32"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"pitch_range": (80, 40)}, "pitch_range"),
+        ({"velocities": (0,)}, "velocities"),
+        ({"prior_dropout": 1.0}, "prior_dropout"),
+        ({"group_kl_scale": -1.0}, "group_kl_scale"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HierarchicalTimbreVAE(**{**TINY, **kwargs})
+
+
+def test_pitch_adversary_trains_its_classifier():
+    keras.utils.set_random_seed(0)
+    model = HierarchicalTimbreVAE(**TINY, pitch_adversary_weight=1.0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    before = to_numpy(model.pitch_adversary.kernel).copy()
+    history = model.fit(_notes(16), batch_size=8, epochs=3, verbose=0).history
+    assert "pitch_adversary_loss" in history
+    assert np.abs(to_numpy(model.pitch_adversary.kernel) - before).max() > 0
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = build_model("hierarchical", **TINY)
+    notes = _notes(3)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, HierarchicalTimbreVAE) and loaded.pitch_range == (40, 80)
+    assert_outputs_close(loaded(notes)["reconstruction"], model(notes)["reconstruction"])
+    assert_outputs_close(
+        loaded.synthesize(np.ones((1, 4), "float32"), 60, 100), model.synthesize(np.ones((1, 4)), 60, 100)
+    )
+
+
+_LOAD_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import keras
+    import keras_timbre  # noqa: F401
+    model = keras.saving.load_model(sys.argv[1])
+    data = np.load(sys.argv[2])
+    notes = {k: data[k] for k in ("log_mel", "pitch", "velocity")}
+    np.save(sys.argv[3], keras.ops.convert_to_numpy(model.synthesize(model.encode(notes)[0], notes["pitch"], 100)))
+    """)
+
+
+@pytest.mark.slow
+def test_model_saved_here_synthesises_the_same_under_the_other_backends(tmp_path):
+    model = HierarchicalTimbreVAE(**TINY)
+    notes = _notes(2)
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "notes.npz", **notes)
+    want = to_numpy(model.synthesize(model.encode(notes)[0], notes["pitch"], 100))
+    (tmp_path / "load.py").write_text(_LOAD_SCRIPT)
+    for other in sorted({"tensorflow", "jax", "torch"} - {keras.backend.backend()}):
+        env = {**os.environ, "KERAS_BACKEND": other, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        out = tmp_path / f"{other}.npy"
+        args = [sys.executable, str(tmp_path / "load.py"), str(tmp_path / "m.keras"), str(tmp_path / "notes.npz")]
+        result = subprocess.run(args + [str(out)], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        np.testing.assert_allclose(np.load(out), want, rtol=1e-4, atol=1e-4, err_msg=other)
