@@ -11,7 +11,7 @@ from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.audio.frontend import FrontendConfig
 
-COMMANDS = ("train", "evaluate", "reconstruct", "interpolate", "ablation")
+COMMANDS = ("train", "evaluate", "reconstruct", "interpolate", "synthesize", "transfer", "ablation")
 TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
 
 

@@ -177,11 +177,46 @@ def test_ablation_reuses_only_held_out_metrics(tmp_path):
 
     path = tmp_path / "metrics.json"
     assert ablation._finished_metrics(path) is None
+    code = {key: 0.5 for key, _ in ablation.CODE_METRICS if key != "sample_pitch_accuracy"}
     for record, reused in (
-        ({"notes": 10, "lsd_db": 5.0, "held_out": True}, True),
-        ({"notes": 10, "lsd_db": 5.0}, True),  # written before `held_out` was recorded: always the split
-        ({"notes": 20, "lsd_db": 4.0, "held_out": False}, False),  # `evaluate --data`: other notes
+        ({"notes": 10, "lsd_db": 5.0, "held_out": True, **code}, True),
+        ({"notes": 10, "lsd_db": 5.0, **code}, True),  # written before `held_out` was recorded: always the split
+        ({"notes": 10, "lsd_db": 5.0, "held_out": True}, False),  # written before the code metrics existed
+        ({"notes": 20, "lsd_db": 4.0, "held_out": False, **code}, False),  # `evaluate --data`: other notes
         ({"notes": 0}, False),
     ):
         path.write_text(json.dumps(record))
         assert (ablation._finished_metrics(path) == record) is reused, record
+
+
+# ---------------------------------------------------------------------------- the code on its own
+
+
+@pytest.fixture(scope="module")
+def hierarchical_run(tmp_path_factory, notes_dir):
+    settings = {**TINY_TRAINING, "model_kwargs": {"filters": (4, 8, 8), "latent_dim": 4}}
+    return trainer.train(tmp_path_factory.mktemp("runs") / "hier", data=notes_dir, variant="hierarchical", **settings)
+
+
+def test_a_hierarchical_run_keeps_its_training_pitches_and_scores_its_code(hierarchical_run, notes_dir):
+    from keras_timbre.data import read_notes
+
+    pitches = [r.pitch for r in read_notes(notes_dir)]
+    model = runs.load_run(hierarchical_run.path).model
+    assert model.variant == "hierarchical"
+    assert min(pitches) <= model.pitch_range[0] <= model.pitch_range[1] <= max(pitches)
+    metrics = evaluator.evaluate(hierarchical_run.path, write_media=False)
+    for key in ("decode_code_lsd_db", "novel_pitch_lsd_db", "pitch_shift_lsd_db", "sample_pitch_accuracy"):
+        assert metrics[key] == metrics[key], key  # computed, not NaN
+    assert 0.0 <= metrics["sample_pitch_accuracy"] <= 1.0
+    assert len(metrics["group_kl_nats"]) == len(metrics["group_active_units"]) == 2
+    assert all(0 <= au <= dims for au, dims in zip(metrics["group_active_units"], metrics["group_dims"]))
+    assert metrics["novel_pitch_notes"] + metrics["novel_pitch_unscored"] == metrics["notes"]
+
+
+def test_paper_variants_get_the_code_metrics_without_sampling(run_dir):
+    metrics = evaluator.evaluate(run_dir, out=run_dir / "code.json", write_media=False)
+    assert "sample_pitch_accuracy" not in metrics and "group_kl_nats" not in metrics
+    assert metrics["novel_pitch_lsd_db"] == metrics["novel_pitch_lsd_db"]  # scored with the decoded partner code
+    assert 0.0 <= metrics["family_probe_unseen_accuracy"] <= 1.0
+    assert metrics["mfcc_pitch_probe_transfer_accuracy"] == metrics["mfcc_pitch_probe_transfer_accuracy"]

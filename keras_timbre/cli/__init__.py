@@ -17,7 +17,7 @@ from keras_timbre import _startup
 _startup.quiet_native_logs()
 
 # Command-group modules, in the order `--help` lists them.
-_COMMAND_MODULES = ("data", "train", "evaluate", "explore", "search", "export")
+_COMMAND_MODULES = ("data", "train", "evaluate", "synthesize", "explore", "search", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

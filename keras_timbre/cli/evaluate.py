@@ -1,5 +1,7 @@
 """`keras-timbre evaluate | reconstruct | interpolate | ablation`.
 
+(`synthesize` and `transfer`, for pitch-conditioned runs, are in `cli.synthesize`.)
+
 Thin argparse wrappers over `keras_timbre.evaluation`. Errors (missing run or
 data, unknown variant, frontend mismatch, non-audio input, an --out that
 cannot be written, checked before any work) reach the dispatcher as
@@ -12,6 +14,7 @@ import argparse
 import json
 
 from keras_timbre.cli.arguments import add_training_options, positive_int, training_kwargs, variant
+from keras_timbre.cli.synthesize import add_condition_options
 from keras_timbre.models.variants import VARIANTS
 
 
@@ -57,7 +60,8 @@ def register(subparsers) -> None:
     interpolate = subparsers.add_parser(
         "interpolate",
         help="timbre morph between two notes (figure strip + audio)",
-        description="Decode points on the line between the latent means of notes A and B.",
+        description="Decode points on the line between the latent means of notes A and B. A pitch-conditioned "
+        "run (--variant hierarchical) renders every point at --pitch (required) and --velocity.",
     )
     interpolate.add_argument("run", help="run directory")
     interpolate.add_argument("a", help="first audio file")
@@ -67,6 +71,7 @@ def register(subparsers) -> None:
     )
     interpolate.add_argument("--out", required=True, help="output directory")
     interpolate.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
+    add_condition_options(interpolate, pitch_required=False)
     interpolate.set_defaults(func=_interpolate)
 
     ablation = subparsers.add_parser(
@@ -102,7 +107,16 @@ def _reconstruct(args) -> int:
 def _interpolate(args) -> int:
     from keras_timbre.evaluation.audio_files import interpolate
 
-    written = interpolate(args.run, args.a, args.b, args.out, steps=args.steps, n_iter=args.griffin_lim_iters)
+    written = interpolate(
+        args.run,
+        args.a,
+        args.b,
+        args.out,
+        steps=args.steps,
+        n_iter=args.griffin_lim_iters,
+        pitch=args.pitch,
+        velocity=args.velocity,
+    )
     print(f"Wrote {len(written)} files to {args.out} (strip.png, step_*.wav)")
     return 0
 

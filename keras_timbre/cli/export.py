@@ -46,5 +46,6 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"{path} already holds this export (fingerprint {fingerprint}, exported {exported_at}); nothing written")
     else:
         print(f"SavedModel at {path} (fingerprint {fingerprint})")
-    print(f"Signatures: {', '.join(export.SIGNATURES)}. Inspect: saved_model_cli show --dir {path} --all")
+    signatures = metadata.get("signatures", export.SIGNATURES)
+    print(f"Signatures: {', '.join(signatures)}. Inspect: saved_model_cli show --dir {path} --all")
     return 0

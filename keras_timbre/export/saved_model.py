@@ -17,6 +17,12 @@ Signatures (every input and output is named):
 | `decode`                         | `z` [batch, latent]         | `log_mel` (decoder without skips)        |
 | `synthesize`                     | `z` [batch, latent]         | `waveform` [batch, num_samples]          |
 
+A pitch-conditioned model (variant "hierarchical") has no `decode`; its
+`synthesize` takes `code`, `pitch` and `velocity` [batch] and returns `waveform`
+and `log_mel`, `reconstruct` takes `waveform`, `pitch` and `velocity`, and
+`transfer` (`waveform`, `pitch`) re-renders notes at another pitch
+(`signatures.CONDITIONED_SIGNATURES`, docs/export.md).
+
 Any batch size is accepted; big batches run in slices of `CHUNK_SIZE` notes
 inside the graph, which is faster on CPU and gives the same results.
 Waveforms of any length are accepted: the graph crops or zero-pads them to the
@@ -248,7 +254,7 @@ def _write_saved_model(model, path: Path, frontend, stats, overwrite, griffin_li
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         frontend=frontend.to_dict(),
         latent_shape=list(latent_shape),
-        signatures=list(SIGNATURES),
+        **signatures.export_record(model),
         model_class=type(model).__name__,
         variant=getattr(model, "variant", None),
         versions={"keras": keras.__version__, "tensorflow": tf.__version__},

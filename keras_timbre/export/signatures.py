@@ -1,15 +1,22 @@
 """The exported graph: raw audio in, timbre out, as named, typed TF Serving signatures.
 
 `build_archive` wraps a model with the run's frontend and normalisation in a
-`keras.export.ExportArchive` with the endpoints of `SIGNATURES`. Needs the
-TensorFlow backend.
+`keras.export.ExportArchive` with the endpoints of `SIGNATURES` (the paper's
+variants, `ServingGraph`) or, for a pitch-conditioned model (variant
+"hierarchical", `ConditionedServingGraph`), of `CONDITIONED_SIGNATURES`:
+`synthesize(code, pitch, velocity)`, `transfer(waveform, pitch)`,
+`reconstruct(waveform, pitch, velocity)` and `encode(waveform)`, no `decode`.
+Needs the TensorFlow backend.
 
 Every request is checked before the model runs (an empty batch, no samples,
 NaN or Inf: an `InvalidArgumentError` naming the input), and finite input
 always gives finite output: a waveform peak above `MAX_AMPLITUDE` is scaled
 down to it, a latent is clipped to +-`LATENT_LIMIT`, and Griffin-Lim caps the
 level it is given (`audio.vocoder.MAX_DB`). Real audio (peak 1) and real
-latents (a standard-normal prior) are far inside these bounds.
+latents (a standard-normal prior) are far inside these bounds. A conditioned
+model's pitch must lie in its trained `pitch_range` and its velocity be one of
+its trained `velocities`, one value per note; anything else fails the request
+naming the input.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.models.inference import is_conditioned_model
 
 # The first endpoint is also written as serving_default (ExportArchive.write_out).
 SIGNATURES = ("serving_default", "reconstruct", "encode", "decode", "synthesize")
+# A pitch-conditioned model's: `synthesize` takes (code, pitch, velocity); it has no `decode` (z alone).
+CONDITIONED_SIGNATURES = ("serving_default", "reconstruct", "encode", "synthesize", "transfer")
 # Notes per slice inside `encode`/`reconstruct` (see `ServingGraph.in_chunks`).
 CHUNK_SIZE = 8
 # 120 dB above full scale: the STFT power of a louder waveform overflows float32 (1e19 gave NaN embeddings).
@@ -36,19 +46,35 @@ def build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin_
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("build_archive needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
-    graph = ServingGraph(model, frontend, stats, griffin_lim_iters)
-    waveform_spec = tf.TensorSpec([None, None], tf.float32, name="waveform")
-    z_spec = tf.TensorSpec([None, *graph.latent_shape], tf.float32, name="z")
+    graph_class = ConditionedServingGraph if is_conditioned_model(model) else ServingGraph
+    graph = graph_class(model, frontend, stats, griffin_lim_iters)
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    for name, fn, spec in (
-        ("reconstruct", graph.reconstruct, waveform_spec),
-        ("encode", graph.encode, waveform_spec),
-        ("decode", graph.decode, z_spec),
-        ("synthesize", graph.synthesize, z_spec),
-    ):
-        archive.add_endpoint(name, fn, input_signature=[spec])
+    # A conditioned model's own default save signature traces its call on a plain tensor, which it refuses
+    # (it takes a dict); its built layers hold all its variables, and tracking them does not trace the model.
+    for resource in [layer for layer in model.layers if layer.built] if is_conditioned_model(model) else [model]:
+        archive.track(resource)
+    for name, fn, specs in graph.endpoints(tf):
+        archive.add_endpoint(name, fn, input_signature=specs)
     return archive, graph.latent_shape
+
+
+def signature_names(model) -> tuple[str, ...]:
+    """The signatures `build_archive` writes for `model`: `CONDITIONED_SIGNATURES` or `SIGNATURES`."""
+    return CONDITIONED_SIGNATURES if is_conditioned_model(model) else SIGNATURES
+
+
+def export_record(model) -> dict:
+    """What the export's record says of the graph: its signatures and, if conditioned, what they accept."""
+    record = {"signatures": list(signature_names(model))}
+    if is_conditioned_model(model):
+        from keras_timbre.evaluation.audio_files import default_velocity
+
+        record["conditioning"] = {
+            "pitch_range": [int(p) for p in model.pitch_range],
+            "velocities": [int(v) for v in model.velocities],
+            "transfer_velocity": default_velocity(model),
+        }
+    return record
 
 
 def latent_shape_of(model, frontend: FrontendConfig) -> tuple[int, ...]:
@@ -113,6 +139,17 @@ class ServingGraph:
             "z_log_var": list(self.latent_shape),
         }
 
+    def endpoints(self, tf) -> list:
+        """`(name, function, input specs)` of each signature but serving_default (= the first)."""
+        waveform_spec = tf.TensorSpec([None, None], tf.float32, name="waveform")
+        z_spec = tf.TensorSpec([None, *self.latent_shape], tf.float32, name="z")
+        return [
+            ("reconstruct", self.reconstruct, [waveform_spec]),
+            ("encode", self.encode, [waveform_spec]),
+            ("decode", self.decode, [z_spec]),
+            ("synthesize", self.synthesize, [z_spec]),
+        ]
+
     def features(self, waveform):
         from keras_timbre.audio.frontend import tf_log_mel
 
@@ -122,10 +159,12 @@ class ServingGraph:
         return normalised[..., 0] * self.std + self.mean
 
     def reconstruct(self, waveform):
-        return self.in_chunks(self._reconstruct_rows, ("log_mel", "z_mean", "z_log_var"), waveform)
+        return self.in_chunks(
+            self._reconstruct_rows, ("log_mel", "z_mean", "z_log_var"), self.checked_waveform(waveform)
+        )
 
     def encode(self, waveform):
-        return self.in_chunks(self._encode_rows, ("z_mean", "z_log_var"), waveform)
+        return self.in_chunks(self._encode_rows, ("z_mean", "z_log_var"), self.checked_waveform(waveform))
 
     def decode(self, z):
         return {"log_mel": self._decode_db(z)}
@@ -151,29 +190,138 @@ class ServingGraph:
         z_mean, z_log_var = self.model.encode(self.features(waveform))
         return {"z_mean": z_mean, "z_log_var": z_log_var}
 
-    def in_chunks(self, rows_fn, keys, waveform):
-        """Runs `rows_fn` on `chunk_size`-note slices of the checked batch, one after another.
+    def checked_waveform(self, waveform):
+        """The request's waveform checked, cropped or padded to a note, and level-bounded."""
+        from keras_timbre.audio.frontend import fit_to_length
 
+        waveform = fit_to_length(checked_input(waveform, "waveform", [None, None]), self.frontend.num_samples)
+        return bounded_level(waveform)
+
+    def in_chunks(self, rows_fn, keys, waveform, *per_note):
+        """Runs `rows_fn` on `chunk_size`-note slices of the batch (`checked_waveform`), one after another.
+
+        `per_note` are `[batch]` tensors (a conditioned model's pitch and
+        velocity), sliced alongside and passed to `rows_fn` after the waveform.
         A 64-note batch of 4 s notes makes 67 MB frames and 134 MB first-layer
         activations; slices of 8 stay in cache and run ~2x faster per note on CPU
         (benchmarks/results/export.md). The results are the same as one call.
         """
         import tensorflow as tf
 
-        from keras_timbre.audio.frontend import fit_to_length
-
         num_samples, size = self.frontend.num_samples, self.chunk_size
-        waveform = fit_to_length(checked_input(waveform, "waveform", [None, None]), num_samples)
-        waveform = bounded_level(waveform)
         full = tf.shape(waveform)[0] // size * size
-        chunks = tf.reshape(waveform[:full], [-1, size, num_samples])
+        chunks = (tf.reshape(waveform[:full], [-1, size, num_samples]),)
+        chunks += tuple(tf.reshape(values[:full], [-1, size]) for values in per_note)
         shapes = {key: self.output_shapes[key] for key in keys}
         specs = {key: tf.TensorSpec([size, *shape], tf.float32) for key, shape in shapes.items()}
-        head = tf.map_fn(rows_fn, chunks, fn_output_signature=specs, parallel_iterations=1)
+        head = tf.map_fn(lambda rows: rows_fn(*rows), chunks, fn_output_signature=specs, parallel_iterations=1)
         # TF's CPU convolutions fail on an empty batch: skip an empty tail.
         tail = tf.cond(
             full < tf.shape(waveform)[0],
-            lambda: rows_fn(waveform[full:]),
+            lambda: rows_fn(waveform[full:], *(values[full:] for values in per_note)),
             lambda: {key: tf.zeros([0, *shape]) for key, shape in shapes.items()},
         )
         return {key: tf.concat([tf.reshape(head[key], [-1, *shape]), tail[key]], 0) for key, shape in shapes.items()}
+
+
+class ConditionedServingGraph(ServingGraph):
+    """The signature functions of a pitch-conditioned model (`HierarchicalTimbreVAE`).
+
+    `transfer` renders at `transfer_velocity`: `DEFAULT_VELOCITY` (100) if the
+    model was trained on it, else the closest velocity it was trained on.
+    """
+
+    def __init__(self, model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int):
+        from keras_timbre.evaluation.audio_files import default_velocity
+
+        super().__init__(model, frontend, stats, griffin_lim_iters)
+        self.pitch_range = tuple(float(p) for p in model.pitch_range)
+        self.velocities = tuple(float(v) for v in model.velocities)
+        self.transfer_velocity = float(default_velocity(model))
+
+    def endpoints(self, tf) -> list:
+        waveform_spec = tf.TensorSpec([None, None], tf.float32, name="waveform")
+        code_spec = tf.TensorSpec([None, *self.latent_shape], tf.float32, name="code")
+        pitch_spec = tf.TensorSpec([None], tf.float32, name="pitch")
+        velocity_spec = tf.TensorSpec([None], tf.float32, name="velocity")
+        return [
+            ("reconstruct", self.reconstruct, [waveform_spec, pitch_spec, velocity_spec]),
+            ("encode", self.encode, [waveform_spec]),
+            ("synthesize", self.synthesize, [code_spec, pitch_spec, velocity_spec]),
+            ("transfer", self.transfer, [waveform_spec, pitch_spec]),
+        ]
+
+    def reconstruct(self, waveform, pitch, velocity):
+        waveform = self.checked_waveform(waveform)
+        pitch, velocity = self.checked_pitch(pitch, waveform), self.checked_velocity(velocity, waveform)
+        return self.in_chunks(self._reconstruct_rows, ("log_mel", "z_mean", "z_log_var"), waveform, pitch, velocity)
+
+    def synthesize(self, code, pitch, velocity):
+        from keras_timbre.audio.vocoder import tf_mel_to_audio
+
+        code = bounded_latent(checked_input(code, "code", [None, *self.latent_shape]))
+        pitch, velocity = self.checked_pitch(pitch, code), self.checked_velocity(velocity, code)
+        log_mel = self.to_db(self.model.synthesize(code, pitch, velocity))
+        return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
+
+    def transfer(self, waveform, pitch):
+        from keras_timbre.audio.vocoder import tf_mel_to_audio
+
+        waveform = self.checked_waveform(waveform)
+        pitch = self.checked_pitch(pitch, waveform)
+        log_mel = self.in_chunks(self._transfer_rows, ("log_mel",), waveform, pitch)["log_mel"]
+        return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
+
+    def checked_pitch(self, pitch, notes):
+        """`pitch` checked: one finite value per row of `notes`, within the trained range."""
+        import tensorflow as tf
+
+        low, high = self.pitch_range
+        pitch = self._one_per_note(pitch, "pitch", notes)
+        message = f"pitch: outside the range the model was trained on, MIDI {low:.0f} to {high:.0f}"
+        checks = [
+            tf.debugging.assert_greater_equal(pitch, low, message=message),
+            tf.debugging.assert_less_equal(pitch, high, message=message),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(pitch)
+
+    def checked_velocity(self, velocity, notes):
+        """`velocity` checked: one finite value per row of `notes`, each a velocity the model was trained on."""
+        import tensorflow as tf
+
+        velocity = self._one_per_note(velocity, "velocity", notes)
+        known = tf.reduce_any(tf.equal(velocity[:, None], tf.constant(self.velocities)[None]), axis=1)
+        allowed = ", ".join(f"{v:.0f}" for v in self.velocities)
+        check = tf.debugging.assert_equal(
+            tf.reduce_all(known), True, message=f"velocity: not one the model was trained on ({allowed})"
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(velocity)
+
+    @staticmethod
+    def _one_per_note(values, name: str, notes):
+        import tensorflow as tf
+
+        values = checked_input(values, name, [None])
+        check = tf.debugging.assert_equal(
+            tf.shape(values)[0], tf.shape(notes)[0], message=f"{name}: give one value per note of the batch"
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(values)
+
+    def _reconstruct_rows(self, waveform, pitch, velocity):
+        inputs = {"log_mel": self.features(waveform), "pitch": pitch, "velocity": velocity}
+        outputs = self.model(inputs, training=False)
+        return {
+            "log_mel": self.to_db(outputs["reconstruction"]),
+            "z_mean": outputs["z_mean"],
+            "z_log_var": outputs["z_log_var"],
+        }
+
+    def _transfer_rows(self, waveform, pitch):
+        import tensorflow as tf
+
+        code, _ = self.model.encode(self.features(waveform))
+        velocity = tf.fill(tf.shape(pitch), self.transfer_velocity)
+        return {"log_mel": self.to_db(self.model.synthesize(code, pitch, velocity))}

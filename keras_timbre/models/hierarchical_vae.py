@@ -50,8 +50,9 @@ class HierarchicalTimbreVAE(TimbreVAE):
     vector per note) comes from the deepest feature. Decoder: a dense layer
     from `[z, pitch, velocity]` to the smallest map, then at each resolution an
     up-sampling `DecoderBlock`, the pitch map (`PitchConditioning`, folded
-    onto that many mel bins) added through a 1x1 convolution, and a
-    `LatentGroup` in place of the U-Net skip. The loss is TimbreVAE's
+    onto that many mel bins) added through a 1x1 convolution, the code added
+    as a spectral envelope (a dense layer to one vector per mel bin, the same
+    at every frame), and a `LatentGroup` in place of the U-Net skip. The loss is TimbreVAE's
     (reconstruction, `beta` * KL, mel-gradient term) with the KL summed over
     the code and every group; each group's KL counts as at least
     `group_free_bits` nats.
@@ -129,6 +130,14 @@ class HierarchicalTimbreVAE(TimbreVAE):
         self.condition_projections = [
             keras.layers.Conv2D(f, 1, name=f"condition_{i}", dtype=dtype) for i, f in enumerate(reversed(filters))
         ]
+        # The code at every resolution too, as a spectral envelope: dense(z) -> (mel bins, channels),
+        # broadcast over time, so timbre need not pass through the bottleneck's few bins alone.
+        self.code_envelopes = [
+            keras.layers.Dense(
+                f * input_shape[0] // 2 ** (len(filters) - 1 - i), name=f"code_envelope_{i}", dtype=dtype
+            )
+            for i, f in enumerate(reversed(filters[:-1]))
+        ]
         self.groups = [
             LatentGroup(
                 self.group_channels, seed=None if seed is None else seed + 10 + i, name=f"group_{i}", dtype=dtype
@@ -165,6 +174,7 @@ class HierarchicalTimbreVAE(TimbreVAE):
                 break
             self.decoder_blocks[i].build(shape)
             shape = self.decoder_blocks[i].compute_output_shape(shape)
+            self.code_envelopes[i].build((None, self.latent_dim))
             self.groups[i].build(shape, features[-(i + 2)])
         self.output_conv.build(shape)
         self.built = True
@@ -208,6 +218,8 @@ class HierarchicalTimbreVAE(TimbreVAE):
         kls = []
         for i, (block, group) in enumerate(zip(self.decoder_blocks, self.groups)):
             h = self._condition(condition_map, self.condition_projections[i + 1], block(h, training=training))
+            envelope = self.code_envelopes[i](ops.cast(z, h.dtype))
+            h = h + ops.reshape(envelope, (-1, h.shape[1], 1, h.shape[3]))
             feature = None if features is None else features[-(i + 1)]
             h, kl, kl_map = group(
                 h, feature, prior_mask, temperature=temperature, training=training, return_kl_map=True

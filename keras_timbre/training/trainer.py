@@ -220,11 +220,8 @@ def _model_settings(hyperparameters: dict, train_records: list, frontend: Fronte
             "the hierarchical variant needs MIDI pitch and velocity labels: none of the training notes has them "
             "(label an audio folder with `keras-timbre make-dataset labels DIR`)"
         )
-    return {
-        "pitch_range": [min(pitches), max(pitches)],
-        "velocities": velocities,
-        "mel_range": [frontend.fmin, frontend.fmax],
-    }
+    conditioning = {"pitch_range": [min(pitches), max(pitches)], "velocities": velocities}
+    return {**hyperparameters, **conditioning, "mel_range": [frontend.fmin, frontend.fmax]}
 
 
 def _new_model(variant: str, frontend: FrontendConfig, seed: int, hyperparameters: dict[str, Any]):

@@ -1,0 +1,218 @@
+"""synthesize / transfer / interpolate --pitch on a pitch-conditioned run, their errors, and its SavedModel."""
+
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import soundfile as sf
+
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.cli import main
+from keras_timbre.data import make_synthetic_dataset
+from keras_timbre.evaluation import audio_files
+from keras_timbre.models.inference import synthesize_db
+from keras_timbre.models.timbre_vae import TimbreVAE
+from keras_timbre.training import run as runs
+from keras_timbre.training import trainer
+
+FRONTEND = FrontendConfig(n_mels=32, duration=0.5, n_fft=512, hop_length=250)  # features (32, 32), 8000 samples
+GL = ["--griffin-lim-iters", "2"]
+
+
+@pytest.fixture(scope="module")
+def notes_dir(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), notes=20, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, notes_dir):
+    """One tiny hierarchical run (1 epoch), loaded."""
+    trained = trainer.train(
+        tmp_path_factory.mktemp("runs") / "hier",
+        data=notes_dir,
+        variant="hierarchical",
+        frontend=FRONTEND,
+        model_kwargs={"filters": (4, 8), "latent_dim": 4},
+        epochs=1,
+        batch_size=4,
+        val_fraction=0.5,
+        verbose=0,
+    )
+    return runs.load_run(trained.path)
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    """An untrained baseline TimbreVAE saved as a run: a model with no pitch input."""
+    path = tmp_path_factory.mktemp("runs") / "baseline"
+    stats = FeatureStats(np.zeros(32, np.float32), np.ones(32, np.float32))
+    model = TimbreVAE.from_variant("baseline", input_shape=(32, 32, 1), latent_dim=4, filters=(4, 8))
+    runs.create_run(path, FRONTEND, stats, runs.run_config("baseline", {}, "test", {}, 0))
+    runs.save_model(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wavs(notes_dir):
+    return [str(p) for p in sorted((notes_dir / "audio").glob("*.wav"))[:2]]
+
+
+def one_error_line(capsys, command):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"keras-timbre {command}: error:"), err
+    return err
+
+
+def assert_note_wav(path):
+    info = sf.info(str(path))
+    assert (info.frames, info.samplerate) == (FRONTEND.num_samples, FRONTEND.sample_rate)
+    assert np.isfinite(sf.read(str(path))[0]).all()
+    assert path.with_suffix(".png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+@pytest.mark.backend
+def test_synthesize_like_and_random_write_a_note_and_its_spectrogram(run, wavs, tmp_path, capsys):
+    low, _ = run.model.pitch_range
+    like = tmp_path / "like.wav"
+    assert main(["synthesize", str(run.path), "--like", wavs[0], "--pitch", str(low), "--out", str(like)] + GL) == 0
+    assert f"Wrote {like} and {like.with_suffix('.png')}" in capsys.readouterr().out
+    assert_note_wav(like)
+    random = tmp_path / "random.wav"
+    argv = ["synthesize", str(run.path), "--random", "--seed", "3", "--pitch", str(low + 1), "--out", str(random)]
+    assert main(argv + GL) == 0
+    assert_note_wav(random)
+
+
+def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_path, monkeypatch):
+    rendered = {}
+    monkeypatch.setattr(audio_files, "write_wav", lambda path, db, *a, **k: rendered.setdefault("db", db))
+    pitch = run.model.pitch_range[1]
+    audio_files.synthesize_file(run, tmp_path / "s.wav", pitch, like=wavs[1])
+    code = audio_files.latent_means(run.model, audio_files.read_log_mel(run, wavs[1])[None], run.stats)[0]
+    expected = synthesize_db(run.model, code, pitch, audio_files.default_velocity(run.model), run.stats)[0]
+    np.testing.assert_allclose(rendered["db"], expected, atol=1e-3)
+    randoms = []
+    for seed in (1, 1, 2):  # --seed fixes the code (the WAV's Griffin-Lim starts from librosa's random phase)
+        rendered.clear()
+        audio_files.synthesize_file(run, tmp_path / "r.wav", pitch, seed=seed)
+        randoms.append(rendered["db"])
+    np.testing.assert_array_equal(randoms[0], randoms[1])
+    assert not np.allclose(randoms[0], randoms[2])
+
+
+def test_transfer_writes_the_note_at_another_pitch(run, wavs, tmp_path, capsys):
+    out = tmp_path / "moved.wav"
+    velocity = str(run.model.velocities[0])
+    argv = ["transfer", str(run.path), wavs[0], "--pitch", str(run.model.pitch_range[1]), "--velocity", velocity]
+    assert main(argv + ["--out", str(out)] + GL) == 0
+    assert f"Wrote {out}" in capsys.readouterr().out
+    assert_note_wav(out)
+
+
+def test_interpolate_at_a_pitch_writes_every_step(run, wavs, tmp_path):
+    out = tmp_path / "morph"
+    pitch = str(run.model.pitch_range[0])
+    assert main(["interpolate", str(run.path), *wavs, "--steps", "3", "--pitch", pitch, "--out", str(out)] + GL) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["step_00.wav", "step_01.wav", "step_02.wav", "strip.png"]
+    assert sf.info(str(out / "step_01.wav")).frames == FRONTEND.num_samples
+
+
+def test_default_velocity_is_100_or_the_closest_trained_one():
+    velocity = audio_files.default_velocity
+    assert velocity(SimpleNamespace(velocities=(25, 50, 75, 100, 127))) == 100
+    assert velocity(SimpleNamespace(velocities=(25, 75, 127))) == 75
+    assert velocity(SimpleNamespace(velocities=(90, 110))) == 110  # a tie: the louder
+
+
+# ---------------------------------------------------------------------------- bad input: exit 2, one line
+
+
+def test_bad_input_exits_2_naming_the_argument(run, paper_run, wavs, tmp_path, capsys):
+    low, high = run.model.pitch_range
+    allowed = ", ".join(str(v) for v in run.model.velocities)
+    out = ["--out", str(tmp_path / "x.wav")]
+    cases = [
+        (["synthesize", str(run.path), "--random", "--pitch", str(high + 1)] + out, f"from {low} to {high}"),
+        (["transfer", str(run.path), wavs[0], "--pitch", str(low - 1)] + out, f"pitch {low - 1} is not in"),
+        (["interpolate", str(run.path), *wavs, "--pitch", "0", "--out", str(tmp_path / "m")], "pitch 0 is not in"),
+        (["interpolate", str(run.path), *wavs, "--out", str(tmp_path / "m")], "pitch is required"),
+        (["synthesize", str(run.path), "--random", "--pitch", str(low), "--velocity", "1"] + out, allowed),
+        (["transfer", str(paper_run), wavs[0], "--pitch", "60"] + out, "baseline model, which has no pitch input"),
+        (["interpolate", str(paper_run), *wavs, "--pitch", "60", "--out", str(tmp_path / "m")], "no pitch input"),
+        (["synthesize", str(run.path), "--like", str(tmp_path / "gone.wav"), "--pitch", str(low)] + out, "gone.wav"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        assert expected in one_error_line(capsys, argv[0]), argv
+    (tmp_path / "text.wav").write_text("not audio")
+    assert main(["transfer", str(run.path), str(tmp_path / "text.wav"), "--pitch", str(low)] + out) == 2
+    assert "text.wav" in one_error_line(capsys, "transfer")
+    assert not (tmp_path / "x.wav").exists() and not (tmp_path / "m").exists()
+
+
+def test_synthesize_needs_exactly_one_code_source(run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synthesize", str(run.path), "--pitch", "60", "--out", str(tmp_path / "x.wav")])
+    assert exit_info.value.code == 2 and "--like" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@pytest.fixture(scope="module")
+def served(run, tmp_path_factory):
+    import tensorflow as tf
+
+    from keras_timbre.export import export_run
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the SavedModel is checked under the TensorFlow backend")
+    path = export_run(run.path, tmp_path_factory.mktemp("export") / "1", griffin_lim_iters=2)
+    return path, tf.saved_model.load(str(path))
+
+
+def test_export_has_the_conditioned_signatures(run, served):
+    import tensorflow as tf
+
+    from keras_timbre.audio.vocoder import mel_to_audio
+    from keras_timbre.export import read_export_metadata, signatures
+    from keras_timbre.export.saved_model import float32_copy
+
+    path, loaded = served
+    assert set(loaded.signatures) == set(signatures.CONDITIONED_SIGNATURES) and "decode" not in loaded.signatures
+    record = read_export_metadata(path)
+    assert record["signatures"] == list(signatures.CONDITIONED_SIGNATURES)
+    assert record["conditioning"]["transfer_velocity"] == audio_files.default_velocity(run.model)
+    low, _ = run.model.pitch_range
+    code = np.random.default_rng(0).standard_normal((3, 4)).astype("float32")
+    pitch, velocity = np.full(3, low, "float32"), np.full(3, run.model.velocities[-1], "float32")
+    got = loaded.signatures["synthesize"](code=tf.constant(code), pitch=tf.constant(pitch), velocity=velocity)
+    # The graph computes in float32 whatever precision trained the run (bfloat16 on CPUs that have it).
+    expected_db = synthesize_db(float32_copy(run.model), code, pitch, velocity, run.stats)
+    assert got["waveform"].shape == (3, FRONTEND.num_samples) == (3, *mel_to_audio(expected_db[0], FRONTEND, 2).shape)
+    assert np.isfinite(got["waveform"].numpy()).all()
+    np.testing.assert_allclose(got["log_mel"].numpy(), expected_db, atol=1e-4 * float(run.stats.std.max()))
+    waveform = tf.constant(np.random.default_rng(1).normal(0, 0.1, (2, 6000)).astype("float32"))  # padded
+    moved = loaded.signatures["transfer"](waveform=waveform, pitch=tf.constant([low, low + 1.0]))
+    assert moved["waveform"].shape == (2, FRONTEND.num_samples)
+    recon = loaded.signatures["reconstruct"](waveform=waveform, pitch=pitch[:2], velocity=velocity[:2])
+    assert recon["log_mel"].shape == (2, 32, 32) and recon["z_mean"].shape == (2, 4)
+    assert loaded.signatures["encode"](waveform=waveform)["z_mean"].shape == (2, 4)
+
+
+def test_export_refuses_an_untrained_pitch_or_velocity_naming_it(run, served):
+    import tensorflow as tf
+
+    loaded = served[1]
+    code, low = tf.zeros([1, 4]), float(run.model.pitch_range[0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pitch: outside the range"):
+        loaded.signatures["synthesize"](code=code, pitch=tf.constant([low - 1]), velocity=tf.constant([100.0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="velocity: not one the model was trained on"):
+        loaded.signatures["synthesize"](code=code, pitch=tf.constant([low]), velocity=tf.constant([1.0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pitch: give one value per note"):
+        loaded.signatures["transfer"](waveform=tf.zeros([2, 100]), pitch=tf.constant([low]))
