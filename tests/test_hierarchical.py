@@ -99,7 +99,7 @@ def test_synthesize_is_deterministic_at_temperature_zero_and_follows_pitch():
     assert np.abs(warm - a).max() > 1e-4
     assert to_numpy(model.sample(3, 60, 100, seed=1)).shape == (3,) + SHAPE
     notes = _notes(2)
-    moved = to_numpy(model.transfer(notes["log_mel"], [60, 60]))
+    moved = to_numpy(model.transfer(notes, [60, 60]))
     code_of_notes = to_numpy(model.encode(notes)[0])
     assert_outputs_close(moved, model.synthesize(code_of_notes, [60, 60], [100, 100]))
 

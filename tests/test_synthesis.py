@@ -93,7 +93,7 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
     monkeypatch.setattr(audio_files, "write_wav", lambda path, db, *a, **k: rendered.setdefault("db", db))
     pitch = run.model.pitch_range[1]
     audio_files.synthesize_file(run, tmp_path / "s.wav", pitch, like=wavs[1])
-    code = audio_files.latent_means(run.model, audio_files.read_log_mel(run, wavs[1])[None], run.stats)[0]
+    code = audio_files.note_codes(run, [wavs[1]], audio_files.read_log_mel(run, wavs[1])[None])
     expected = synthesize_db(run.model, code, pitch, audio_files.default_velocity(run.model), run.stats)[0]
     np.testing.assert_allclose(rendered["db"], expected, atol=1e-3)
     randoms = []
@@ -198,11 +198,17 @@ def test_export_has_the_conditioned_signatures(run, served):
     assert np.isfinite(got["waveform"].numpy()).all()
     np.testing.assert_allclose(got["log_mel"].numpy(), expected_db, atol=1e-4 * float(run.stats.std.max()))
     waveform = tf.constant(np.random.default_rng(1).normal(0, 0.1, (2, 6000)).astype("float32"))  # padded
-    moved = loaded.signatures["transfer"](waveform=waveform, pitch=tf.constant([low, low + 1.0]))
+    source = tf.constant([low, low], tf.float32)
+    moved = loaded.signatures["transfer"](waveform=waveform, source_pitch=source, pitch=tf.constant([low, low + 1.0]))
     assert moved["waveform"].shape == (2, FRONTEND.num_samples)
     recon = loaded.signatures["reconstruct"](waveform=waveform, pitch=pitch[:2], velocity=velocity[:2])
     assert recon["log_mel"].shape == (2, 32, 32) and recon["z_mean"].shape == (2, 4)
-    assert loaded.signatures["encode"](waveform=waveform)["z_mean"].shape == (2, 4)
+    codes = loaded.signatures["encode"](waveform=waveform, pitch=source)["z_mean"]
+    assert codes.shape == (2, 4)
+    # transfer is encode at the note's own pitch, then synthesize at the new one
+    at = tf.fill([2], float(record["conditioning"]["transfer_velocity"]))
+    again = loaded.signatures["synthesize"](code=codes, pitch=tf.constant([low, low + 1.0]), velocity=at)
+    np.testing.assert_allclose(moved["log_mel"].numpy(), again["log_mel"].numpy(), atol=1e-3)
 
 
 def test_export_refuses_an_untrained_pitch_or_velocity_naming_it(run, served):
@@ -215,4 +221,6 @@ def test_export_refuses_an_untrained_pitch_or_velocity_naming_it(run, served):
     with pytest.raises(tf.errors.InvalidArgumentError, match="velocity: not one the model was trained on"):
         loaded.signatures["synthesize"](code=code, pitch=tf.constant([low]), velocity=tf.constant([1.0]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="pitch: give one value per note"):
-        loaded.signatures["transfer"](waveform=tf.zeros([2, 100]), pitch=tf.constant([low]))
+        loaded.signatures["transfer"](
+            waveform=tf.zeros([2, 100]), source_pitch=tf.constant([low, low], tf.float32), pitch=tf.constant([low])
+        )

@@ -185,7 +185,7 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
         out / "figures" / "ablation_grid.png", targets, recons, first.frontend, titles=titles, zoom=True
     )
     for variant, run in loaded.items():
-        z_mean, _ = latent_means(run.model, log_mel_db, run.stats)
+        z_mean, _ = latent_means(run.model, log_mel_db, run.stats, records=records)
         plots.plot_latent_pca(
             out / "figures" / f"latent_pca_{variant.replace('+', '_')}.png",
             z_mean,

@@ -19,6 +19,7 @@ PosixPath('morph/strip.png')
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -60,7 +61,7 @@ def reconstruct_file(
     audio_path = existing_file(audio_path)
     run = _loaded(run)
     target = read_log_mel(run, audio_path)[None]
-    recon = reconstruct_db(run.model, target, run.stats)
+    recon = reconstruct_db(run.model, target, run.stats, records=note_records(run, [audio_path]))
     write_wav(out, recon[0], run.frontend, n_iter=n_iter)
     plots.plot_reconstructions(
         figure, target, {f"{run.variant} reconstruction": recon}, run.frontend, titles=[audio_path.name], zoom=True
@@ -102,7 +103,7 @@ def interpolate(
     run = _loaded(run)
     condition = _line_condition(run, pitch, velocity)
     names = (audio_a.name, audio_b.name)
-    z_mean, _ = latent_means(run.model, np.stack([read_log_mel(run, audio_a), read_log_mel(run, audio_b)]), run.stats)
+    z_mean = note_codes(run, (audio_a, audio_b), np.stack([read_log_mel(run, audio_a), read_log_mel(run, audio_b)]))
     alphas = np.linspace(0.0, 1.0, steps)
     decoded = decode_line(run, z_mean[0], z_mean[1], alphas, *condition)
     wavs = [f"step_{i:02d}.wav" for i in range(steps)]
@@ -181,7 +182,7 @@ def synthesize_file(
         label = f"random code (seed {seed})"
     else:
         target = read_log_mel(run, like)[None]
-        code = latent_means(run.model, target, run.stats)[0]
+        code = note_codes(run, [like], target)
         label = like.name
     synthesized = synthesize_db(run.model, code, pitch, velocity, run.stats, temperature)
     write_wav(out, synthesized[0], run.frontend, n_iter=griffin_lim_iters)
@@ -224,7 +225,7 @@ def transfer_file(
     run = _loaded(run)
     pitch, velocity = check_condition(run, pitch, velocity)
     target = read_log_mel(run, audio_path)[None]
-    code = latent_means(run.model, target, run.stats)[0]
+    code = note_codes(run, [audio_path], target)
     transferred = synthesize_db(run.model, code, pitch, velocity, run.stats, temperature)
     write_wav(out, transferred[0], run.frontend, n_iter=griffin_lim_iters)
     _plot_rendering(figure, run, transferred, target, audio_path.name, f"pitch {pitch}, velocity {velocity}")
@@ -307,6 +308,40 @@ def _plot_rendering(path: Path, run: runs.Run, rendered, target, label: str, con
         if ax.get_title().startswith("input"):
             ax.set_title(ax.get_title().replace("input", name, 1), fontsize=9)
     return plots.save_figure(figure, path)
+
+
+def note_codes(run: runs.Run, paths, log_mel_db: np.ndarray) -> np.ndarray:
+    """Code means of notes read from `paths`; a conditioned model also needs each note's own pitch.
+
+    The pitch comes from an NSynth-style name, else from pYIN (`keras_timbre.data.labels.estimate_pitch`).
+    """
+    return latent_means(run.model, log_mel_db, run.stats, records=note_records(run, paths))[0]
+
+
+def note_records(run: runs.Run, paths) -> list | None:
+    """NoteRecords of audio files for a conditioned model (pitch and velocity filled in), None for the others.
+
+    Pitch and velocity come from an NSynth-style name; else the pitch is
+    estimated with pYIN and the velocity is the model's `default_velocity`.
+    """
+    from keras_timbre.data.readers import NoteRecord
+
+    if not is_conditioned_model(run.model):
+        return None
+    records = [NoteRecord.from_path(path) for path in paths]
+    records = [r if r.pitch >= 0 else dataclasses.replace(r, pitch=_estimated_pitch(run, r.path)) for r in records]
+    return [r if r.velocity > 0 else dataclasses.replace(r, velocity=default_velocity(run.model)) for r in records]
+
+
+def _estimated_pitch(run: runs.Run, path) -> int:
+    from keras_timbre.data import load_audio
+    from keras_timbre.data.labels import estimate_pitch
+
+    waveform = load_audio(existing_file(path), run.frontend.sample_rate, run.frontend.num_samples)
+    pitch = estimate_pitch(waveform, run.frontend.sample_rate)
+    if pitch is None:
+        raise ValueError(f"{path}: cannot tell the note's pitch (pYIN found no voiced frames); the code needs it")
+    return int(pitch)
 
 
 def read_log_mel(run: runs.Run, path: str | os.PathLike) -> np.ndarray:

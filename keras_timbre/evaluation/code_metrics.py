@@ -35,8 +35,8 @@ ACTIVE_KL = 0.01
 def code_metrics(run, train_records, train_db, held_records, held_db, batch_size: int = 32) -> dict[str, Any]:
     """Probes, novel-pitch rows, prior-sample pitch and per-group KL of `run` (metrics.json keys)."""
     model, stats = run.model, run.stats
-    z_train, _ = latent_means(model, train_db, stats, batch_size)
-    z_held, _ = latent_means(model, held_db, stats, batch_size)
+    z_train, _ = latent_means(model, train_db, stats, batch_size, train_records)
+    z_held, _ = latent_means(model, held_db, stats, batch_size, held_records)
     result = _probe_metrics(z_train, z_held, train_records, held_records, prefix="")
     result.update(
         _probe_metrics(

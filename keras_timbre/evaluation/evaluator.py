@@ -167,7 +167,7 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
     reconstruction = reconstruct_db(model, log_mel_db, stats, batch_size, records=records)
     # From the code alone: decode(z) for the paper's variants; code + pitch + velocity, groups at the prior mean.
     without_skips = reconstruct_db(model, log_mel_db, stats, batch_size, skips=False, records=records)
-    z_mean, z_log_var = latent_means(model, log_mel_db, stats, batch_size)
+    z_mean, z_log_var = latent_means(model, log_mel_db, stats, batch_size, records=records)
     families = [r.family for r in records]
     pitches = [r.pitch for r in records]
     result: dict[str, Any] = metrics.reconstruction_metrics(log_mel_db, reconstruction, floor)
@@ -210,7 +210,7 @@ def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
         zoom=True,
         title=f"{run.variant} on {notes.label}",
     )
-    z_mean, _ = latent_means(run.model, notes.log_mel_db, run.stats)
+    z_mean, _ = latent_means(run.model, notes.log_mel_db, run.stats, records=records)
     if len(z_mean) >= 3:
         title = f"{run.variant}: latent means of {notes.label} (PCA)"
         plots.plot_latent_pca(run.path / "figures" / "latent_pca.png", z_mean, [r.family for r in records], title)

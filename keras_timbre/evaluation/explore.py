@@ -36,10 +36,11 @@ from keras_timbre import atomic
 from keras_timbre.audio import vocoder
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.evaluation import explore_media as media
+from keras_timbre.evaluation.audio_files import default_velocity
 from keras_timbre.evaluation.evaluator import held_out_notes
 from keras_timbre.evaluation.explore_maps import note_maps
 from keras_timbre.evaluation.explore_page import render_page
-from keras_timbre.models.inference import latent_means, reconstruct_db
+from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db, synthesize_db
 from keras_timbre.training import run as runs
 
 DEFAULT_MORPH_NOTES = 8
@@ -106,8 +107,8 @@ def build_explorer(
         raise ValueError(f"No notes to explore for {run.path} (data: {data or run.config.get('data')})")
     timer.lap("features")
     run.model.check_feature_shape(run.frontend.feature_shape)
-    z_mean, _ = latent_means(run.model, log_mel_db, run.stats)
-    reconstruction = reconstruct_db(run.model, log_mel_db, run.stats)
+    z_mean, _ = latent_means(run.model, log_mel_db, run.stats, records=records)
+    reconstruction = reconstruct_db(run.model, log_mel_db, run.stats, records=records)
     timer.lap("model")
     maps = note_maps(z_mean, seed)
     timer.lap("maps")
@@ -166,6 +167,9 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
     return media_lists
 
 
+MORPH_PITCH = 60
+
+
 def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n_iter: int) -> list[dict[str, Any]]:
     """Decoded lines between every pair of anchor notes: `{"a", "b", "clips", "thumbs"}` each."""
     import keras
@@ -175,8 +179,12 @@ def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n
         return []
     alphas = np.linspace(0.0, 1.0, steps)[:, None]
     z = np.concatenate([(1 - alphas) * z_mean[a] + alphas * z_mean[b] for a, b in pairs]).astype(np.float32)
-    decoded = _in_chunks(lambda part: keras.ops.convert_to_numpy(run.model.decode(part))[..., 0], z)
-    decoded = run.stats.denormalize(decoded)
+    if is_conditioned_model(run.model):  # rendered at middle C (or the nearest trained pitch)
+        pitch = int(np.clip(MORPH_PITCH, *run.model.pitch_range))
+        decoded = synthesize_db(run.model, z, pitch, default_velocity(run.model), run.stats)
+    else:
+        decoded = _in_chunks(lambda part: keras.ops.convert_to_numpy(run.model.decode(part))[..., 0], z)
+        decoded = run.stats.denormalize(decoded)
     audio = _in_chunks(lambda part: vocoder.griffin_lim_audio(part, run.frontend, n_iter), decoded)
     rate, floor = run.frontend.sample_rate, run.frontend.floor_db
     return [

@@ -32,7 +32,7 @@ def write_synthesis_figures(run, out: Path, records, log_mel_db, held_records=()
     rendered; the ladder shows them and the held-out notes of the same
     instrument (pitches it was never trained on) beside the synthesised ones.
     """
-    z, _ = latent_means(run.model, log_mel_db, run.stats)
+    z, _ = latent_means(run.model, log_mel_db, run.stats, records=records)
     instruments = np.array([r.instrument for r in records])
     low, high = run.model.pitch_range
     velocity = _velocity(run.model)

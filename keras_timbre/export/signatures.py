@@ -4,8 +4,11 @@
 `keras.export.ExportArchive` with the endpoints of `SIGNATURES` (the paper's
 variants, `ServingGraph`) or, for a pitch-conditioned model (variant
 "hierarchical", `ConditionedServingGraph`), of `CONDITIONED_SIGNATURES`:
-`synthesize(code, pitch, velocity)`, `transfer(waveform, pitch)`,
-`reconstruct(waveform, pitch, velocity)` and `encode(waveform)`, no `decode`.
+`synthesize(code, pitch, velocity)`, `transfer(waveform, source_pitch, pitch)`,
+`reconstruct(waveform, pitch, velocity)` and `encode(waveform, pitch)`, no
+`decode`. The conditioned model reads a note's code relative to its own pitch
+(`models.hierarchy.RelativeSpectrum`), so `encode` and `transfer` take the
+input note's pitch too.
 Needs the TensorFlow backend.
 
 Every request is checked before the model runs (an empty batch, no samples,
@@ -80,6 +83,8 @@ def export_record(model) -> dict:
 def latent_shape_of(model, frontend: FrontendConfig) -> tuple[int, ...]:
     """Probes the model once: it must take the frontend's features; returns the latent shape."""
     probe = np.zeros((1, *frontend.feature_shape, 1), np.float32)
+    if is_conditioned_model(model):
+        probe = {"log_mel": probe, "pitch": np.array([float(model.pitch_range[0])], np.float32)}
     try:
         z_mean, _ = model.encode(probe)
     except Exception as error:
@@ -244,11 +249,12 @@ class ConditionedServingGraph(ServingGraph):
         code_spec = tf.TensorSpec([None, *self.latent_shape], tf.float32, name="code")
         pitch_spec = tf.TensorSpec([None], tf.float32, name="pitch")
         velocity_spec = tf.TensorSpec([None], tf.float32, name="velocity")
+        source_pitch_spec = tf.TensorSpec([None], tf.float32, name="source_pitch")
         return [
             ("reconstruct", self.reconstruct, [waveform_spec, pitch_spec, velocity_spec]),
-            ("encode", self.encode, [waveform_spec]),
+            ("encode", self.encode, [waveform_spec, pitch_spec]),
             ("synthesize", self.synthesize, [code_spec, pitch_spec, velocity_spec]),
-            ("transfer", self.transfer, [waveform_spec, pitch_spec]),
+            ("transfer", self.transfer, [waveform_spec, source_pitch_spec, pitch_spec]),
         ]
 
     def reconstruct(self, waveform, pitch, velocity):
@@ -264,21 +270,27 @@ class ConditionedServingGraph(ServingGraph):
         log_mel = self.to_db(self.model.synthesize(code, pitch, velocity))
         return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
 
-    def transfer(self, waveform, pitch):
+    def encode(self, waveform, pitch):
+        waveform = self.checked_waveform(waveform)
+        return self.in_chunks(self._encode_rows, ("z_mean", "z_log_var"), waveform, self.checked_pitch(pitch, waveform))
+
+    def transfer(self, waveform, source_pitch, pitch):
         from keras_timbre.audio.vocoder import tf_mel_to_audio
 
         waveform = self.checked_waveform(waveform)
-        pitch = self.checked_pitch(pitch, waveform)
-        log_mel = self.in_chunks(self._transfer_rows, ("log_mel",), waveform, pitch)["log_mel"]
+        source_pitch, pitch = self.checked_pitch(source_pitch, waveform, "source_pitch"), self.checked_pitch(
+            pitch, waveform
+        )
+        log_mel = self.in_chunks(self._transfer_rows, ("log_mel",), waveform, source_pitch, pitch)["log_mel"]
         return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
 
-    def checked_pitch(self, pitch, notes):
+    def checked_pitch(self, pitch, notes, name: str = "pitch"):
         """`pitch` checked: one finite value per row of `notes`, within the trained range."""
         import tensorflow as tf
 
         low, high = self.pitch_range
-        pitch = self._one_per_note(pitch, "pitch", notes)
-        message = f"pitch: outside the range the model was trained on, MIDI {low:.0f} to {high:.0f}"
+        pitch = self._one_per_note(pitch, name, notes)
+        message = f"{name}: outside the range the model was trained on, MIDI {low:.0f} to {high:.0f}"
         checks = [
             tf.debugging.assert_greater_equal(pitch, low, message=message),
             tf.debugging.assert_less_equal(pitch, high, message=message),
@@ -319,9 +331,13 @@ class ConditionedServingGraph(ServingGraph):
             "z_log_var": outputs["z_log_var"],
         }
 
-    def _transfer_rows(self, waveform, pitch):
+    def _encode_rows(self, waveform, pitch):
+        z_mean, z_log_var = self.model.encode({"log_mel": self.features(waveform), "pitch": pitch})
+        return {"z_mean": z_mean, "z_log_var": z_log_var}
+
+    def _transfer_rows(self, waveform, source_pitch, pitch):
         import tensorflow as tf
 
-        code, _ = self.model.encode(self.features(waveform))
+        code, _ = self.model.encode({"log_mel": self.features(waveform), "pitch": source_pitch})
         velocity = tf.fill(tf.shape(pitch), self.transfer_velocity)
         return {"log_mel": self.to_db(self.model.synthesize(code, pitch, velocity))}

@@ -17,9 +17,12 @@ from keras import ops
 
 from keras_timbre.models import losses
 from keras_timbre.models.hierarchy import PitchConditioning
+from keras_timbre.models.hierarchy import RelativeSpectrum
+from keras_timbre.models.layers import EncoderBlock
 from keras_timbre.models.hierarchy import LatentGroup
 from keras_timbre.models.layers import DecoderBlock
 from keras_timbre.models.timbre_vae import DEFAULT_INPUT_SHAPE
+from keras_timbre.models.timbre_vae import LOG_VAR_RANGE
 from keras_timbre.models.timbre_vae import TimbreVAE
 
 # The code's KL weight. Lower than TimbreVAE's 1e-3: on nsynth-mini (2 s, 20 epochs, seed 0) 1e-3 left
@@ -46,13 +49,15 @@ INPUT_KEYS = ("log_mel", "pitch", "velocity")
 class HierarchicalTimbreVAE(TimbreVAE):
     """Pitch- and velocity-conditioned hierarchical VAE on normalised log-mel.
 
-    Encoder: `TimbreVAE`'s strided blocks; the global timbre code `z` (one
-    vector per note) comes from the deepest feature. Decoder: a dense layer
-    from `[z, pitch, velocity]` to the smallest map, then at each resolution an
-    up-sampling `DecoderBlock`, the pitch map (`PitchConditioning`, folded
-    onto that many mel bins) added through a 1x1 convolution, the code added
-    as a spectral envelope (a dense layer to one vector per mel bin, the same
-    at every frame), and a `LatentGroup` in place of the U-Net skip. The loss is TimbreVAE's
+    Encoder: the global timbre code `z` (one vector per note) is read by
+    `TimbreVAE`'s strided blocks from the note's spectrum on an axis of
+    octaves above its f0 (`RelativeSpectrum`), where harmonics sit on the same
+    rows at every pitch, so pitch stays out of the code; a second stack of
+    blocks reads the log-mel itself for the groups' posteriors. Decoder: a
+    dense layer from `[z, pitch, velocity]` to the smallest map, then at each
+    resolution an up-sampling `DecoderBlock`, the pitch map
+    (`PitchConditioning`, folded onto that many mel bins) added through a 1x1
+    convolution, and a `LatentGroup` in place of the U-Net skip. The loss is TimbreVAE's
     (reconstruction, `beta` * KL, mel-gradient term) with the KL summed over
     the code and every group; each group's KL counts as at least
     `group_free_bits` nats.
@@ -126,17 +131,15 @@ class HierarchicalTimbreVAE(TimbreVAE):
             DecoderBlock(f, name=f"decoder_block_{i}", **block_kwargs) for i, f in enumerate(reversed(filters[:-1]))
         ]
         self.conditioning = PitchConditioning(input_shape[0], *self.mel_range, name="conditioning", dtype=dtype)
+        # The code is read from the spectrum on an axis of octaves above f0 (so pitch stays out of it);
+        # the groups' features from the log-mel itself.
+        self.relative_spectrum = RelativeSpectrum(input_shape[0], *self.mel_range, name="relative", dtype=dtype)
+        self.feature_blocks = [
+            EncoderBlock(f, name=f"feature_block_{i}", **block_kwargs) for i, f in enumerate(filters[:-1])
+        ]
         # One 1x1 projection of the pitch map per decoder resolution: the bottleneck's, then each block's.
         self.condition_projections = [
             keras.layers.Conv2D(f, 1, name=f"condition_{i}", dtype=dtype) for i, f in enumerate(reversed(filters))
-        ]
-        # The code at every resolution too, as a spectral envelope: dense(z) -> (mel bins, channels),
-        # broadcast over time, so timbre need not pass through the bottleneck's few bins alone.
-        self.code_envelopes = [
-            keras.layers.Dense(
-                f * input_shape[0] // 2 ** (len(filters) - 1 - i), name=f"code_envelope_{i}", dtype=dtype
-            )
-            for i, f in enumerate(reversed(filters[:-1]))
         ]
         self.groups = [
             LatentGroup(
@@ -155,12 +158,17 @@ class HierarchicalTimbreVAE(TimbreVAE):
     def build(self, input_shape):
         if self.built:
             return
-        shape = (None,) + self.spectrogram_shape
+        shape = (None,) + self.spectrogram_shape[:2] + (2,)  # RelativeSpectrum: values and where defined
         features = []
         for block in self.encoder_blocks:
             block.build(shape)
             shape = block.compute_output_shape(shape)
             features.append(shape)
+        feature_shape = (None,) + self.spectrogram_shape
+        for i, block in enumerate(self.feature_blocks):
+            block.build(feature_shape)
+            feature_shape = block.compute_output_shape(feature_shape)
+            features[i] = feature_shape
         flat = self.flatten.compute_output_shape(shape)
         self.z_mean_dense.build(flat)
         self.z_log_var_dense.build(flat)
@@ -174,7 +182,6 @@ class HierarchicalTimbreVAE(TimbreVAE):
                 break
             self.decoder_blocks[i].build(shape)
             shape = self.decoder_blocks[i].compute_output_shape(shape)
-            self.code_envelopes[i].build((None, self.latent_dim))
             self.groups[i].build(shape, features[-(i + 2)])
         self.output_conv.build(shape)
         self.built = True
@@ -218,8 +225,6 @@ class HierarchicalTimbreVAE(TimbreVAE):
         kls = []
         for i, (block, group) in enumerate(zip(self.decoder_blocks, self.groups)):
             h = self._condition(condition_map, self.condition_projections[i + 1], block(h, training=training))
-            envelope = self.code_envelopes[i](ops.cast(z, h.dtype))
-            h = h + ops.reshape(envelope, (-1, h.shape[1], 1, h.shape[3]))
             feature = None if features is None else features[-(i + 1)]
             h, kl, kl_map = group(
                 h, feature, prior_mask, temperature=temperature, training=training, return_kl_map=True
@@ -231,7 +236,7 @@ class HierarchicalTimbreVAE(TimbreVAE):
 
     def call(self, inputs, training=False):
         x, pitch, velocity = self._unpack(inputs)
-        z_mean, z_log_var, features = self._encode(x, training=training)
+        z_mean, z_log_var, features = self._encode(x, training=training, pitch=pitch)
         z = self.sampling([z_mean, z_log_var], training=training)
         prior_mask = None
         if training and self.prior_dropout > 0:
@@ -251,11 +256,26 @@ class HierarchicalTimbreVAE(TimbreVAE):
         return {**shapes, "group_kl": (batch, len(self.groups))}
 
     # ---------------------------------------------------------------- API
+    def _encode(self, x, training=None, pitch=None):
+        if pitch is None:
+            raise ValueError(f"{type(self).__name__} reads the code relative to the note's pitch: pass it")
+        self.check_input_shape(x.shape)
+        h = self.relative_spectrum(x, pitch)
+        for block in self.encoder_blocks:
+            h = block(h, training=training)
+        flat = self.flatten(h)
+        z_mean = ops.cast(self.z_mean_dense(flat), "float32")
+        z_log_var = ops.clip(ops.cast(self.z_log_var_dense(flat), "float32"), *LOG_VAR_RANGE)
+        features, h = [], x
+        for block in self.feature_blocks:
+            h = block(h, training=training)
+            features.append(h)
+        return z_mean, z_log_var, features
+
     def encode(self, x, training=False):
-        """`(mean, log_var)` of the timbre code of log-mel `x` (or of an input dict's "log_mel")."""
-        if isinstance(x, dict):
-            x = x["log_mel"]
-        z_mean, z_log_var, _ = self._encode(x, training=training)
+        """`(mean, log_var)` of the timbre code of notes `x`: a dict with "log_mel" and "pitch"."""
+        log_mel, pitch = (x["log_mel"], self._vector(x["pitch"])) if isinstance(x, dict) else (x, None)
+        z_mean, z_log_var, _ = self._encode(log_mel, training=training, pitch=pitch)
         return z_mean, z_log_var
 
     def synthesize(self, code, pitch, velocity, temperature: float = 0.0):
@@ -276,7 +296,7 @@ class HierarchicalTimbreVAE(TimbreVAE):
         )
 
     def transfer(self, x, pitch, velocity=DEFAULT_VELOCITY, temperature: float = 0.0):
-        """Re-renders notes `x` (log-mel) at `pitch`: their code's mean, synthesised there."""
+        """Re-renders notes `x` (a dict with "log_mel" and their own "pitch") at `pitch`: their code's mean there."""
         code, _ = self.encode(x)
         return self.synthesize(code, pitch, velocity, temperature)
 
@@ -289,13 +309,13 @@ class HierarchicalTimbreVAE(TimbreVAE):
         """Reconstruction from the posterior means (`use_skips=False`: from the code alone, as `synthesize`)."""
         log_mel, pitch, velocity = self._unpack(x)
         if not use_skips:
-            return self.synthesize(self.encode(log_mel)[0], pitch, velocity)
+            return self.synthesize(self.encode(x)[0], pitch, velocity)
         return self(x, training=False)["reconstruction"]
 
     def group_kl_maps(self, inputs):
         """Each group's KL per dimension, `[(batch, height, width, group_channels)]`, at the posterior means."""
         x, pitch, velocity = self._unpack(inputs)
-        z_mean, _, features = self._encode(x, training=False)
+        z_mean, _, features = self._encode(x, training=False, pitch=pitch)
         kl_maps = []
         self._decode_conditioned(z_mean, pitch, velocity, features, training=False, kl_maps=kl_maps)
         return kl_maps

@@ -50,12 +50,15 @@ def reconstruct_db(
     return stats.denormalize(np.concatenate(outputs)) if outputs else np.zeros_like(log_mel_db)
 
 
-def latent_means(model, log_mel_db, stats, batch_size: int = 32):
-    """`(z_mean, z_log_var)` of the posterior, as numpy arrays."""
+def latent_means(model, log_mel_db, stats, batch_size: int = 32, records=None):
+    """`(z_mean, z_log_var)` of the posterior, as numpy arrays (a conditioned model needs the notes' `records`)."""
     x = stats.to_model_input(log_mel_db)
+    pitches, velocities = labels_of(records)
     means, log_vars = [], []
     for start in range(0, len(x), batch_size):
-        z_mean, z_log_var = model.encode(x[start : start + batch_size])
+        part = slice(start, start + batch_size)
+        labels = (None, None) if pitches is None else (pitches[part], velocities[part])
+        z_mean, z_log_var = model.encode(model_input(model, x[part], *labels))
         means.append(keras.ops.convert_to_numpy(z_mean))
         log_vars.append(keras.ops.convert_to_numpy(z_log_var))
     return np.concatenate(means), np.concatenate(log_vars)

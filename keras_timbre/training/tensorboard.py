@@ -167,7 +167,7 @@ class TimbreProjector(keras.callbacks.Callback):
         """Writes the projector files and the audio and image summaries for `epoch`."""
         import tensorflow as tf
 
-        codes, _ = latent_means(self.model, self.log_mel_db, self.stats)
+        codes, _ = latent_means(self.model, self.log_mel_db, self.stats, records=self.records)
         write_projector(self.log_dir, codes, self.records, epoch)
         shown = self.log_mel_db[: self.audio_notes]
         reconstruction = reconstruct_db(self.model, shown, self.stats, records=self.records[: self.audio_notes])
