@@ -12,6 +12,7 @@ import pytest
 from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
 from keras_timbre.models.hierarchy import LatentGroup
 from keras_timbre.models.hierarchy import PitchConditioning
+from keras_timbre.models.hierarchy import RelativeSpectrum
 from keras_timbre.models.variants import build_model
 from tests.testing import LayerTestCase
 from tests.testing import assert_outputs_close
@@ -44,6 +45,16 @@ class TestLayers(LayerTestCase):
             run_training_check=False,
         )
 
+    def test_relative_spectrum(self):
+        self.run_layer_test(
+            RelativeSpectrum,
+            {"n_mels": 32},
+            [np.ones((2, 32, 8, 1), "float32"), np.array([60.0, 72.0], "float32")],
+            expected_output_shape=(2, 32, 8, 2),
+            expected_num_trainable_weights=0,
+            run_training_check=False,
+        )
+
     def test_latent_group(self):
         h, feature = np.ones((2, 8, 8, 4), "float32"), np.ones((2, 8, 8, 3), "float32")
         self.run_layer_test(
@@ -66,6 +77,18 @@ def test_comb_marks_the_harmonics_of_the_pitch():
     between = np.argmin(np.abs(centres - 330.0))  # halfway between harmonics 1 and 2
     assert comb[between] < 0.05
     assert to_numpy(layer(np.array([57.0]), np.array([100.0])))[0, 0, 0, 2] == 1.0  # below f0
+
+
+def test_relative_spectrum_puts_the_harmonics_of_every_pitch_on_the_same_rows():
+    comb = PitchConditioning(n_mels=128)
+    pitches = np.array([48.0, 60.0, 67.0], "float32")
+    spectra = to_numpy(comb(pitches, np.full(3, 100.0)))[..., 0]  # (3, 128, 1): harmonic combs as spectra
+    relative = to_numpy(RelativeSpectrum(n_mels=128)(np.repeat(spectra, 4, axis=2)[..., None], pitches))
+    defined = relative[..., 0, 1].min(axis=0) > 0
+    rows = relative[:, defined, 0, 0]
+    assert np.corrcoef(rows)[0, 1:].min() > 0.8  # the same pattern whatever the pitch (0.82-0.96)
+    assert np.corrcoef(spectra[:, :, 0])[0, 1:].max() < 0.7  # on the mel axis they differ (0.38-0.66)
+    assert relative[..., 1].min() == 0.0  # some grid points fall outside the mel range
 
 
 def test_latent_group_without_feature_is_the_prior():

@@ -8,7 +8,7 @@ line; so does a run directory locked by another `train` (naming its PID).
 from __future__ import annotations
 
 from keras_timbre.cli.arguments import add_training_options, positive_int, training_kwargs, variant
-from keras_timbre.models.variants import VARIANTS
+from keras_timbre.models.variants import ALL_VARIANTS
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     )
     train.add_argument("--out", default="runs/main", help="run directory (default: %(default)s)")
     train.add_argument(
-        "--variant", type=variant, default="skip+grad", help=f"one of {', '.join(VARIANTS)} (default: %(default)s)"
+        "--variant", type=variant, default="skip+grad", help=f"one of {', '.join(ALL_VARIANTS)} (default: %(default)s)"
     )
     train.add_argument(
         "--seed",
