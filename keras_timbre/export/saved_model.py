@@ -20,7 +20,7 @@ Signatures (every input and output is named):
 A pitch-conditioned model (variant "hierarchical") has no `decode`; its
 `synthesize` takes `code`, `pitch` and `velocity` [batch] and returns `waveform`
 and `log_mel`, `reconstruct` takes `waveform`, `pitch` and `velocity`, and
-`transfer` (`waveform`, `pitch`) re-renders notes at another pitch
+`encode` and `transfer` (`waveform`, `source_pitch`, `pitch`) take the notes' own pitch too
 (`signatures.CONDITIONED_SIGNATURES`, docs/export.md).
 
 Any batch size is accepted; big batches run in slices of `CHUNK_SIZE` notes
