@@ -1,9 +1,13 @@
 """Loading saved models: the 0.1 fixture on every backend, from a fresh `import keras_timbre` script.
 
-tests/fixtures/timbre_vae_v0_1.keras is a tiny compiled skip+grad TimbreVAE
-saved by keras-timbre 0.1.0 (TensorFlow backend, after two epochs); the JSON
-beside it holds its input recipe and its outputs rounded to 1e-5. Both must
-keep loading and matching whatever changes in the model code.
+The fixture is a tiny compiled skip+grad TimbreVAE saved by keras-timbre 0.1.0
+(TensorFlow backend, after two epochs), kept as text:
+tests/fixtures/timbre_vae_v0_1_archive.json holds its `.keras` archive's
+config.json and metadata.json and every group, attribute and dataset of its
+model.weights.h5 (values exact: float32 in shortest round-trip form), and
+`v0_1_model_file` writes the same archive back for each test session.
+timbre_vae_v0_1.json holds its input recipe and its outputs rounded to 1e-5.
+Both must keep loading and matching whatever changes in the model code.
 """
 
 import json
@@ -21,7 +25,7 @@ import keras_timbre
 from tests.testing import to_numpy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-MODEL_FILE = FIXTURES / "timbre_vae_v0_1.keras"
+ARCHIVE_FILE = FIXTURES / "timbre_vae_v0_1_archive.json"
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 2e-5  # the JSON's 1e-5 rounding plus float32 differences between backends
 
@@ -56,6 +60,31 @@ PUBLIC_NAMES_V0_1 = [
 ]
 
 
+def write_keras_archive(archive: dict, path: Path) -> Path:
+    """A `.keras` zip from its text form: the JSON files as they were, the weights HDF5 rebuilt."""
+    import zipfile
+
+    import h5py
+
+    weights = path.with_name("model.weights.h5")
+    with h5py.File(weights, "w") as h5:
+        for name, attrs in archive["model.weights.h5"]["groups"].items():
+            h5.require_group(name).attrs.update(attrs)
+        for name, data in archive["model.weights.h5"]["datasets"].items():
+            h5.create_dataset(name, data=np.array(data["values"], dtype=data["dtype"]).reshape(data["shape"]))
+    with zipfile.ZipFile(path, "w") as archive_zip:
+        for member in ("config.json", "metadata.json"):
+            archive_zip.writestr(member, json.dumps(archive[member]))
+        archive_zip.write(weights, "model.weights.h5")
+    return path
+
+
+@pytest.fixture(scope="module")
+def v0_1_model_file(tmp_path_factory) -> Path:
+    archive = json.loads(ARCHIVE_FILE.read_text())
+    return write_keras_archive(archive, tmp_path_factory.mktemp("v0_1") / "timbre_vae_v0_1.keras")
+
+
 def _expected() -> dict:
     return json.loads((FIXTURES / "timbre_vae_v0_1.json").read_text())
 
@@ -71,9 +100,9 @@ def _assert_matches_fixture(outputs: dict, expected: dict) -> None:
 
 
 @pytest.mark.backend
-def test_the_0_1_fixture_loads_and_gives_its_saved_outputs():
+def test_the_0_1_fixture_loads_and_gives_its_saved_outputs(v0_1_model_file):
     expected = _expected()
-    model = keras.saving.load_model(MODEL_FILE, safe_mode=True)
+    model = keras.saving.load_model(v0_1_model_file, safe_mode=True)
     assert isinstance(model, keras_timbre.TimbreVAE) and model.variant == "skip+grad"
     assert float(to_numpy(model.beta)) == expected["beta"]  # scheduled state travels with the weights
     x = _fixture_input(expected["input"])
@@ -102,7 +131,7 @@ _USER_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.backend
-def test_a_user_script_loads_a_model_after_import_keras_timbre(tmp_path):
+def test_a_user_script_loads_a_model_after_import_keras_timbre(tmp_path, v0_1_model_file):
     # A fresh interpreter, as a user's script: `import keras_timbre` alone must register the classes.
     expected = _expected()
     script = tmp_path / "load.py"
@@ -110,7 +139,7 @@ def test_a_user_script_loads_a_model_after_import_keras_timbre(tmp_path):
     backend = keras.backend.backend()
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, str(script), str(MODEL_FILE), json.dumps(expected["input"])],
+        [sys.executable, str(script), str(v0_1_model_file), json.dumps(expected["input"])],
         env=env,
         capture_output=True,
         text=True,
