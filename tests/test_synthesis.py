@@ -1,7 +1,5 @@
 """synthesize / transfer / interpolate --pitch on a pitch-conditioned run, their errors, and its SavedModel."""
 
-from types import SimpleNamespace
-
 import keras
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.evaluation import audio_files
+from keras_timbre.models.hierarchical_vae import closest_velocity
 from keras_timbre.models.inference import synthesize_db
 from keras_timbre.models.timbre_vae import TimbreVAE
 from keras_timbre.training import run as runs
@@ -94,7 +93,7 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
     pitch = run.model.pitch_range[1]
     audio_files.synthesize_file(run, tmp_path / "s.wav", pitch, like=wavs[1])
     code = audio_files.note_codes(run, [wavs[1]], audio_files.read_log_mel(run, wavs[1])[None])
-    expected = synthesize_db(run.model, code, pitch, audio_files.default_velocity(run.model), run.stats)[0]
+    expected = synthesize_db(run.model, code, pitch, run.model.default_velocity, run.stats)[0]
     np.testing.assert_allclose(rendered["db"], expected, atol=1e-3)
     randoms = []
     for seed in (1, 1, 2):  # --seed fixes the code (the WAV's Griffin-Lim starts from librosa's random phase)
@@ -123,10 +122,9 @@ def test_interpolate_at_a_pitch_writes_every_step(run, wavs, tmp_path):
 
 
 def test_default_velocity_is_100_or_the_closest_trained_one():
-    velocity = audio_files.default_velocity
-    assert velocity(SimpleNamespace(velocities=(25, 50, 75, 100, 127))) == 100
-    assert velocity(SimpleNamespace(velocities=(25, 75, 127))) == 75
-    assert velocity(SimpleNamespace(velocities=(90, 110))) == 110  # a tie: the louder
+    assert closest_velocity((25, 50, 75, 100, 127)) == 100
+    assert closest_velocity((25, 75, 127)) == 75
+    assert closest_velocity((90, 110)) == 110  # a tie: the louder
 
 
 # ---------------------------------------------------------------------------- bad input: exit 2, one line
@@ -187,7 +185,7 @@ def test_export_has_the_conditioned_signatures(run, served):
     assert set(loaded.signatures) == set(signatures.CONDITIONED_SIGNATURES) and "decode" not in loaded.signatures
     record = read_export_metadata(path)
     assert record["signatures"] == list(signatures.CONDITIONED_SIGNATURES)
-    assert record["conditioning"]["transfer_velocity"] == audio_files.default_velocity(run.model)
+    assert record["conditioning"]["transfer_velocity"] == run.model.default_velocity
     low, _ = run.model.pitch_range
     code = np.random.default_rng(0).standard_normal((3, 4)).astype("float32")
     pitch, velocity = np.full(3, low, "float32"), np.full(3, run.model.velocities[-1], "float32")

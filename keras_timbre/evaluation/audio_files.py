@@ -37,7 +37,6 @@ STEPS_RULE = "must be >= 2 (both ends, A and B)"
 # What `interpolate` writes: an output folder holding only these is an earlier morph, replaced whole.
 MORPH_FILE = re.compile(r"strip\.png|step_\d+\.wav")
 # The velocity synthesis uses when none is given, if the run was trained on it (else the closest one).
-DEFAULT_VELOCITY = 100
 
 
 class ConditioningError(ValueError):
@@ -86,7 +85,7 @@ def interpolate(
     folder holding anything else is refused. Decoding uses z alone
     (`model.decode`), as sampling would, so skip variants show what z carries.
     A pitch-conditioned run renders every point at `pitch` (required) and
-    `velocity` (default: `default_velocity`) with `synthesize_db`.
+    `velocity` (default: the model's `default_velocity`) with `synthesize_db`.
 
     Raises:
         ValueError: `steps` below 2, or a file that is not audio.
@@ -156,7 +155,7 @@ def synthesize_file(
         run: A run directory (or loaded `Run`) of a conditioned model.
         out: The output WAV; the PNG gets the same name.
         pitch: MIDI pitch, within the run's `pitch_range`.
-        velocity: One of the run's `velocities`; None: `default_velocity`.
+        velocity: One of the run's `velocities`; None: the model's `default_velocity`.
         like: An audio file whose code to use; None draws a random code.
         temperature: Scale of the latent groups' prior std, >= 0.
         seed: Seed of the random code (ignored with `like`).
@@ -201,12 +200,14 @@ def transfer_file(
 ) -> tuple[Path, Path]:
     """Re-renders one note at another `pitch`: its code's mean, synthesised there; WAV + input-beside-output PNG.
 
+    `synthesize_file` with `like=audio_path`.
+
     Args:
         run: A run directory (or loaded `Run`) of a conditioned model.
         audio_path: The note to re-render.
         pitch: MIDI pitch, within the run's `pitch_range`.
         out: The output WAV; the PNG gets the same name.
-        velocity: One of the run's `velocities`; None: `default_velocity`.
+        velocity: One of the run's `velocities`; None: the model's `default_velocity`.
         temperature: Scale of the latent groups' prior std, >= 0 (see `synthesize_file`).
         griffin_lim_iters: Griffin-Lim iterations of the WAV.
 
@@ -219,23 +220,15 @@ def transfer_file(
         ValueError: `audio_path` is not decodable audio (the message names it), or `temperature` < 0.
         ConditioningError: a paper-variant run, or a pitch or velocity the run was not trained on.
     """
-    out, figure = _output_pair(out)
-    audio_path = existing_file(audio_path)
-    _check_temperature(temperature)
-    run = _loaded(run)
-    pitch, velocity = check_condition(run, pitch, velocity)
-    target = read_log_mel(run, audio_path)[None]
-    code = note_codes(run, [audio_path], target)
-    transferred = synthesize_db(run.model, code, pitch, velocity, run.stats, temperature)
-    write_wav(out, transferred[0], run.frontend, n_iter=griffin_lim_iters)
-    _plot_rendering(figure, run, transferred, target, audio_path.name, f"pitch {pitch}, velocity {velocity}")
-    return out, figure
+    return synthesize_file(
+        run, out, pitch, velocity, like=audio_path, temperature=temperature, griffin_lim_iters=griffin_lim_iters
+    )
 
 
 def check_condition(run: runs.Run, pitch, velocity=None) -> tuple[int, int]:
     """`(pitch, velocity)` checked against what the run's conditioned model was trained on.
 
-    `velocity` None is `default_velocity(model)`.
+    `velocity` None is the model's `default_velocity`.
 
     Raises:
         ConditioningError: a paper-variant run (no pitch input), a pitch outside
@@ -253,16 +246,11 @@ def check_condition(run: runs.Run, pitch, velocity=None) -> tuple[int, int]:
             f"give a whole MIDI pitch from {low} to {high}"
         )
     if velocity is None:
-        return int(pitch), default_velocity(model)
+        return int(pitch), model.default_velocity
     if not _is_whole(velocity) or velocity not in model.velocities:
         allowed = ", ".join(str(v) for v in model.velocities)
         raise ConditioningError(f"velocity {velocity} is not one run {run.path} was trained on; choose from {allowed}")
     return int(pitch), int(velocity)
-
-
-def default_velocity(model) -> int:
-    """`DEFAULT_VELOCITY` if the conditioned `model` was trained on it, else the closest trained velocity."""
-    return int(min(model.velocities, key=lambda v: (abs(v - DEFAULT_VELOCITY), -v)))
 
 
 def _is_whole(value) -> bool:
@@ -330,7 +318,7 @@ def note_records(run: runs.Run, paths) -> list | None:
         return None
     records = [NoteRecord.from_path(path) for path in paths]
     records = [r if r.pitch >= 0 else dataclasses.replace(r, pitch=_estimated_pitch(run, r.path)) for r in records]
-    return [r if r.velocity > 0 else dataclasses.replace(r, velocity=default_velocity(run.model)) for r in records]
+    return [r if r.velocity > 0 else dataclasses.replace(r, velocity=run.model.default_velocity) for r in records]
 
 
 def _estimated_pitch(run: runs.Run, path) -> int:

@@ -25,7 +25,8 @@ import numpy as np
 from keras_timbre.analysis import metrics
 from keras_timbre.analysis import probes
 from keras_timbre.evaluation.novel_pitch import novel_pitch_pairs, pitch_shifted_log_mel
-from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db, synthesize_db
+from keras_timbre.models.inference import is_conditioned_model, labels_of, latent_means, model_input
+from keras_timbre.models.inference import reconstruct_db, synthesize_db
 
 # Mean KL (nats) above which a group's dimension counts as active: it tells the decoder something
 # its prior did not (a group's prior mean varies with the state, so Burda's variance test does not apply).
@@ -106,8 +107,6 @@ def _sample_pitch(run, train_records, train_db, held_records, held_db, seed: int
 def group_metrics(model, stats, log_mel_db, records, batch_size: int = 32) -> dict[str, Any]:
     """KL (nats per note) and active units (dimensions whose mean KL exceeds `ACTIVE_KL`) of each group."""
     from keras import ops
-
-    from keras_timbre.models.inference import labels_of, model_input
 
     x = stats.to_model_input(log_mel_db)
     pitches, velocities = labels_of(records)

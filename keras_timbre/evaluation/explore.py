@@ -36,7 +36,6 @@ from keras_timbre import atomic
 from keras_timbre.audio import vocoder
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.evaluation import explore_media as media
-from keras_timbre.evaluation.audio_files import default_velocity
 from keras_timbre.evaluation.evaluator import held_out_notes
 from keras_timbre.evaluation.explore_maps import note_maps
 from keras_timbre.evaluation.explore_page import render_page
@@ -45,6 +44,8 @@ from keras_timbre.training import run as runs
 
 DEFAULT_MORPH_NOTES = 8
 DEFAULT_MORPH_STEPS = 5
+# A pitch-conditioned run renders the morphs at middle C (or the nearest pitch it was trained on).
+MORPH_PITCH = 60
 DEFAULT_GRIFFIN_LIM_ITERS = 16
 # Notes whose audio is decoded and inverted at once: bounds memory (complex STFTs) at 1,000s of notes.
 AUDIO_CHUNK = 64
@@ -167,9 +168,6 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
     return media_lists
 
 
-MORPH_PITCH = 60
-
-
 def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n_iter: int) -> list[dict[str, Any]]:
     """Decoded lines between every pair of anchor notes: `{"a", "b", "clips", "thumbs"}` each."""
     import keras
@@ -179,9 +177,9 @@ def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n
         return []
     alphas = np.linspace(0.0, 1.0, steps)[:, None]
     z = np.concatenate([(1 - alphas) * z_mean[a] + alphas * z_mean[b] for a, b in pairs]).astype(np.float32)
-    if is_conditioned_model(run.model):  # rendered at middle C (or the nearest trained pitch)
+    if is_conditioned_model(run.model):
         pitch = int(np.clip(MORPH_PITCH, *run.model.pitch_range))
-        decoded = synthesize_db(run.model, z, pitch, default_velocity(run.model), run.stats)
+        decoded = synthesize_db(run.model, z, pitch, run.model.default_velocity, run.stats)
     else:
         decoded = _in_chunks(lambda part: keras.ops.convert_to_numpy(run.model.decode(part))[..., 0], z)
         decoded = run.stats.denormalize(decoded)

@@ -35,7 +35,7 @@ def write_synthesis_figures(run, out: Path, records, log_mel_db, held_records=()
     z, _ = latent_means(run.model, log_mel_db, run.stats, records=records)
     instruments = np.array([r.instrument for r in records])
     low, high = run.model.pitch_range
-    velocity = _velocity(run.model)
+    velocity = run.model.default_velocity
     real = _real_notes(records, log_mel_db, held_records, held_db)
     written = [_ladder(run, out, real, z, instruments, velocity)]
     pitches = [p for p in SAMPLE_PITCHES if low <= p <= high] or [int((low + high) // 2)]
@@ -56,10 +56,6 @@ def write_synthesis_figures(run, out: Path, records, log_mel_db, held_records=()
     )
     written.append(_interpolation(run, out, records, z, instruments, velocity))
     return written
-
-
-def _velocity(model) -> int:
-    return min(model.velocities, key=lambda v: abs(v - 100))
 
 
 def _real_notes(records, log_mel_db, held_records, held_db) -> dict:

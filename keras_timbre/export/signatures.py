@@ -70,12 +70,10 @@ def export_record(model) -> dict:
     """What the export's record says of the graph: its signatures and, if conditioned, what they accept."""
     record = {"signatures": list(signature_names(model))}
     if is_conditioned_model(model):
-        from keras_timbre.evaluation.audio_files import default_velocity
-
         record["conditioning"] = {
             "pitch_range": [int(p) for p in model.pitch_range],
             "velocities": [int(v) for v in model.velocities],
-            "transfer_velocity": default_velocity(model),
+            "transfer_velocity": model.default_velocity,
         }
     return record
 
@@ -237,12 +235,10 @@ class ConditionedServingGraph(ServingGraph):
     """
 
     def __init__(self, model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int):
-        from keras_timbre.evaluation.audio_files import default_velocity
-
         super().__init__(model, frontend, stats, griffin_lim_iters)
         self.pitch_range = tuple(float(p) for p in model.pitch_range)
         self.velocities = tuple(float(v) for v in model.velocities)
-        self.transfer_velocity = float(default_velocity(model))
+        self.transfer_velocity = float(model.default_velocity)
 
     def endpoints(self, tf) -> list:
         waveform_spec = tf.TensorSpec([None, None], tf.float32, name="waveform")

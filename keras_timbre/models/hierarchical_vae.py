@@ -41,6 +41,7 @@ DEFAULT_PRIOR_DROPOUT = 0.5
 # NSynth's range and velocity levels; a trained model stores the ones its training notes had.
 DEFAULT_PITCH_RANGE = (21, 108)
 DEFAULT_VELOCITIES = (25, 50, 75, 100, 127)
+# The velocity `transfer`, the CLI and the export use when none is given (the closest trained one).
 DEFAULT_VELOCITY = 100
 INPUT_KEYS = ("log_mel", "pitch", "velocity")
 
@@ -295,10 +296,18 @@ class HierarchicalTimbreVAE(TimbreVAE):
             code, ops.ones((int(n),)) * self._vector(pitch), ops.ones((int(n),)) * self._vector(velocity), temperature
         )
 
-    def transfer(self, x, pitch, velocity=DEFAULT_VELOCITY, temperature: float = 0.0):
-        """Re-renders notes `x` (a dict with "log_mel" and their own "pitch") at `pitch`: their code's mean there."""
+    @property
+    def default_velocity(self) -> int:
+        """`DEFAULT_VELOCITY` if the model was trained on it, else the closest trained velocity."""
+        return closest_velocity(self.velocities)
+
+    def transfer(self, x, pitch, velocity=None, temperature: float = 0.0):
+        """Re-renders notes `x` (a dict with "log_mel" and their own "pitch") at `pitch`: their code's mean there.
+
+        `velocity` None is `default_velocity`.
+        """
         code, _ = self.encode(x)
-        return self.synthesize(code, pitch, velocity, temperature)
+        return self.synthesize(code, pitch, self.default_velocity if velocity is None else velocity, temperature)
 
     def decode(self, z, training=False):
         raise ValueError(
@@ -390,6 +399,16 @@ class HierarchicalTimbreVAE(TimbreVAE):
             }
         )
         return config
+
+
+def closest_velocity(velocities) -> int:
+    """The velocity of `velocities` closest to `DEFAULT_VELOCITY` (a tie: the louder).
+
+    Example:
+    >>> closest_velocity((25, 75, 127)), closest_velocity((90, 110))
+    (75, 110)
+    """
+    return int(min(velocities, key=lambda v: (abs(v - DEFAULT_VELOCITY), -v)))
 
 
 def _check_conditioning(
