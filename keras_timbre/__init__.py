@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING  # noqa: E402
 # Eager, unlike the rest of the API: importing the models registers every
 # serializable class ("keras_timbre>TimbreVAE", ...) with Keras, without which
 # keras.saving.load_model cannot find them.
-from keras_timbre import models as _models  # noqa: E402, F401
+with _startup.command_line_interrupts():  # seconds of imports: Ctrl-C is "Interrupted.", exit 130, on the CLI
+    from keras_timbre import models as _models  # noqa: E402, F401
 
 # Public name -> (module, attribute or None for the module itself). Imported on
 # first use, so that `import keras_timbre` loads only Keras and the models.

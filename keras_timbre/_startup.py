@@ -109,6 +109,22 @@ def quiet_native_logs() -> None:
 
 
 @contextlib.contextmanager
+def command_line_interrupts() -> Iterator[None]:
+    """On the command line, Ctrl-C in the block prints "Interrupted." and exits 130 instead of a traceback.
+
+    For what runs before the CLI's `main` can catch it: importing the package,
+    which loads Keras and TensorFlow for seconds. Elsewhere the block is left alone.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        if cli_arguments() is None:
+            raise
+        print("Interrupted.", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
 def filtered_stderr() -> Iterator[None]:
     """Sends fd 2 to a temporary file for the block, then writes back the lines that are not start-up noise."""
     try:

@@ -1,4 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Atomic file writes: a reader never sees a half-written output.
+
+A write that fails (a full disk, a file-size limit, no permission) leaves the
+old output as it was and raises `OutputWriteError`, an `OSError` whose one-line
+message names the output and the system's reason:
+
+>>> str(OutputWriteError("runs/main/model.keras", OSError(28, "No space left on device")))
+'cannot write runs/main/model.keras: No space left on device'
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,30 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+class OutputWriteError(OSError):
+    """Writing `path` failed; the old file, if any, is untouched. `str()` is one line for the CLI."""
+
+    def __init__(self, path: str | os.PathLike, error: OSError):
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.strerror}"
+
+
+@contextlib.contextmanager
+def _naming(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raises an OSError of the block as an `OutputWriteError` naming `path`."""
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise  # callers tell these apart (a concurrent writer, a missing input)
+    except OSError as error:
+        raise OutputWriteError(path, error) from error
 
 
 @contextlib.contextmanager
@@ -24,18 +56,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     ...     model.save(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real suffix: keras.saving and soundfile pick the format from it.
-    suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Keep the real suffix: keras.saving and soundfile pick the format from it.
+        suffix = path.suffix if suffix is None else suffix
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.is_file():
-            # mkstemp makes 0600 files; give the result the usual umask-based mode.
-            os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
+        with _naming(path):
+            yield tmp_path
+            if tmp_path.is_file():
+                # mkstemp makes 0600 files; give the result the usual umask-based mode.
+                os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -60,12 +94,14 @@ def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator
     ['a.txt']
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        yield tmp
-        _make_readable(tmp)
-        _swap_into_place(tmp, path, replace)
+        with _naming(path):
+            yield tmp
+            _make_readable(tmp)
+            _swap_into_place(tmp, path, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

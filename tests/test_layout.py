@@ -15,6 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_timbre"
 LAYERS = (
     "atomic",
+    "outputs",
     "_startup",
     "audio",
     "data",

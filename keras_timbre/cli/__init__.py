@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from keras_timbre import _startup
+from keras_timbre import _startup, atomic
 
 # Usually done already by `import keras_timbre`; again here in case TensorFlow is not loaded yet.
 _startup.quiet_native_logs()
@@ -37,16 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Runs one command; returns its exit status: 0, 1 (it failed, e.g. a write), 2 (bad input), 130 (Ctrl-C)."""
+    command = "?"
     try:
+        parser = build_parser()  # inside the try: it imports Keras, which a Ctrl-C may interrupt
+        args = parser.parse_args(argv)
+        command = args.command
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"keras-timbre {args.command}: error: {error}", file=sys.stderr)
+        print(f"keras-timbre {command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a file-size limit: one line naming the path, not a traceback
+        print(f"keras-timbre {command}: error: {_os_error_line(error)}", file=sys.stderr)
+        return 1
+
+
+def _os_error_line(error: OSError) -> str:
+    if isinstance(error, atomic.OutputWriteError) or not error.filename:
+        return str(error)
+    return f"{error.filename}: {error.strerror}"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from keras_timbre.cli.arguments import add_overwrite_option
 from keras_timbre.data.synthetic import DEFAULT_NOTES
 
 
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
         "synthetic",
         help="deterministic synthetic NSynth-format notes (the built-in default data)",
     )
-    synthetic.add_argument("--out", required=True, type=Path, help="output folder")
+    synthetic.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
+    add_overwrite_option(synthetic)
     synthetic.add_argument("--notes", type=int, default=DEFAULT_NOTES, help="number of notes (default: %(default)s)")
     synthetic.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same files")
     synthetic.set_defaults(func=_make_synthetic)
@@ -38,6 +40,7 @@ def register(subparsers) -> None:
     )
     mini.add_argument("--source", required=True, type=Path, help="the NSynth download")
     mini.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
+    add_overwrite_option(mini)
     add_filter_arguments(mini)
     mini.add_argument("--per-family", type=int, default=None, help="at most N notes per family")
     mini.set_defaults(func=_make_nsynth_mini)
@@ -111,7 +114,7 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     from keras_timbre.data import synthetic
 
     start = time.perf_counter()
-    path = synthetic.make_synthetic_dataset(args.out, notes=args.notes, seed=args.seed)
+    path = synthetic.make_synthetic_dataset(args.out, notes=args.notes, seed=args.seed, overwrite=args.overwrite)
     print(f"Wrote {args.notes} synthetic notes (seed {args.seed}) to {path} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -121,7 +124,9 @@ def _make_nsynth_mini(args: argparse.Namespace) -> int:
     from keras_timbre.data.subset import make_subset
 
     start = time.perf_counter()
-    path = make_subset(args.source, args.out, max_per_family=args.per_family, **filter_kwargs(args))
+    path = make_subset(
+        args.source, args.out, max_per_family=args.per_family, overwrite=args.overwrite, **filter_kwargs(args)
+    )
     count = len(read_notes(path))
     print(f"Wrote {count} notes to {path} in {time.perf_counter() - start:.1f} s")
     return 0

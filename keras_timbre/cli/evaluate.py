@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from keras_timbre.cli.arguments import add_training_options, positive_int, training_kwargs, variant
+from keras_timbre.cli.arguments import (
+    add_overwrite_option,
+    add_training_options,
+    positive_int,
+    training_kwargs,
+    variant,
+)
 from keras_timbre.cli.synthesize import add_condition_options
 from keras_timbre.models.variants import VARIANTS
 
@@ -42,7 +48,8 @@ def register(subparsers) -> None:
     evaluate.add_argument(
         "--data", help="score every note of this directory instead (not held-out notes: the model may know them)"
     )
-    evaluate.add_argument("--out", help="metrics JSON (default: RUN/metrics.json)")
+    evaluate.add_argument("--out", help="metrics JSON (default: RUN/metrics.json, replaced by each evaluation)")
+    add_overwrite_option(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     reconstruct = subparsers.add_parser(
@@ -54,6 +61,7 @@ def register(subparsers) -> None:
     reconstruct.add_argument("run", help="run directory")
     reconstruct.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     reconstruct.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
+    add_overwrite_option(reconstruct)
     reconstruct.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     reconstruct.set_defaults(func=_reconstruct)
 
@@ -69,7 +77,8 @@ def register(subparsers) -> None:
     interpolate.add_argument(
         "--steps", type=morph_steps, default=5, help="points from A to B, both included, >= 2 (default: %(default)s)"
     )
-    interpolate.add_argument("--out", required=True, help="output directory")
+    interpolate.add_argument("--out", required=True, help="output directory (new, empty, or an earlier morph)")
+    add_overwrite_option(interpolate)
     interpolate.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     add_condition_options(interpolate, pitch_required=False)
     interpolate.set_defaults(func=_interpolate)
@@ -97,7 +106,7 @@ def register(subparsers) -> None:
 def _evaluate(args) -> int:
     from keras_timbre.evaluation.evaluator import METRIC_KEYS, evaluate
 
-    result = evaluate(args.run, data=args.data, out=args.out)
+    result = evaluate(args.run, data=args.data, out=args.out, overwrite=args.overwrite)
     print(json.dumps({key: result[key] for key in METRIC_KEYS}, indent=2))
     return 0
 
@@ -105,7 +114,7 @@ def _evaluate(args) -> int:
 def _reconstruct(args) -> int:
     from keras_timbre.evaluation.audio_files import reconstruct_file
 
-    wav, png = reconstruct_file(args.run, args.audio, args.out, n_iter=args.griffin_lim_iters)
+    wav, png = reconstruct_file(args.run, args.audio, args.out, n_iter=args.griffin_lim_iters, overwrite=args.overwrite)
     print(f"Wrote {wav} and {png}")
     return 0
 
@@ -122,6 +131,7 @@ def _interpolate(args) -> int:
         n_iter=args.griffin_lim_iters,
         pitch=args.pitch,
         velocity=args.velocity,
+        overwrite=args.overwrite,
     )
     print(f"Wrote {len(written)} files to {args.out} (strip.png, step_*.wav)")
     return 0

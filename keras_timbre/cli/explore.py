@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_timbre.cli.arguments import positive_int
+from keras_timbre.cli.arguments import add_overwrite_option, positive_int
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("run", help="run directory written by `keras-timbre train`")
     parser.add_argument("--data", help="map every note of this directory instead of the run's held-out notes")
     parser.add_argument("--out", required=True, help="HTML file to write, e.g. explore.html")
+    add_overwrite_option(parser)
     parser.add_argument(
         "--morph-notes",
         type=int,
@@ -50,6 +51,7 @@ def _explore(args: argparse.Namespace) -> int:
         morph_steps=args.morph_steps,
         griffin_lim_iters=args.griffin_lim_iters,
         max_notes=args.max_notes,
+        overwrite=args.overwrite,
     )
     print(summary.describe())
     return 0

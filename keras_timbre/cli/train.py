@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     train.add_argument(
         "--restart",
         action="store_true",
-        help="delete what an earlier run left in --out and train from scratch (instead of resuming)",
+        help="train from scratch instead of resuming: once the new run's data and settings are checked, remove "
+        "what the earlier run wrote in --out (only in a keras-timbre run directory, only its own files)",
     )
     train.add_argument(
         "--distribute",

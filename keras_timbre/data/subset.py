@@ -24,7 +24,8 @@ from keras_timbre.data.readers import NoteRecord
 from keras_timbre.data.readers import example_entry
 from keras_timbre.data.readers import read_notes
 from keras_timbre.data.skips import SkipReport
-from keras_timbre.data.synthetic import write_wav
+from keras_timbre.data.synthetic import is_jsonwav_output, write_wav
+from keras_timbre.outputs import check_output_folder
 
 
 def make_subset(
@@ -39,18 +40,20 @@ def make_subset(
     max_per_family: int | None = None,
     sample_rate: int = 16000,
     duration: float = 4.0,
+    overwrite: bool = False,
 ) -> Path:
     """Writes the notes of `source` that pass the filters to `out_dir` (jsonwav).
 
     Args:
         source: An NSynth download in any layout `read_notes` reads.
-        out_dir: New folder; it must not exist or be empty.
+        out_dir: New or empty folder (an earlier subset there only with `overwrite`).
         families, sources, pitch_range, velocities, max_per_instrument: As in
             `read_notes`.
         max_per_family: Keep at most this many notes per family, spread
             evenly over its (sorted) notes.
         sample_rate: Rate of re-encoded (non-WAV) notes.
         duration: Seconds of re-encoded notes (cropped or padded).
+        overwrite: Replace an earlier dataset in `out_dir` (see `make_synthetic_dataset`).
 
     Returns:
         `out_dir`.
@@ -59,9 +62,7 @@ def make_subset(
     >>> make_subset("nsynth-train", "nsynth-mini", families=["flute", "reed"],
     ...             max_per_family=110)  # doctest: +SKIP
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"Output folder {out_dir} exists and is not empty")
+    out_dir = check_output_folder(out_dir, is_jsonwav_output, overwrite=overwrite)
     skips = SkipReport()
     records = read_notes(
         source,
@@ -74,7 +75,7 @@ def make_subset(
     )
     if max_per_family is not None:
         records = _limit_per_family(records, max_per_family)
-    with atomic.atomic_directory(out_dir) as tmp:
+    with atomic.atomic_directory(out_dir, replace=True) as tmp:
         audio_dir = tmp / "audio"
         audio_dir.mkdir()
         frontend = FrontendConfig(sample_rate=sample_rate, duration=duration, fmax=sample_rate / 2)

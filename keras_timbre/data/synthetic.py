@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_timbre import atomic
+from keras_timbre.outputs import check_output_folder
 from keras_timbre.data.readers import NoteRecord
 from keras_timbre.data.readers import example_entry
 
@@ -94,34 +95,59 @@ def default_data_dir() -> Path:
 
 
 def make_synthetic_dataset(
-    out_dir: str | os.PathLike, notes: int = DEFAULT_NOTES, seed: int = 0, progress: bool = True
+    out_dir: str | os.PathLike,
+    notes: int = DEFAULT_NOTES,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Writes a deterministic synthetic NSynth-format dataset.
+    """Writes a deterministic synthetic NSynth-format dataset, atomically.
 
     Args:
-        out_dir: Folder to write `examples.json` and `audio/*.wav` into.
-            Existing files of the same names are replaced.
+        out_dir: New or empty folder to write `examples.json` and
+            `audio/*.wav` into.
         notes: Number of notes, spread over 10 families, up to 4 instruments
             each, and their pitch ranges and velocities.
         seed: The same seed writes the same files.
         progress: Show a progress bar.
+        overwrite: Replace an earlier dataset in `out_dir` (one holding only
+            `examples.json` and `audio/*.wav`); anything else there is refused.
 
     Returns:
         `out_dir` as a Path.
+
+    Raises:
+        OutputPathError: `out_dir` is a file, holds other files, or holds a
+            dataset (without `overwrite`); checked before any note is made.
 
     Example:
     >>> path = make_synthetic_dataset("/tmp/synth", notes=40, seed=0)  # doctest: +SKIP
     >>> len(read_notes(path))  # doctest: +SKIP
     40
     """
-    from tqdm.auto import tqdm
-
     if notes < 1:
         raise ValueError(f"notes must be >= 1, got {notes}")
-    out_dir = Path(out_dir)
-    audio_dir = out_dir / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_folder(out_dir, is_jsonwav_output, overwrite=overwrite)
     plan = _plan_notes(notes, seed)
+    with atomic.atomic_directory(out_dir, replace=True) as tmp:
+        _write_notes(tmp, plan, seed, progress)
+    return out_dir
+
+
+def is_jsonwav_output(path: Path) -> bool:
+    """Whether `path`, in a dataset folder, is what the dataset writers write: `examples.json` or `audio/*.wav`."""
+    if path.name == "examples.json":
+        return path.is_file() and not path.is_symlink()
+    if path.name != "audio" or path.is_symlink() or not path.is_dir():
+        return False
+    return all(f.suffix == ".wav" and f.is_file() and not f.is_symlink() for f in path.iterdir())
+
+
+def _write_notes(out_dir: Path, plan: list, seed: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    audio_dir = out_dir / "audio"
+    audio_dir.mkdir()
     examples = {}
     for index, (family, instrument, pitch, velocity) in enumerate(
         tqdm(plan, desc="synthesising notes", unit="note", disable=None if progress else True)
@@ -136,7 +162,6 @@ def make_synthetic_dataset(
         )
         examples[note_str] = example_entry(record, index, SAMPLE_RATE)
     atomic.write_json(out_dir / "examples.json", examples)
-    return out_dir
 
 
 def _plan_notes(notes: int, seed: int) -> list[tuple[str, int, int, int]]:

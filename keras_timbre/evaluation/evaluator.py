@@ -32,7 +32,7 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.locate import check_data_dir
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
 from keras_timbre.evaluation.code_metrics import code_metrics
-from keras_timbre.evaluation.outputs import check_output_file
+from keras_timbre.outputs import check_output_file
 from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db
 from keras_timbre.training import run as runs
 
@@ -58,6 +58,7 @@ def evaluate(
     out: str | os.PathLike | None = None,
     batch_size: int = 32,
     write_media: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluates a run on its held-out notes (or every note of `data`) and writes the metrics as JSON.
 
@@ -65,9 +66,11 @@ def evaluate(
         run: A `Run` or a run directory.
         data: Evaluate every note of this directory instead of the run's
             validation split.
-        out: JSON path; `RUN/metrics.json` by default.
+        out: JSON path; `RUN/metrics.json` by default (the run's own file,
+            replaced by every evaluation).
         batch_size: Notes per model call.
         write_media: Also write a reconstruction grid, the latent PCA and audio.
+        overwrite: Replace an existing `out` (a given one; see `keras_timbre.outputs`).
 
     Returns:
         The metrics dict (also written to `out`).
@@ -77,9 +80,9 @@ def evaluate(
     """
     if out is None:
         run_path = run.path if isinstance(run, runs.Run) else Path(run)
-        out = check_output_file(run_path / runs.METRICS_FILE, "the run's metrics file")
+        out = check_output_file(run_path / runs.METRICS_FILE, "the run's metrics file", overwrite=True)
     else:
-        out = check_output_file(out)
+        out = check_output_file(out, overwrite=overwrite)
     if not isinstance(run, runs.Run):
         run = runs.load_run(run)
     started = time.perf_counter()

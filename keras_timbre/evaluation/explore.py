@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from keras_timbre import atomic
+from keras_timbre.outputs import check_output_file
 from keras_timbre.audio import vocoder
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.evaluation import explore_media as media
@@ -47,6 +48,7 @@ DEFAULT_MORPH_STEPS = 5
 # A pitch-conditioned run renders the morphs at middle C (or the nearest pitch it was trained on).
 MORPH_PITCH = 60
 DEFAULT_GRIFFIN_LIM_ITERS = 16
+HTML_SUFFIXES = (".html", ".htm")
 # Notes whose audio is decoded and inverted at once: bounds memory (complex STFTs) at 1,000s of notes.
 AUDIO_CHUNK = 64
 
@@ -79,6 +81,7 @@ def build_explorer(
     griffin_lim_iters: int = DEFAULT_GRIFFIN_LIM_ITERS,
     max_notes: int | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> ExplorerSummary:
     """Writes the explorer page for a run's held-out notes (or every note of `data`).
 
@@ -91,14 +94,17 @@ def build_explorer(
         griffin_lim_iters: Griffin-Lim iterations for the morphs' audio.
         max_notes: Keep only the first this many notes.
         seed: Seed of the t-SNE map.
+        overwrite: Replace an existing `out` (see `keras_timbre.outputs`).
 
     Returns:
         An `ExplorerSummary`.
 
     Raises:
+        OutputPathError: `out` exists (without `overwrite`), is a directory or is not .html.
         ValueError: no notes, or an argument out of range (the message names it).
     """
-    _check_arguments(out, morph_notes, morph_steps, griffin_lim_iters, max_notes)
+    out = check_output_file(out, overwrite=overwrite, suffixes=HTML_SUFFIXES)
+    _check_arguments(morph_notes, morph_steps, griffin_lim_iters, max_notes)
     if not isinstance(run, runs.Run):
         run = runs.load_run(run)
     timer = _StageTimer()
@@ -125,9 +131,7 @@ def build_explorer(
     return ExplorerSummary(Path(out), len(records), len(morphs), clips, Path(out).stat().st_size, timer.seconds)
 
 
-def _check_arguments(out, morph_notes: int, morph_steps: int, griffin_lim_iters: int, max_notes) -> None:
-    if Path(out).is_dir():
-        raise ValueError(f"--out {out} is a directory; give the HTML file to write")
+def _check_arguments(morph_notes: int, morph_steps: int, griffin_lim_iters: int, max_notes) -> None:
     for name, value, low in (
         ("morph_notes", morph_notes, 0),
         ("morph_steps", morph_steps, 2),

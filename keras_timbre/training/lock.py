@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-LOCK_FILE = ".train.lock"
+from keras_timbre.training.run import LOCK_FILE
 
 
 class RunLockedError(RuntimeError):

@@ -20,6 +20,7 @@ change. `clear_run` empties a run for `train(..., restart=True)`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -39,6 +40,8 @@ from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.training import run as runs
 
 CHECKPOINT_DIR = "checkpoints"
+# The files of a run's folders that `clear_run` removes: what the package writes there.
+_RUN_OUTPUTS = {CHECKPOINT_DIR: "epoch-*", "figures": "*.png", "audio": "*.wav"}
 _CHECKPOINT = re.compile(r"epoch-(\d{4,})\.json")
 # config.json entries that may differ on resume: the epoch budget, what the
 # model reported about itself, where features are cached, the versions, and
@@ -63,6 +66,7 @@ class RunState:
         checkpoint: The `.keras` file to resume from; None for a new run.
         rng: SeedGenerator states saved with the checkpoint (None for older runs).
         stats: The run's feature statistics, when it has finished epochs.
+        restart: Clear the run in `path` before writing the new one (`clear_run`).
     """
 
     path: Path
@@ -70,6 +74,7 @@ class RunState:
     checkpoint: Path | None = None
     rng: list | None = None
     stats: FeatureStats | None = None
+    restart: bool = False
 
     def restore(self):
         """The model at the end of epoch `done`, optimizer and random state included."""
@@ -189,14 +194,40 @@ def trim_history(history_csv: Path, epochs: int) -> None:
     atomic.write_text(history_csv, buffer.getvalue())
 
 
-def clear_run(path: str | os.PathLike) -> None:
-    """Removes everything `train` and `evaluate` write in a run directory (other files stay)."""
+def clear_run(path: str | os.PathLike) -> list[Path]:
+    """Removes what `train` and `evaluate` wrote in the run directory `path`; returns what it removed.
+
+    Only a run directory (`runs.is_run_directory`) is touched, and in it only
+    the run's own files: its metadata, model, history and metrics, the
+    checkpoints, TensorBoard's `logs/`, and the PNGs and WAVs of `figures/`
+    and `audio/`. Anything else a user put there stays, and so do the folders
+    that still hold it.
+
+    Raises:
+        ValueError: `path` is not a run directory (nothing is removed).
+    """
     path = Path(path)
-    for name in (runs.MODEL_FILE, runs.FRONTEND_FILE, runs.STATS_FILE, runs.CONFIG_FILE, runs.HISTORY_FILE):
-        (path / name).unlink(missing_ok=True)
-    (path / runs.METRICS_FILE).unlink(missing_ok=True)
-    for sub in runs.SUBDIRS:
-        shutil.rmtree(path / sub, ignore_errors=True)
+    if not runs.is_run_directory(path):
+        raise ValueError(f"--restart: {path} is not a keras-timbre run directory (no run config.json); nothing removed")
+    removed = []
+    for name in (runs.MODEL_FILE, runs.FRONTEND_FILE, runs.STATS_FILE, runs.HISTORY_FILE, runs.METRICS_FILE):
+        removed += _unlink_file(path / name)
+    for folder, pattern in _RUN_OUTPUTS.items():
+        removed += [f for item in (path / folder).glob(pattern) for f in _unlink_file(item)]
+        with contextlib.suppress(OSError):  # left in place while it holds something else
+            (path / folder).rmdir()
+    if (path / "logs").is_dir() and not (path / "logs").is_symlink():
+        shutil.rmtree(path / "logs")  # TensorBoard's own tree: events, projector files
+        removed.append(path / "logs")
+    return removed + _unlink_file(path / runs.CONFIG_FILE)  # last: until then a rerun still sees a run
+
+
+def _unlink_file(path: Path) -> list[Path]:
+    """Removes `path` if it is a regular file or a link (never what a link points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return [path]
+    return []
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SUBDIRS = ("checkpoints", "logs", "figures", "audio")
+LOCK_FILE = ".train.lock"
+# `keras_timbre.atomic`'s temporary names: ".<stem>.<random>.tmp<suffix>".
+_TEMPORARY = re.compile(r"\.[^/]+\.tmp[^/]*")
 
 
 @dataclasses.dataclass
@@ -146,6 +150,56 @@ def create_run(
     stats.save(path / STATS_FILE)
     atomic.write_json(path / CONFIG_FILE, config)
     return path
+
+
+def is_run_directory(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a run's `config.json` (a JSON object with the variant and package versions)."""
+    try:
+        config = json.loads((Path(path) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "variant" in config and "versions" in config
+
+
+def check_run_directory(path: str | os.PathLike, data: str | os.PathLike | None = None) -> Path:
+    """`path` as a Path, if `train` may write a run there: new, empty, a run directory, or a run's first moments.
+
+    A folder that is none of these is never written into (not even a lock
+    file), and neither is one that holds the training notes or lies inside
+    them.
+
+    Raises:
+        ValueError: one line naming `path` and what is wrong.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a run directory; give a directory")
+    if data is not None and _overlap(path, Path(data)):
+        raise ValueError(f"--out {path} and the data {data} overlap; train into a directory outside the notes")
+    if not path.is_dir() or is_run_directory(path):
+        return path
+    foreign = sorted(p.name for p in path.iterdir() if not _written_before_config(p))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ValueError(
+            f"--out {path} is not a keras-timbre run directory and holds other files ({shown}); "
+            "choose a new or empty directory"
+        )
+    return path
+
+
+def _written_before_config(path: Path) -> bool:
+    """What a run writes before its config.json: the lock, frontend and stats, its empty folders, temporaries."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return path.name in SUBDIRS and not any(path.iterdir())
+    return path.name in (LOCK_FILE, FRONTEND_FILE, STATS_FILE) or _TEMPORARY.fullmatch(path.name) is not None
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 def save_model(path: str | os.PathLike, model) -> Path:

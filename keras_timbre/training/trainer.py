@@ -37,7 +37,7 @@ from keras_timbre.training import run as runs
 from keras_timbre.training.data import TrainingData, split_records, training_data
 from keras_timbre.training.distribute import distribution_scope
 from keras_timbre.training.lock import lock_run
-from keras_timbre.training.resume import EpochCheckpoint, clear_run, read_state
+from keras_timbre.training.resume import EpochCheckpoint, RunState, clear_run, read_state
 
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
@@ -122,7 +122,10 @@ def train(
         model_kwargs: More `TimbreVAE.from_variant` arguments.
         callbacks: Extra Keras callbacks, run after the built-in ones.
         verbose: Keras `fit` verbosity (progress bar by default).
-        restart: Delete what an earlier run left in `out` and train from scratch.
+        restart: Train from scratch: once the data and settings of the new
+            run are checked and its model is built, remove what the earlier
+            run wrote in `out` (`keras_timbre.training.resume.clear_run`:
+            only in a run directory, only the run's own files).
 
     Returns:
         The finished run (`keras_timbre.training.run.Run`).
@@ -138,20 +141,20 @@ def train(
     out, frontend, started = Path(out), frontend or FrontendConfig(), time.perf_counter()
     split_seed = seed if split_seed is None else split_seed
     data_path = resolve_data(data).resolve()
+    runs.check_run_directory(out, data_path)  # before the lock: a folder that is not a run gets nothing
     hyperparameters = {
         **dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, beta=beta),
         **dict(grad_weight=grad_weight, latent_dim=latent_dim, warmup_epochs=warmup_epochs),
         **dict(max_per_instrument=max_per_instrument, precision=resolve_precision(precision), **(model_kwargs or {})),
     }
     with lock_run(out):
-        if restart:
-            clear_run(out)
         train_records, val_records, fingerprint = split_records(data_path, val_fraction, split_seed, max_per_instrument)
         split = _split(val_fraction, split_seed, train_records, val_records)
         config = runs.run_config(variant, hyperparameters, str(data_path), split, seed, fingerprint)
         if cache is not None:
             config["feature_cache"] = str(cache)
-        state = read_state(out, config, frontend)
+        # --restart clears the old run only once the new one's data, model and settings are known good (_fit).
+        state = RunState(out, restart=runs.is_run_directory(out)) if restart else read_state(out, config, frontend)
         if state.done >= epochs:
             print(f"{out} already has {state.done} finished epochs (asked for {epochs}); nothing to train.")
             return runs.load_run(out)
@@ -174,6 +177,8 @@ def _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, di
     with distribution_scope(distribute) as info:
         info.check_global_batch_size(batch_size)
         model = state.restore() if state.checkpoint else _new_model(variant, frontend, seed, hyperparameters)
+        if state.restart:
+            clear_run(out)
         model_config = model.get_config()  # what the model really uses, defaults included
         config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
         runs.create_run(out, frontend, notes.stats, config)
