@@ -117,6 +117,37 @@ def test_reconstruct_and_interpolate(tiny_run, notes_dir, tmp_path):
     assert sorted(p.name for p in morph.iterdir()) == ["step_00.wav", "step_01.wav", "step_02.wav", "strip.png"]
 
 
+def test_an_existing_out_is_refused_unless_overwrite(tiny_run, notes_dir, tmp_path, capsys):
+    wav = str(sorted((notes_dir / "audio").glob("*.wav"))[0])
+    existing = tmp_path / "mine.wav"
+    existing.write_bytes(b"mine")
+    reconstruct = ["reconstruct", str(tiny_run), wav, "--out", str(existing), "--griffin-lim-iters", "2"]
+    assert main(reconstruct) == 2
+    assert f"--out {existing} already exists; pass --overwrite" in capsys.readouterr().err
+    assert existing.read_bytes() == b"mine" and not existing.with_suffix(".png").exists()
+    assert main(reconstruct + ["--overwrite"]) == 0
+    assert sf.read(existing)[0].shape == (16000,)
+    explore = ["explore", str(tiny_run), "--out", str(existing), "--overwrite", "--morph-notes", "0"]
+    assert main(explore) == 2  # never HTML into a WAV
+    assert "must end in .html or .htm" in capsys.readouterr().err
+    morph = tmp_path / "morph"
+    interpolate = [
+        "interpolate",
+        str(tiny_run),
+        wav,
+        wav,
+        "--steps",
+        "2",
+        "--out",
+        str(morph),
+        "--griffin-lim-iters",
+        "2",
+    ]
+    assert main(interpolate) == 0
+    assert main(interpolate) == 2 and "holds an earlier output; pass --overwrite" in capsys.readouterr().err
+    assert main(interpolate + ["--overwrite"]) == 0
+
+
 def test_bad_input_exits_non_zero_with_a_clear_message(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "missing_run")]) == 2
     assert "missing_run does not exist" in capsys.readouterr().err

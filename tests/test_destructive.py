@@ -213,3 +213,24 @@ def test_ctrl_c_while_a_command_starts_is_interrupted_not_a_traceback(tmp_path, 
         pytest.skip("the command had finished starting before the signal")
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "Interrupted." and "Traceback" not in err
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_search_never_deletes_or_writes_into_a_folder_that_is_not_a_search(tmp_path, notes_dir, capsys, overwrite):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    argv = ["search", "--out", str(mine), "--data", str(notes_dir), "--max-trials", "1", "--epochs", "1", *overwrite]
+    assert main(argv) == 2
+    assert "not a keras-timbre search" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+def test_ablation_never_writes_into_a_folder_holding_other_files(tmp_path, notes_dir):
+    from keras_timbre.evaluation.ablation import run_ablation
+
+    (tmp_path / "ablation.md").write_text("my notes")
+    (tmp_path / "paper").mkdir()
+    with pytest.raises(OutputPathError, match=r"did not write \(paper\)"):
+        run_ablation(tmp_path, data=notes_dir, variants=["baseline"], epochs=1)
+    assert (tmp_path / "ablation.md").read_text() == "my notes"

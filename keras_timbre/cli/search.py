@@ -184,7 +184,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the split, oracle and models (default: %(default)s)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing search in OUT first")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing search in OUT first (only a keras-timbre search: a folder with search.json)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     parser.set_defaults(func=_run)
 

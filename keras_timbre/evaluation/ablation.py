@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,7 @@ from keras_timbre.models.inference import latent_means, reconstruct_db
 from keras_timbre.evaluation.synthesis_figures import write_synthesis_figures
 from keras_timbre.models.inference import is_conditioned_model
 from keras_timbre.models.variants import VARIANTS, check_variant
+from keras_timbre.outputs import check_output_folder
 from keras_timbre.training.trainer import train
 
 TABLE_METRICS = (
@@ -62,10 +64,20 @@ CODE_METRICS = (
     ("mfcc_family_probe_unseen_accuracy", "MFCC family probe"),
 )
 GRID_NOTES = 2
+_RUN_NAME = re.compile(r"[a-z_]+_seed-?\d+")  # run_name's
 
 
 def run_name(variant: str, seed: int) -> str:
     return f"{variant.replace('+', '_')}_seed{seed}"
+
+
+def is_ablation_output(path: Path) -> bool:
+    """Whether `path`, in an ablation's folder, is what the ablation writes (its runs, tables, figures, audio)."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return path.name in ("figures", "audio") or _RUN_NAME.fullmatch(path.name) is not None
+    return path.name in ("results.json", "ablation.md")
 
 
 def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -126,7 +138,8 @@ def run_ablation(
     Returns:
         The Markdown table.
     """
-    out = Path(out)
+    # New, empty, or an earlier ablation (resumed): never a folder holding anything else.
+    out = check_output_folder(out, is_ablation_output, overwrite=True)
     variants = [check_variant(v) for v in variants]
     seeds = [int(s) for s in seeds]
     if not seeds:

@@ -3,8 +3,8 @@
 TF Serving loads `MODEL_BASE/<version>/`; an export writes one version folder
 and records in `assets.extra/keras_timbre.json` (ignored by TF Serving) what it
 holds: a fingerprint of the model's values, the frontend, the export settings.
-Exporting the same thing again is a no-op; anything else already there needs
-`overwrite=True`.
+Exporting the same thing again is a no-op; another keras-timbre export there
+needs `overwrite=True`, and a folder holding anything else is never replaced.
 
 Example:
 >>> check_version_folder("exported/timbre/1").name
@@ -82,8 +82,13 @@ def existing_export_is_current(path: Path, fingerprint: str, settings: dict[str,
     if metadata is not None and metadata.get("fingerprint") == fingerprint:
         if all(metadata.get(key) == value for key, value in settings.items()):
             return True
-    if overwrite:
+    if overwrite and metadata is not None:
         return False
+    if overwrite:  # never replace what keras-timbre did not write
+        raise ExportExistsError(
+            f"Export folder {path} holds {_describe(path, metadata, settings)}; --overwrite replaces only an "
+            f"earlier keras-timbre export, so export to a new version folder such as {next_version(path)}"
+        )
     raise ExportExistsError(
         f"Export folder {path} already holds {_describe(path, metadata, settings)}; pass --overwrite "
         f"(overwrite=True) to replace it, or export to a new version folder such as {next_version(path)}"

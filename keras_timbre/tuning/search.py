@@ -42,7 +42,7 @@ from keras_timbre.tuning.best_run import BEST_RUN, save_best_run
 from keras_timbre.tuning.hypermodel import HYPERPARAMETERS, TimbreHyperModel, search_space
 from keras_timbre.tuning.objective import DEFAULT_OBJECTIVE, check_objective
 from keras_timbre.tuning.report import TRIALS_MD, trials_table, write_tables
-from keras_timbre.tuning.settings import check_same_search, space_config, write_settings
+from keras_timbre.tuning.settings import SEARCH_FILE, check_same_search, space_config, write_settings
 from keras_timbre.tuning.tuners import check_tuner, make_tuner, search_role
 
 FIGURE_FILE = "objective_vs_beta_and_grad_weight.png"
@@ -181,8 +181,18 @@ def _check_arguments(out: str | os.PathLike, tuner: str, **counts: int) -> Path:
 
 
 def _prepare_directory(out: Path, settings: dict[str, Any], role: str, overwrite: bool) -> None:
-    """Deletes an old search (`overwrite`), or refuses to resume one with other settings."""
-    if overwrite and role != "worker" and out.exists():
+    """Deletes an old search (`overwrite`), or refuses to resume one with other settings.
+
+    Only a search directory (one with `search.json`) is ever deleted or resumed;
+    a non-empty folder without one is refused, `overwrite` or not.
+    """
+    is_search = (out / SEARCH_FILE).is_file()
+    if role != "worker" and out.is_dir() and not is_search and any(out.iterdir()):  # a worker follows its chief
+        raise ValueError(
+            f"{out} holds files but no {SEARCH_FILE}: it is not a keras-timbre search, so it is neither resumed "
+            "nor replaced; choose a new or empty output directory"
+        )
+    if overwrite and role != "worker" and is_search:
         shutil.rmtree(out)
     check_same_search(out, settings)
 
