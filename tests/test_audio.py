@@ -2,12 +2,15 @@
 
 import os
 import struct
+import sys
+import threading
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from keras_timbre.audio.io import conform_audio
+from keras_timbre.audio.io import file_problem
 from keras_timbre.audio.io import read_audio
 from keras_timbre.data import AudioError
 from keras_timbre.data import load_audio
@@ -154,6 +157,59 @@ def test_missing_file(tmp_path):
     with pytest.raises(AudioError, match="file not found") as error:
         load_audio(tmp_path / "nope.wav", RATE)
     assert "nope.wav" in str(error.value)
+
+
+def special_entries(folder):
+    """Entries named like notes that are not regular files: {path: how the skip reason starts}.
+
+    A dangling symlink, a two-link loop, a FIFO and a symlink to a character device (/dev/null).
+    """
+    dangling, loop_a, loop_b, fifo, device = (folder / f"flute_acoustic_9{n:02d}-060-100.wav" for n in range(5))
+    dangling.symlink_to(folder / "no-such-note.wav")
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    os.mkfifo(fifo)  # opening it to read would block until a writer came
+    device.symlink_to(os.devnull)
+    return {
+        dangling: f"dangling symlink (to {folder / 'no-such-note.wav'})",
+        loop_a: "symlink loop",
+        loop_b: "symlink loop",
+        fifo: "not a regular file (FIFO)",
+        device: "not a regular file (character device)",
+    }
+
+
+def without_blocking(function, seconds=20):
+    """`function()`'s result, or its exception re-raised; fails if it is still running after `seconds`."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: a FIFO was opened"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or sys.platform == "win32", reason="needs FIFOs and symlinks")
+def test_special_files_are_refused_by_name_without_being_opened(tmp_path):
+    for path, reason in special_entries(tmp_path).items():
+        assert file_problem(path) == reason
+        for read in (read_audio, probe_audio, lambda p: load_audio(p, RATE, RATE)):
+            with pytest.raises(AudioError) as error:
+                without_blocking(lambda: read(path))
+            assert str(error.value) == f"{path}: {reason}"
+    sf.write(tmp_path / "note.wav", tone(), RATE, subtype="PCM_16")
+    (tmp_path / "link.wav").symlink_to(tmp_path / "note.wav")  # followed, as before
+    assert file_problem(tmp_path / "link.wav") is None
+    np.testing.assert_array_equal(load_audio(tmp_path / "link.wav", RATE), load_audio(tmp_path / "note.wav", RATE))
 
 
 def test_probe_reads_headers(usable_files):

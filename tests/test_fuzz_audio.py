@@ -6,6 +6,11 @@ promises, all finite), plus the one rule stricter than soundfile: a WAV whose
 data chunk promises more bytes than the file holds is truncated and skipped.
 The three commands must read exactly the must-read files, skip each other file
 with a named reason, never raise, never print decoder noise, and agree.
+
+Hostile files (a tiny file whose header claims a 1 Hz rate, 65 channels, 2^36
+frames, or two minutes of 8-channel silence in 16 KB) must cost no more than a
+fixed multiple of reading a real 4 s note, each measured on its own, and a
+folder of them must be read under a 3 GiB address-space limit.
 """
 
 import json
@@ -13,12 +18,17 @@ import os
 import struct
 import subprocess
 import sys
+import time
+import tracemalloc
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from keras_timbre.audio.io import AudioError
+from keras_timbre.audio.io import load_audio
 from keras_timbre.data import synthesize_note
 
 pytestmark = pytest.mark.slow
@@ -231,3 +241,168 @@ def test_fuzzed_files_are_read_or_skipped_alike_by_every_command(tmp_path):
     print(f"\nfuzz: {total} files ({len(mutations)} mutations), {len(must_read)} read, {len(must_skip)} skipped")
     for reason, count in reasons.most_common():
         print(f"  {count:4d}  {reason}")
+
+
+# A hostile file may cost at most this many times reading a real 4 s, 16 kHz note (peak memory and time).
+COST_MULTIPLE = 20
+NOTE_SAMPLES = 4 * RATE
+
+
+def wav_bytes(payload, rate, channels=1, data_size=None):
+    """A 16-bit PCM WAV whose header says `rate` and `channels` (whatever the payload holds)."""
+    block = 2 * channels
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block & 0xFFFFFFFF, block, 16)
+    size = len(payload) if data_size is None else data_size
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", size) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def with_streaminfo(flac, rate=None, frames=None):
+    """A FLAC file whose STREAMINFO claims another sample rate or total frame count."""
+    flac = bytearray(flac)
+    fields = int.from_bytes(flac[18:26], "big")  # 20 bits rate, 3 channels, 5 bits per sample, 36 frames
+    if rate is not None:
+        fields = fields & ~(0xFFFFF << 44) | rate << 44
+    if frames is not None:
+        fields = fields & ~(2**36 - 1) | frames
+    flac[18:26] = fields.to_bytes(8, "big")
+    return bytes(flac)
+
+
+def silent_flac(seconds, channels):
+    """A FLAC file of digital silence: about a thousand samples in each byte."""
+    import io
+
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", RATE, channels, format="FLAC", subtype="PCM_16") as file:
+        for _ in range(int(seconds)):
+            file.write(np.zeros((RATE, channels), np.int16))
+    return buffer.getvalue()
+
+
+def hostile_files(folder, large=False):
+    """Small files whose headers claim costly audio: {path: how its skip reason starts, or None: read}.
+
+    `large` adds the 160 KB 1 Hz WAV, which took about 20 GB before rates were checked.
+    """
+    rng = np.random.default_rng(1)
+    pcm = (rng.standard_normal(8000) * 3000).astype("<i2").tobytes()  # 16 KB of samples
+    flac = encode((rng.standard_normal((8000, 1)) * 0.1).astype(np.float32), RATE, "FLAC", "PCM_16")
+    au_1hz = b".snd" + struct.pack(">IIIII", 24, len(pcm), 3, 1, 1) + pcm[::-1]  # AU, big-endian PCM16, 1 Hz
+    cases = {
+        "wav-1hz.wav": (wav_bytes(pcm, 1), "unsupported sample rate: 1 Hz (accepted 1,000 to 384,000 Hz)"),
+        "wav-999hz.wav": (wav_bytes(pcm, 999), "unsupported sample rate: 999 Hz"),
+        "wav-384001hz.wav": (wav_bytes(pcm, 384001), "unsupported sample rate: 384001 Hz"),
+        "wav-2147483647hz.wav": (wav_bytes(pcm, 2**31 - 1), "unsupported sample rate: 2147483647 Hz"),
+        "au-1hz.wav": (au_1hz, "unsupported sample rate: 1 Hz"),
+        "flac-1hz.flac": (with_streaminfo(flac, rate=1), "unsupported sample rate: 1 Hz"),
+        "wav-65-channels.wav": (wav_bytes(pcm[: 65 * 2 * 100], RATE, 65), "too many channels: 65 (accepted 1 to 64)"),
+        "wav-claims-4gb.wav": (wav_bytes(pcm, RATE, data_size=2**32 - 2), "truncated WAV: header promises 4294967294"),
+        "flac-claims-2^36-frames.flac": (
+            with_streaminfo(flac, frames=2**36 - 1),
+            "corrupt audio (Internal psf_fseek() failed.)",  # libsndfile, past the 8000 frames there are
+        ),
+        "flac-2-minutes-8ch-silence.flac": (silent_flac(120, 8), None),
+    }
+    if large:
+        cases["wav-1hz-160kb.wav"] = (wav_bytes(pcm * 10, 1), "unsupported sample rate: 1 Hz")
+    expected = {}
+    for name, (data, reason) in cases.items():
+        (folder / name).write_bytes(data)
+        expected[folder / name] = reason
+    return expected
+
+
+def cost(function, repeats=1):
+    """(peak traced bytes, seconds) of `function()`, an `AudioError` included; the least of `repeats` runs."""
+    peaks, times = [], []
+    for _ in range(repeats):
+        tracemalloc.start()
+        start = time.perf_counter()
+        try:
+            function()
+        except AudioError:
+            pass
+        times.append(time.perf_counter() - start)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return min(peaks), min(times)
+
+
+def test_no_hostile_file_costs_more_than_a_multiple_of_reading_a_real_note(tmp_path):
+    """Each fuzzed and hostile file, read as the pipeline reads a note (`read_audio`, `conform_audio` to 4 s)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    mutations, _ = build_files(folder)
+    hostile = hostile_files(folder)
+    reference = folder / "reference-4s-16khz.wav"  # a real-like note, as NSynth's jsonwav release stores it
+    sf.write(reference, synthesize_note("reed", 0, 60, 100)[:NOTE_SAMPLES], RATE, subtype="PCM_16")
+
+    def read(path):
+        return lambda: load_audio(path, RATE, NOTE_SAMPLES)
+
+    for path in (reference, *sorted(p for p, name in mutations.items() if "44100-as_written" in name)):
+        read(path)()  # first calls import the resampler: not any file's cost
+    reference_peak, reference_time = cost(read(reference), repeats=5)
+    costs = {}
+    for path in (*mutations, *hostile):
+        peak, seconds = cost(read(path))
+        if seconds > COST_MULTIPLE * reference_time:  # another job may have held the CPU: measure again
+            peak, seconds = cost(read(path), repeats=3)
+        costs[path.name] = (peak / reference_peak, seconds / reference_time)
+    worst = sorted(costs.items(), key=lambda item: -max(item[1]))[:5]
+    print(f"\nreference: {reference_peak / 2**20:.2f} MiB, {reference_time * 1e3:.2f} ms; worst (memory x, time x):")
+    print("\n".join(f"  {name}: {memory:.1f}x, {seconds:.1f}x" for name, (memory, seconds) in worst))
+    over = {name: ratios for name, ratios in costs.items() if max(ratios) > COST_MULTIPLE}
+    assert not over, f"costs over {COST_MULTIPLE}x a real 4 s note (memory, time): {over}"
+    assert len(costs) == len(mutations) + len(hostile) >= 300
+
+
+FOLDER_READER = """
+import json, resource, sys, types
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+# The package's __init__ imports Keras and TensorFlow (2 GB of address space); reading files needs neither.
+package = types.ModuleType("keras_timbre")
+package.__path__ = [sys.argv[2]]
+sys.modules["keras_timbre"] = package
+from keras_timbre.audio.io import AudioError, load_audio
+from keras_timbre.data.readers import read_notes
+from keras_timbre.data.skips import SkipReport
+
+assert load_audio.__code__.co_filename.startswith(sys.argv[2]), load_audio.__code__.co_filename
+
+skips, read = SkipReport(verbose=False), []
+for record in read_notes(sys.argv[1], skips=skips):
+    try:
+        read.append((record.path, load_audio(record.path, 16000, 64000).shape[0]))
+    except AudioError as error:
+        skips.skip(record.path, str(error))
+print(json.dumps({"read": dict(read), "skipped": skips.skipped, "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or sys.platform != "linux", reason="needs RLIMIT_AS and FIFOs")
+def test_a_folder_of_hostile_files_is_read_under_a_memory_limit(tmp_path):
+    """Every hostile file and odd folder entry is a counted skip with its reason; the good note and the
+    silent FLAC are read; nothing needs more than 3 GiB of address space (the 160 KB 1 Hz WAV alone took 20 GB)."""
+    from test_audio import special_entries
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    expected = hostile_files(folder, large=True)
+    expected.update(special_entries(folder))
+    good = folder / "flute_acoustic_000-060-100.wav"
+    sf.write(good, synthesize_note("flute", 0, 60, 100)[:NOTE_SAMPLES], RATE, subtype="PCM_16")
+    expected[good] = None
+    package = Path(load_audio.__code__.co_filename).parents[1]  # the keras_timbre these tests import
+    command = [sys.executable, "-c", FOLDER_READER, str(folder), str(package), str(3 * 2**30)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert not report["tensorflow"]
+    assert report["read"] == {str(path): NOTE_SAMPLES for path, reason in expected.items() if reason is None}
+    assert set(report["skipped"]) == {str(path) for path, reason in expected.items() if reason is not None}
+    for path, reason in expected.items():
+        if reason is not None:
+            assert report["skipped"][str(path)].startswith(reason), (path.name, report["skipped"][str(path)])

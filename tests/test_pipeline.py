@@ -1,5 +1,6 @@
 """The tf.data pipeline: shapes, values, labels, normalisation, skipped files, TFRecords, inspect."""
 
+import os
 import time
 import warnings
 
@@ -380,3 +381,14 @@ def test_file_cache_is_keyed_by_its_inputs(synth, tmp_path):
     stats = FeatureStats(np.full(32, -40.0), np.full(32, 10.0))
     np.testing.assert_allclose(first_batch(records, stats), stats.normalize(all_notes[..., 0])[..., None], atol=1e-5)
     assert len(list(tmp_path.glob("features-*.index"))) == 3
+
+
+def test_special_files_named_like_tfrecords_are_counted_not_opened(tmp_path):
+    with tf.io.TFRecordWriter(str(tmp_path / "notes.tfrecord")) as writer:
+        writer.write(nsynth_example("guitar_acoustic_000-060-100", tone(1.0, frequency=262)))
+    os.mkfifo(tmp_path / "pipe.tfrecord")  # opening it would block forever
+    (tmp_path / "gone.tfrecord-00000-of-00002").symlink_to(tmp_path / "nowhere")
+    skips = SkipReport(verbose=False)
+    assert [r.note_str for r in read_notes(tmp_path, skips=skips)] == ["guitar_acoustic_000-060-100"]
+    assert skips.skipped[str(tmp_path / "pipe.tfrecord")] == "not a regular file (FIFO)"
+    assert skips.skipped[str(tmp_path / "gone.tfrecord-00000-of-00002")].startswith("dangling symlink")

@@ -1,12 +1,16 @@
 """Readers: layouts, labels, filters, bad metadata, splits, and the nsynth-mini subset builder."""
 
 import json
+import os
 import shutil
+import sys
 import warnings
 
 import pytest
 import soundfile as sf
+from test_audio import special_entries
 from test_audio import tone
+from test_audio import without_blocking
 
 from keras_timbre.cli import main
 from keras_timbre.data import NoteRecord
@@ -174,6 +178,48 @@ def test_audio_folder_with_unknown_family_and_plain_names(tmp_path):
     records = read_notes(tmp_path, skips=skips)
     assert list(skips.skipped) == [str(tmp_path / "kazoo_acoustic_000-060-100.wav")]
     assert [(r.note_str, r.family) for r in records] == [("my take", ""), ("reed_acoustic_000-060-100", "reed")]
+
+
+needs_fifos = pytest.mark.skipif(not hasattr(os, "mkfifo") or sys.platform == "win32", reason="needs FIFOs")
+
+
+@needs_fifos
+def test_audio_folder_counts_every_entry_that_is_not_a_regular_file(tmp_path):
+    sf.write(tmp_path / "flute_acoustic_000-060-100.wav", tone(), 16000, subtype="PCM_16")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "flute_acoustic_001-062-100.wav").symlink_to(tmp_path / "flute_acoustic_000-060-100.wav")
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a loop of folders: not followed
+    expected = special_entries(tmp_path)
+    skips = SkipReport(verbose=False)
+    records = without_blocking(lambda: read_notes(tmp_path, skips=skips))
+    assert [r.note_str for r in records] == ["flute_acoustic_000-060-100", "flute_acoustic_001-062-100"]
+    assert records[1].path == str(tmp_path / "sub" / "flute_acoustic_001-062-100.wav")  # the link, followed
+    assert skips.skipped == {str(path): reason for path, reason in expected.items()}
+    assert skips.reason_counts() == {"dangling symlink": 1, "not a regular file": 2, "symlink loop": 2}
+
+
+@needs_fifos
+def test_jsonwav_counts_audio_entries_that_are_not_regular_files(synth, tmp_path):
+    root = tmp_path / "release"
+    shutil.copytree(synth, root)
+    notes = sorted(p for p in (root / "audio").iterdir())
+    fifo, dangling, device = notes[0], notes[1], notes[2]
+    for path in (fifo, dangling, device):
+        path.unlink()
+    os.mkfifo(fifo)
+    dangling.symlink_to(root / "audio" / "gone.wav")
+    device.symlink_to(os.devnull)
+    extra = root / "audio" / "flute_acoustic_999-060-100.wav"  # no entry in examples.json
+    os.mkfifo(extra)
+    skips = SkipReport(verbose=False)
+    records = without_blocking(lambda: read_notes(root, skips=skips))
+    assert len(records) == 57 and {fifo.stem, dangling.stem, device.stem}.isdisjoint(r.note_str for r in records)
+    assert skips.skipped == {
+        str(fifo): "not a regular file (FIFO)",
+        str(dangling): f"dangling symlink (to {root / 'audio' / 'gone.wav'})",
+        str(device): "not a regular file (character device)",
+        str(extra): "not a regular file (FIFO)",
+    }
 
 
 def test_split_holds_out_pitches_per_instrument(nsynth_mini):

@@ -8,6 +8,12 @@ path (files, TFRecord notes) goes through it, so one note always gives one
 waveform. tensorflow-io is not used: its compiled ops do not load with
 current TensorFlow, and soundfile covers the same formats.
 
+Every file has a bounded cost, whatever its header claims: only regular files
+are opened (a FIFO would block), rates outside `MIN_SAMPLE_RATE` to
+`MAX_SAMPLE_RATE` and more than `MAX_CHANNELS` channels are refused before
+anything is decoded, decoding stops at `decode_budget(file size)` samples, and
+`conform_audio` resamples only the frames the requested length needs.
+
 Every problem raises `AudioError` (a `ValueError`) whose message starts with
 the file's path and says what is wrong.
 """
@@ -16,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import math
 import os
 import re
+import stat
 import struct
 import sys
 import tempfile
@@ -35,6 +44,23 @@ _WAVE_FORMAT_MPEG = (0x0050, 0x0055)  # MPEG audio inside a WAV: decoded by mpg1
 _DECODER_NOISE = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/|.*mpg123)")
 # fd 2 is shared by every thread: redirect it for one decode at a time.
 _STDERR_LOCK = threading.Lock()
+
+# No recording of a note has another rate (a 1 Hz header made a 16 KB file cost 2 GB to resample).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+MAX_CHANNELS = 64  # 7th-order ambisonics; instrument notes have 1 or 2
+# Decoding stops at max(2^20, 16 per byte of file) samples (frames x channels): a compressed file can
+# promise far more audio than its bytes hold (FLAC silence: ~1000 samples a byte); real notes hold < 8.
+_DECODE_FLOOR_SAMPLES = 2**20
+_DECODE_SAMPLES_PER_BYTE = 16
+# Source frames kept past a crop, in periods of the lower rate: soxr's filter reaches ~256 (measured).
+_RESAMPLE_MARGIN = 512
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISDIR, "directory"),
+)
 
 
 class AudioError(ValueError):
@@ -75,6 +101,51 @@ class AudioInfo:
         return notes
 
 
+def decode_budget(file_size: int) -> int:
+    """The most samples (frames x channels) decoded from a file of `file_size` bytes.
+
+    Example:
+    >>> decode_budget(16_000), decode_budget(1_000_000)
+    (1048576, 16000000)
+    """
+    return max(_DECODE_FLOOR_SAMPLES, _DECODE_SAMPLES_PER_BYTE * int(file_size))
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file (or a symlink to one), found without opening it; None if it is.
+
+    Example:
+    >>> file_problem("/dev/null")
+    'not a regular file (character device)'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _missing(path)
+    except OSError as error:
+        return "symlink loop" if error.errno == errno.ELOOP else f"cannot be read ({error.strerror})"
+    return None if stat.S_ISREG(mode) else _not_regular(mode)
+
+
+def _not_regular(mode: int) -> str:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "unknown kind")
+    return f"not a regular file ({kind})"
+
+
+def _missing(path: str | os.PathLike) -> str:
+    try:
+        return f"dangling symlink (to {os.readlink(path)})"
+    except OSError:  # not a symlink
+        return "file not found"
+
+
+def sample_rate_problem(rate: int) -> str | None:
+    """Why no recording has this rate, or None if it is in `MIN_SAMPLE_RATE` to `MAX_SAMPLE_RATE` Hz."""
+    if MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        return None
+    return f"unsupported sample rate: {rate} Hz (accepted {MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz)"
+
+
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Rate, channels and length of a file, from its headers (no samples decoded).
 
@@ -87,17 +158,23 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, AudioInfo]:
     """Decodes a file as it is: float32 `(frames, channels)` and its `AudioInfo`.
 
+    At most `decode_budget(file size)` samples are decoded; `AudioInfo.frames`
+    is what the header says.
+
     Raises:
-        AudioError: The file is missing, empty, not audio, corrupt, truncated,
-            or holds no samples.
+        AudioError: The file is missing, not a regular file, empty, not audio,
+            corrupt, truncated, holds no samples, or has a rate or channel
+            count no recording has.
     """
     return _open_audio(Path(path), read=True)
 
 
 def _open_audio(path: Path, read: bool) -> tuple[np.ndarray | None, AudioInfo]:
-    head = _read_head(path)
-    walk = _walk_wav(path, path.stat().st_size) if head[:4] in _RIFF_MAGIC else None
-    data, info = _decode(path, noisy=_may_reach_mpg123(head, walk), walk=walk, read=read)
+    head, size = _read_head(path)
+    walk = _walk_wav(path, size) if head[:4] in _RIFF_MAGIC else None
+    data, info = _decode(
+        path, noisy=_may_reach_mpg123(head, walk), walk=walk, budget=decode_budget(size) if read else 0
+    )
     if walk is not None and walk.missing_bytes > 0:
         raise AudioError(
             f"{path}: truncated WAV: header promises {walk.data_size} bytes of audio, "
@@ -108,17 +185,33 @@ def _open_audio(path: Path, read: bool) -> tuple[np.ndarray | None, AudioInfo]:
     return data, info
 
 
-def _read_head(path: Path) -> bytes:
-    if not path.is_file():
-        raise AudioError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
-    with open(path, "rb") as file:
+def _read_head(path: Path) -> tuple[bytes, int]:
+    """The first 12 bytes and the size of a regular file."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise AudioError(f"{path}: {problem}")
+    with _open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
         head = file.read(12)
+    if size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
     if head[:4] in _RIFF_MAGIC or head[:4] in _OTHER_MAGIC or _is_mpeg(head):
-        return head
+        return head, size
     what = "a WAV/RIFF file (no RIFF header)" if path.suffix.lower() == ".wav" else "an audio file"
     raise AudioError(f"{path}: not {what}: starts with {head[:8]!r}, not WAV, FLAC, OGG or MP3")
+
+
+def _open_regular(path: Path):
+    """`path` opened to read, never blocking: a FIFO put there since it was checked is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise AudioError(f"{path}: cannot be read ({error.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AudioError(f"{path}: {_not_regular(mode)}")
+    return os.fdopen(fd, "rb")
 
 
 def _is_mpeg(head: bytes) -> bool:
@@ -137,7 +230,7 @@ class _WavLayout:
 def _walk_wav(path: Path, size: int) -> _WavLayout:
     """The fmt tag and data chunk of a RIFF file; `problem` says what soundfile will not like."""
     format_tag = -1
-    with open(path, "rb") as file:
+    with _open_regular(path) as file:
         file.seek(12)
         while True:
             chunk = file.read(8)
@@ -164,24 +257,42 @@ def _may_reach_mpg123(head: bytes, walk: _WavLayout | None) -> bool:
     return head[:4] not in _OTHER_MAGIC
 
 
-def _decode(path: Path, noisy: bool, walk: _WavLayout | None, read: bool) -> tuple[np.ndarray | None, AudioInfo]:
+def _decode(path: Path, noisy: bool, walk: _WavLayout | None, budget: int) -> tuple[np.ndarray | None, AudioInfo]:
+    """Opens the file with soundfile and decodes up to `budget` samples (0: only its header)."""
     import soundfile as sf
 
     quiet = _quiet_decoder_stderr() if noisy else contextlib.nullcontext()
-    opened = False
+    opened, data = False, None
     try:
         with quiet, sf.SoundFile(str(path)) as file:
             opened = True
             info = AudioInfo(int(file.samplerate), int(file.channels), int(file.frames))
-            data = file.read(dtype="float32", always_2d=True) if read else None
+            _check_format(path, info)
+            # The header's frame count only caps the read: soundfile would allocate all it promises.
+            wanted = min(info.frames, budget // max(info.channels, 1))
+            if budget:
+                data = file.read(frames=wanted, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError
         if walk is not None and walk.problem:
             raise AudioError(f"{path}: {walk.problem}") from None
         what = "corrupt audio" if opened else "not a readable audio file"
         raise AudioError(f"{path}: {what} ({_describe(error, path)})") from None
-    if data is not None and data.shape[0] < info.frames:
+    if data is not None and data.shape[0] < wanted:
         raise AudioError(f"{path}: truncated: header promises {info.frames} frames, decoded {data.shape[0]}")
     return data, info
+
+
+def _check_format(path: Path, info: AudioInfo) -> None:
+    """Refuses, before any decoding, a rate or channel count whose cost no recording justifies."""
+    if info.frames <= 0 or info.sample_rate <= 0 or info.channels <= 0:
+        return  # nothing to decode: reported as "contains no audio samples" after the WAV checks
+    problem = sample_rate_problem(info.sample_rate)
+    if problem is None and info.channels > MAX_CHANNELS:
+        problem = f"too many channels: {info.channels} (accepted 1 to {MAX_CHANNELS})"
+    if problem is not None:
+        raise AudioError(f"{path}: {problem}")
 
 
 @contextlib.contextmanager
@@ -213,6 +324,10 @@ def conform_audio(
 ) -> np.ndarray:
     """Mono float32 at `sample_rate`, cropped or zero-padded to `num_samples`.
 
+    With `num_samples`, only the source frames that length needs (and a margin
+    for the resampler's filter) are downmixed and resampled, so a long note
+    costs what a short one does.
+
     Args:
         data: Samples `(frames,)` or `(frames, channels)`; channels are averaged.
         rate: Rate of `data` in Hz; resampled with `librosa.resample` (soxr) if
@@ -222,25 +337,51 @@ def conform_audio(
         name: What the samples are, for the error message (a path).
 
     Raises:
-        AudioError: No samples, or NaN or Inf samples.
+        AudioError: No samples, NaN or Inf samples, or a `rate` outside
+            `MIN_SAMPLE_RATE` to `MAX_SAMPLE_RATE`.
 
     Example:
     >>> conform_audio(np.ones((8000, 2)), 8000, 16000, 20000).shape
     (20000,)
     """
+    rate, sample_rate = int(rate), int(sample_rate)
+    if (problem := sample_rate_problem(rate)) is not None:
+        raise AudioError(f"{name}: {problem}")
     data = np.asarray(data, np.float32)
-    waveform = data.mean(axis=1) if data.ndim == 2 else data.reshape(-1)
-    if waveform.size == 0:
+    data = data if data.ndim == 2 else data.reshape(-1, 1)
+    if data.size == 0:
         raise AudioError(f"{name}: contains no audio samples")
-    if not np.all(np.isfinite(waveform)):
-        raise AudioError(f"{name}: {int(np.sum(~np.isfinite(waveform)))} NaN or Inf samples")
-    if int(rate) != int(sample_rate):
+    if not np.isfinite(data.sum(dtype=np.float64)):  # any NaN or Inf, without a copy of the note
+        raise AudioError(f"{name}: {_non_finite(_downmix(data))} NaN or Inf samples")
+    if num_samples is not None:
+        data = data[: _source_frames(num_samples, rate, sample_rate)]
+    waveform = _downmix(data)
+    if (bad := _non_finite(waveform)) > 0:  # a mean of huge channels can overflow
+        raise AudioError(f"{name}: {bad} NaN or Inf samples")
+    if rate != sample_rate:
         import librosa
 
-        waveform = librosa.resample(waveform, orig_sr=int(rate), target_sr=int(sample_rate))
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sample_rate)
     if num_samples is not None:
         waveform = np.pad(waveform[:num_samples], (0, max(0, num_samples - waveform.shape[0])))
-    return np.ascontiguousarray(waveform, dtype=np.float32)
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+    return waveform.copy() if np.may_share_memory(waveform, data) else waveform  # never a view of the caller's
+
+
+def _source_frames(num_samples: int, rate: int, sample_rate: int) -> int:
+    """Frames at `rate` that give `num_samples` at `sample_rate` once resampled: the crop before resampling."""
+    if rate == sample_rate:
+        return num_samples
+    margin = math.ceil(_RESAMPLE_MARGIN * rate / min(rate, sample_rate))
+    return math.ceil(num_samples * rate / sample_rate) + margin
+
+
+def _downmix(data: np.ndarray) -> np.ndarray:
+    return data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+
+
+def _non_finite(waveform: np.ndarray) -> int:
+    return int(waveform.size - np.count_nonzero(np.isfinite(waveform)))
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int, num_samples: int | None = None) -> np.ndarray:

@@ -56,9 +56,19 @@ def parse_audio(serialized):
     return example["note_str"], example["audio"].values, example["sample_rate"]
 
 
+def is_tfrecord_name(path: Path) -> bool:
+    """A TFRecord's name: `*.tfrecord` or NSynth's sharded `*.tfrecord-00000-of-00004`.
+
+    Example:
+    >>> is_tfrecord_name(Path("nsynth-train.tfrecord-00000-of-00512")), is_tfrecord_name(Path("a.wav"))
+    (True, False)
+    """
+    return path.suffix == ".tfrecord" or ".tfrecord-" in path.name
+
+
 def is_tfrecord(path: Path) -> bool:
-    """A TFRecord file by its name: `*.tfrecord` or NSynth's sharded `*.tfrecord-00000-of-00004`."""
-    return path.is_file() and (path.suffix == ".tfrecord" or ".tfrecord-" in path.name)
+    """A TFRecord file by its name (a regular file; a FIFO or a dangling link is not one)."""
+    return path.is_file() and is_tfrecord_name(path)
 
 
 def tfrecord_note_path(file: str | os.PathLike, note_str: str) -> str:

@@ -15,7 +15,10 @@ Three layouts are detected automatically:
 Readers only list notes; decoding (and skipping undecodable files) happens in
 `keras_timbre.data.pipeline`. Metadata problems (an `examples.json` entry
 without audio, audio without an entry, an unknown family) leave the note out
-and are recorded, by name, in a `SkipReport`.
+and are recorded, by name, in a `SkipReport`, as are audio-named entries that
+are not regular files (dangling symlinks, symlink loops, FIFOs, devices): they
+are found with `stat`, never opened (opening a FIFO blocks). Symlinks to
+regular files are followed.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from keras_timbre.audio.io import file_problem
 from keras_timbre.data.labels import read_labels
 from keras_timbre.data.nsynth import is_tfrecord
+from keras_timbre.data.nsynth import is_tfrecord_name
 from keras_timbre.data.nsynth import label_spec
 from keras_timbre.data.nsynth import tfrecord_note_path
 from keras_timbre.data.skips import SkipReport
@@ -192,7 +197,7 @@ def _read_layout(path: Path, skips: SkipReport) -> list[NoteRecord]:
         raise ValueError(f"{path} is a file; expected a data directory, an examples.json or a .tfrecord")
     if (path / "examples.json").is_file():
         return _read_jsonwav(path / "examples.json", skips)
-    if tfrecords := sorted(p for p in path.iterdir() if is_tfrecord(p)):
+    if tfrecords := _regular_files(sorted(p for p in path.iterdir() if is_tfrecord_name(p)), skips):
         return _read_tfrecords(tfrecords, skips)
     return _read_audio_folder(path, skips)
 
@@ -259,12 +264,15 @@ def _read_jsonwav(examples_path: Path, skips: SkipReport) -> list[NoteRecord]:
     if not isinstance(examples, dict):
         raise ValueError(f"{examples_path} must map note names to entries, got {type(examples).__name__}")
     on_disk = {p.stem: p for p in audio_dir.glob("*") if p.suffix.lower() in AUDIO_EXTENSIONS}
+    usable = set(_regular_files(on_disk.values(), skips))  # the others are counted with their reason
     records = []
     for note_str, entry in sorted(examples.items()):
         entry = entry if isinstance(entry, dict) else {}
         audio = on_disk.get(note_str)
         if audio is None:
             skips.skip(f"{examples_path}: {note_str}", f"examples.json entry without audio in {audio_dir}")
+            continue
+        if audio not in usable:
             continue
         parsed = parse_note_name(note_str) or {}
         family = entry.get("instrument_family_str", parsed.get("family", ""))
@@ -283,16 +291,28 @@ def _read_jsonwav(examples_path: Path, skips: SkipReport) -> list[NoteRecord]:
             )
         )
     for note_str in sorted(set(on_disk) - set(examples)):
-        skips.skip(str(on_disk[note_str]), f"audio file without an entry in {examples_path}")
+        if on_disk[note_str] in usable:
+            skips.skip(str(on_disk[note_str]), f"audio file without an entry in {examples_path}")
     return records
+
+
+def _regular_files(paths: Iterable[Path], skips: SkipReport) -> list[Path]:
+    """The regular files (or symlinks to one) among `paths`; every other entry but a folder is a counted skip."""
+    regular = []
+    for path in paths:
+        problem = file_problem(path)  # stat only: a FIFO is never opened
+        if problem is None:
+            regular.append(path)
+        elif not path.is_dir():  # a folder named like a note is searched, not read
+            skips.skip(str(path), problem)
+    return regular
 
 
 def _read_audio_folder(root: Path, skips: SkipReport) -> list[NoteRecord]:
     estimated = read_labels(root)  # {} without a labels.json
     records = []
-    for file in sorted(root.rglob("*")):
-        if file.suffix.lower() not in AUDIO_EXTENSIONS or not file.is_file():
-            continue
+    named = [file for file in sorted(root.rglob("*")) if file.suffix.lower() in AUDIO_EXTENSIONS]
+    for file in _regular_files(named, skips):
         record = NoteRecord.from_path(file)
         if record.family and record.family not in FAMILIES:
             skips.skip(str(file), _unknown_family(record.family))
