@@ -9,10 +9,10 @@ import soundfile as sf
 from keras_timbre.training import trainer as training
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
-from keras_timbre.audio.frontend import FrontendConfig
+from tests.testing import TINY_FRONTEND
 
 COMMANDS = ("train", "evaluate", "reconstruct", "interpolate", "synthesize", "transfer", "ablation")
-TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+TINY_FRONTEND = TINY_FRONTEND
 
 
 @pytest.fixture(scope="module")

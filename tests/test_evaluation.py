@@ -5,16 +5,16 @@ import os
 
 import pytest
 
-from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.evaluation import audio_files, evaluator
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
+from tests.testing import TINY_FRONTEND
 
 # One epoch of a tiny model on 32 x 64 features; half of each instrument's pitches held out.
 TINY_TRAINING = {
-    "frontend": FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250),
+    "frontend": TINY_FRONTEND,
     "model_kwargs": {"filters": (4, 8), "latent_dim": 4},
     "epochs": 1,
     "batch_size": 4,

@@ -11,8 +11,9 @@ from keras_timbre.data.feature_cache import build_feature_cache
 from keras_timbre.data.feature_cache import ensure_feature_cache
 from keras_timbre.data.feature_cache import write_feature_cache
 from keras_timbre.audio.frontend import FrontendConfig
+from tests.testing import TINY_FRONTEND
 
-FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)  # features (32, 64)
+FRONTEND = TINY_FRONTEND  # features (32, 64)
 NOTES = 25
 
 

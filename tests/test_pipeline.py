@@ -26,8 +26,9 @@ from keras_timbre.data import read_notes
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.frontend import log_mel
+from tests.testing import TINY_FRONTEND
 
-TINY = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+TINY = TINY_FRONTEND
 RATE_16K = 16000
 
 

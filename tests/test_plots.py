@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from keras_timbre.analysis import plots
-from keras_timbre.audio.frontend import FrontendConfig
+from tests.testing import TINY_FRONTEND
 
-CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+CONFIG = TINY_FRONTEND
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -11,6 +11,7 @@ import pytest
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.training import lock
 from keras_timbre.training.lock import RunLockedError, holder_pid, lock_run
+from tests.testing import TINY_TRAIN_ARGS
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -34,10 +35,8 @@ def holder(tmp_path):
 
 def test_a_second_train_exits_2_naming_the_holder_and_a_dead_holder_does_not_block(tmp_path, holder):
     notes = make_synthetic_dataset(tmp_path / "notes", notes=20, seed=0, progress=False)
-    argv = ["train", "--out", str(tmp_path / "run"), "--data", str(notes), "--epochs", "1", "--n-mels", "32"]
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_timbre.cli", *argv, "--duration", "1.0"], capture_output=True, text=True
-    )
+    argv = ["train", "--out", str(tmp_path / "run"), "--data", str(notes), "--epochs", "1", *TINY_TRAIN_ARGS]
+    result = subprocess.run([sys.executable, "-m", "keras_timbre.cli", *argv], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"in use by another train process (PID {holder.pid})" in result.stderr
     assert not (tmp_path / "run" / "config.json").exists()  # refused before writing anything

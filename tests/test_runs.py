@@ -11,8 +11,9 @@ from keras_timbre.data import make_synthetic_dataset, read_notes
 from keras_timbre.training import run as runs
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
+from tests.testing import TINY_FRONTEND
 
-CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+CONFIG = TINY_FRONTEND
 STATS = FeatureStats(mean=np.linspace(-60, -20, 32), std=np.full(32, 10.0))
 
 

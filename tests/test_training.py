@@ -16,8 +16,9 @@ from keras_timbre.data import make_synthetic_dataset, read_notes
 from keras_timbre.data.split import load_log_mel, load_split
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
+from tests.testing import TINY_FRONTEND
 
-TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+TINY_FRONTEND = TINY_FRONTEND
 TINY_MODEL = {"filters": (4, 8), "latent_dim": 4}
 
 

@@ -21,10 +21,10 @@ from keras_timbre.tuning.tuners import PROJECT_NAME, TUNERS, make_tuner
 from keras_timbre.cli import main
 from keras_timbre.cli.search import hyperparameters_from_arguments
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.analysis.metrics import lsd_db
+from tests.testing import TINY_FRONTEND
 
-FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+FRONTEND = TINY_FRONTEND
 TINY = dict(frontend=FRONTEND, filters=(4, 8), epochs=1, batch_size=8, verbose=0)
 Fixed, Float, Choice = (
     kt.engine.hyperparameters.Fixed,

@@ -6,10 +6,11 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 
 from keras_timbre.audio import vocoder
-from keras_timbre.audio.frontend import FrontendConfig, tf_log_mel
+from keras_timbre.audio.frontend import tf_log_mel
 from keras_timbre.audio.vocoder import mel_to_audio, tf_mel_to_audio
+from tests.testing import TINY_FRONTEND
 
-CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)  # features (32, 64)
+CONFIG = TINY_FRONTEND  # features (32, 64)
 
 
 def harmonic_note(f0=220.0):

@@ -26,7 +26,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_timbre.audio.frontend import FrontendConfig
+
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# The tests' frontend: 1 s notes as (32, 64) features, small enough for a tiny model to train in seconds.
+TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)
+# The same frontend and a tiny model as `keras-timbre train` options.
+TINY_TRAIN_ARGS = ["--n-mels", "32", "--duration", "1.0", "--latent-dim", "4", "--batch-size", "4"]
 
 
 def to_numpy(x) -> np.ndarray:
