@@ -164,3 +164,21 @@ def test_bad_input_exits_non_zero_with_a_clear_message(tiny_run, tmp_path, capsy
     assert not (tmp_path / "x.wav").exists()
     assert main(["reconstruct", str(tiny_run), str(tmp_path / "gone.wav"), "--out", str(tmp_path / "y.wav")]) == 2
     assert "gone.wav does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--seed", "-1"],
+        ["train", "--split-seed", "4294967296"],
+        ["make-dataset", "synthetic", "--out", "x", "--seed", "-1"],
+        ["ablation", "--out", "x", "--seeds", "0", "-3"],
+        ["search", "--out", "x", "--seed", "1.5"],
+    ],
+)
+def test_seeds_are_checked_by_name_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    flag = next(a for a in argv if a.startswith("--") and "seed" in a)
+    assert f"argument {flag}: must be an integer from 0 to 4294967295" in capsys.readouterr().err.splitlines()[-1]

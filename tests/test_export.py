@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 import os
 import subprocess
 from pathlib import Path
@@ -15,13 +16,13 @@ from keras_timbre.export import saved_model as export
 from keras_timbre.export import signatures
 from keras_timbre.training import run as runs
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.vocoder import tf_mel_to_audio
 from keras_timbre.audio.frontend import tf_log_mel
 from keras_timbre.models.timbre_vae import TimbreVAE
+from tests.testing import TINY_FRONTEND
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=250)  # features (32, 64)
+CONFIG = TINY_FRONTEND  # features (32, 64)
 LATENT_DIM = 4
 
 
@@ -252,14 +253,18 @@ def test_existing_export_is_kept_unless_overwrite(trained, tmp_path):
     (target / "notes").mkdir(parents=True)
     with pytest.raises(export.ExportExistsError, match="holds other files"):
         export.export_saved_model(other_model, target, CONFIG, other_stats)
+    with pytest.raises(export.ExportExistsError, match="replaces only an earlier keras-timbre export"):
+        export.export_saved_model(other_model, target, CONFIG, other_stats, overwrite=True)
+    assert (target / "notes").is_dir()  # what keras-timbre did not write is never replaced
+    earlier = tmp_path / "exports" / "8"
+    shutil.copytree(saved, earlier)
     # From Python, under this backend (jax/torch: through the TensorFlow subprocess).
-    written = export.export_saved_model(other_model, target, CONFIG, other_stats, overwrite=True)
-    assert written == target
-    assert export.read_export_metadata(target)["fingerprint"] == export.model_fingerprint(
+    written = export.export_saved_model(other_model, earlier, CONFIG, other_stats, overwrite=True)
+    assert written == earlier
+    assert export.read_export_metadata(earlier)["fingerprint"] == export.model_fingerprint(
         other_model, CONFIG, other_stats
     )
-    assert not (target / "notes").exists()
-    assert sorted(p.name for p in target.parent.iterdir()) == ["7"]  # no temporary folders left
+    assert sorted(p.name for p in earlier.parent.iterdir()) == ["7", "8"]  # no temporary folders left
 
 
 def test_cli_exports_and_refuses_to_overwrite(trained, tmp_path, capsys):

@@ -54,8 +54,11 @@ def paper_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def wavs(notes_dir):
-    return [str(p) for p in sorted((notes_dir / "audio").glob("*.wav"))[:2]]
+def wavs(notes_dir, run):
+    """Two notes at pitches the run was trained on (the code of a note outside them is refused)."""
+    low, high = run.model.pitch_range
+    notes = [p for p in sorted((notes_dir / "audio").glob("*.wav")) if low <= int(p.stem.split("-")[1]) <= high]
+    return [str(p) for p in notes[:2]]
 
 
 def one_error_line(capsys, command):
@@ -98,7 +101,7 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
     randoms = []
     for seed in (1, 1, 2):  # --seed fixes the code (the WAV's Griffin-Lim starts from librosa's random phase)
         rendered.clear()
-        audio_files.synthesize_file(run, tmp_path / "r.wav", pitch, seed=seed)
+        audio_files.synthesize_file(run, tmp_path / "r.wav", pitch, seed=seed, overwrite=True)
         randoms.append(rendered["db"])
     np.testing.assert_array_equal(randoms[0], randoms[1])
     assert not np.allclose(randoms[0], randoms[2])
@@ -151,6 +154,45 @@ def test_bad_input_exits_2_naming_the_argument(run, paper_run, wavs, tmp_path, c
     assert main(["transfer", str(run.path), str(tmp_path / "text.wav"), "--pitch", str(low)] + out) == 2
     assert "text.wav" in one_error_line(capsys, "transfer")
     assert not (tmp_path / "x.wav").exists() and not (tmp_path / "m").exists()
+
+
+def note_at(path, pitch, rate=FRONTEND.sample_rate):
+    """A 0.5 s harmonic tone at MIDI `pitch` written to `path`."""
+    t = np.arange(FRONTEND.num_samples) / rate
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    wave = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 7) if k * f0 < rate / 2)
+    sf.write(path, (0.5 * wave / np.abs(wave).max()).astype(np.float32), rate)
+    return path
+
+
+def test_a_source_note_outside_the_trained_range_is_refused_naming_it(run, wavs, tmp_path, capsys):
+    # Its code is read relative to its own pitch: one the run never trained on is refused, as the export does.
+    low, high = run.model.pitch_range
+    named = tmp_path / "guitar_acoustic_000-127-100.wav"
+    named.write_bytes(open(wavs[0], "rb").read())
+    out = ["--out", str(tmp_path / "x.wav")]
+    cases = [
+        (["transfer", str(run.path), str(named), "--pitch", str(low)], named, "127 (from its name)"),
+        (["synthesize", str(run.path), "--like", str(named), "--pitch", str(low)], named, "127 (from its name)"),
+    ]
+    unnamed = note_at(tmp_path / "high.wav", high + 3 if high + 3 <= 108 else low - 3)
+    cases.append((["transfer", str(run.path), str(unnamed), "--pitch", str(low)], unnamed, "(by pYIN)"))
+    for argv, path, origin in cases:
+        assert main(argv + out) == 2, argv
+        error = one_error_line(capsys, argv[0])
+        assert f"{path}: the note's pitch" in error and origin in error and f"from {low} to {high}" in error, error
+    with pytest.raises(audio_files.ConditioningError, match="127 .from its name"):
+        audio_files.reconstruct_file(run, named, tmp_path / "r.wav")
+    assert not (tmp_path / "x.wav").exists() and not (tmp_path / "r.wav").exists()
+
+
+def test_a_named_velocity_the_run_never_had_is_refused_for_reconstruction(run, wavs, tmp_path):
+    untrained = next(v for v in range(1, 128) if v not in run.model.velocities)
+    named = tmp_path / f"guitar_acoustic_000-{run.model.pitch_range[0]:03d}-{untrained:03d}.wav"
+    named.write_bytes(open(wavs[0], "rb").read())
+    with pytest.raises(audio_files.ConditioningError, match=f"velocity {untrained} .from its name"):
+        audio_files.reconstruct_file(run, named, tmp_path / "r.wav")
+    audio_files.transfer_file(run, named, run.model.pitch_range[0], tmp_path / "t.wav", griffin_lim_iters=2)
 
 
 def test_synthesize_needs_exactly_one_code_source(run, tmp_path, capsys):
@@ -214,11 +256,55 @@ def test_export_refuses_an_untrained_pitch_or_velocity_naming_it(run, served):
 
     loaded = served[1]
     code, low = tf.zeros([1, 4]), float(run.model.pitch_range[0])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="pitch: outside the range"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="pitch: not one the model was trained on: give a whole MIDI pitch"
+    ):
         loaded.signatures["synthesize"](code=code, pitch=tf.constant([low - 1]), velocity=tf.constant([100.0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pitch: not one .* give a whole MIDI pitch"):
+        trained = tf.constant([float(run.model.velocities[-1])])
+        loaded.signatures["synthesize"](code=code, pitch=tf.constant([low + 0.5]), velocity=trained)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="source_pitch: not one .* give a whole MIDI pitch"):
+        loaded.signatures["transfer"](
+            waveform=tf.zeros([1, 100]), source_pitch=tf.constant([low + 0.5]), pitch=tf.constant([low])
+        )
     with pytest.raises(tf.errors.InvalidArgumentError, match="velocity: not one the model was trained on"):
         loaded.signatures["synthesize"](code=code, pitch=tf.constant([low]), velocity=tf.constant([1.0]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="pitch: give one value per note"):
         loaded.signatures["transfer"](
             waveform=tf.zeros([2, 100]), source_pitch=tf.constant([low, low], tf.float32), pitch=tf.constant([low])
         )
+
+
+def test_export_library_and_cli_share_the_pitch_and_velocity_rules(run, served):
+    # One rule (audio_files.allowed_pitch / allowed_velocity): what the library accepts, the graph accepts.
+    import tensorflow as tf
+
+    loaded = served[1]
+    (low, high), velocities = run.model.pitch_range, run.model.velocities
+    top = float(velocities[-1])
+    pitches = [low - 1, low - 0.5, low, low + 0.5, (low + high) // 2, high, high + 0.5, high + 1]
+    conditions = [(float(p), top) for p in pitches] + [(float(low), v) for v in (top, top + 0.5, top - 1, 0.0)]
+    for pitch, velocity in conditions:
+        try:
+            audio_files.check_condition(run, pitch, velocity)
+            library = "accepted"
+        except audio_files.ConditioningError as error:
+            library = str(error).rsplit("give ", 1)[1]
+        try:
+            code = tf.zeros([1, 4])
+            loaded.signatures["synthesize"](code=code, pitch=tf.constant([pitch]), velocity=tf.constant([velocity]))
+            graph = "accepted"
+        except tf.errors.InvalidArgumentError as error:
+            graph = error.message.split("give ", 1)[1].split("]")[0].splitlines()[0]
+        assert graph == library, (pitch, velocity)
+        for name, source in (("transfer", "source_pitch"), ("encode", "pitch")):  # a source note's pitch too
+            inputs = {"waveform": tf.zeros([1, 100]), source: tf.constant([pitch])}
+            inputs.update({"pitch": tf.constant([float(low)])} if name == "transfer" else {})
+            try:
+                loaded.signatures[name](**inputs)
+                assert audio_files.allowed_pitch(pitch, (low, high)), (name, pitch)
+            except tf.errors.InvalidArgumentError as error:
+                assert (
+                    not audio_files.allowed_pitch(pitch, (low, high))
+                    and f"{source}: not one the model" in error.message
+                )

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from keras_timbre.cli.arguments import add_overwrite_option
+from keras_timbre.cli.arguments import add_overwrite_option, seed
 from keras_timbre.data.synthetic import DEFAULT_NOTES
 
 
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     synthetic.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
     add_overwrite_option(synthetic)
     synthetic.add_argument("--notes", type=int, default=DEFAULT_NOTES, help="number of notes (default: %(default)s)")
-    synthetic.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same files")
+    synthetic.add_argument("--seed", type=seed, default=0, help="seed; the same seed writes the same files")
     synthetic.set_defaults(func=_make_synthetic)
 
     mini = kinds.add_parser(

@@ -17,6 +17,7 @@ from keras_timbre.cli.arguments import (
     add_overwrite_option,
     add_training_options,
     positive_int,
+    seed,
     training_kwargs,
     variant,
 )
@@ -91,7 +92,7 @@ def register(subparsers) -> None:
         "and audio. Resumable: finished runs are reused.",
     )
     ablation.add_argument("--out", required=True, help="output directory (one run directory per variant and seed)")
-    ablation.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: %(default)s)")
+    ablation.add_argument("--seeds", type=seed, nargs="+", default=[0], help="seeds (default: %(default)s)")
     ablation.add_argument(
         "--variants",
         type=variant,

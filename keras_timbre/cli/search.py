@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int
+from keras_timbre.cli.arguments import add_frontend_arguments, frontend_from_arguments, positive_int, seed
 
 if TYPE_CHECKING:  # keras_tuner loads only when a search runs
     import keras_tuner as kt
@@ -182,9 +182,13 @@ def register(subparsers) -> None:
         help="stop after this many failed trials in a row (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the split, oracle and models (default: %(default)s)"
+        "--seed", type=seed, default=0, help="seed of the split, oracle and models (default: %(default)s)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing search in OUT first (only a keras-timbre search: a folder with search.json)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing search in OUT first (only a keras-timbre search: a folder with search.json)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     parser.set_defaults(func=_run)
 

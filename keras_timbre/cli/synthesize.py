@@ -10,15 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_timbre.cli.arguments import positive_int
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type of --temperature: a number >= 0."""
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+from keras_timbre.cli.arguments import add_overwrite_option, positive_int, seed, temperature
 
 
 def add_condition_options(parser: argparse.ArgumentParser, pitch_required: bool = True) -> None:
@@ -46,12 +38,15 @@ def register(subparsers) -> None:
     add_condition_options(synthesize)
     synthesize.add_argument(
         "--temperature",
-        type=non_negative_float,
+        type=temperature,
         default=0.0,
-        help="scale of the latent groups' prior std; 0 puts each at its prior mean (default: %(default)s)",
+        help="scale of the latent groups' prior std, 0 to 2; 0 puts each at its prior mean (default: %(default)s)",
     )
-    synthesize.add_argument("--seed", type=int, default=0, help="seed of --random's code (default: %(default)s)")
+    synthesize.add_argument(
+        "--seed", type=seed, default=0, help="seed of --random's code, 0 to 2**32-1 (default: %(default)s)"
+    )
     synthesize.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
+    add_overwrite_option(synthesize)
     synthesize.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     synthesize.set_defaults(func=_synthesize)
 
@@ -65,6 +60,7 @@ def register(subparsers) -> None:
     transfer.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     add_condition_options(transfer)
     transfer.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
+    add_overwrite_option(transfer)
     transfer.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
     transfer.set_defaults(func=_transfer)
 
@@ -81,6 +77,7 @@ def _synthesize(args) -> int:
         temperature=args.temperature,
         seed=args.seed,
         griffin_lim_iters=args.griffin_lim_iters,
+        overwrite=args.overwrite,
     )
     print(f"Wrote {wav} and {png}")
     return 0
@@ -90,7 +87,13 @@ def _transfer(args) -> int:
     from keras_timbre.evaluation.audio_files import transfer_file
 
     wav, png = transfer_file(
-        args.run, args.audio, args.pitch, args.out, velocity=args.velocity, griffin_lim_iters=args.griffin_lim_iters
+        args.run,
+        args.audio,
+        args.pitch,
+        args.out,
+        velocity=args.velocity,
+        griffin_lim_iters=args.griffin_lim_iters,
+        overwrite=args.overwrite,
     )
     print(f"Wrote {wav} and {png}")
     return 0

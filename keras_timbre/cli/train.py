@@ -7,7 +7,7 @@ line; so does a run directory locked by another `train` (naming its PID).
 
 from __future__ import annotations
 
-from keras_timbre.cli.arguments import add_training_options, positive_int, training_kwargs, variant
+from keras_timbre.cli.arguments import add_training_options, positive_int, seed, training_kwargs, variant
 from keras_timbre.models.variants import ALL_VARIANTS
 
 
@@ -28,13 +28,13 @@ def register(subparsers) -> None:
     )
     train.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of the split (unless --split-seed), weights, data order and sampling (default: %(default)s)",
     )
     train.add_argument(
         "--split-seed",
-        type=int,
+        type=seed,
         help="seed of the choice of held-out pitches, to share validation notes between seeds (default: --seed)",
     )
     train.add_argument(

@@ -8,10 +8,17 @@ at data preparation, and writes `DATA_DIR/labels.json`:
 
 keyed by the note's path relative to `DATA_DIR` (with `/`). The audio-folder
 reader (`keras_timbre.data.readers`) fills in a note's unknown (-1) pitch and
-velocity from this file; labels from names are never overridden.
+velocity from this file; labels from names are never overridden. Reading it
+checks every entry (a pitch a whole MIDI number 0-127, a velocity 1-127): a bad
+entry refuses the whole file, naming it and the entry, because a note with a
+wrong label would otherwise train silently; `label_notes` re-estimates such
+entries, so `keras-timbre make-dataset labels DIR` repairs the file.
 
 - Pitch: `librosa.pyin` between MIDI 21 and 108 (the piano's range, NSynth's
-  too), the median f0 of its voiced frames, rounded to a MIDI number.
+  too), the median f0 of its voiced frames; then the octave of it whose
+  harmonics best explain the note's spectrum (`choose_octave`: pYIN, like YIN,
+  takes the shortest period that nearly repeats, so a weak fundamental whose
+  odd harmonics are quiet reads an octave up), rounded to a MIDI number.
 - Velocity: the loudest frame's RMS in dBFS, to the nearest of NSynth's
   velocity levels in `VELOCITY_LEVELS_DB`. Only meaningful for recordings
   whose level was not normalised (NSynth's own notes are: about -10 dB at
@@ -49,19 +56,35 @@ MIN_VOICED_FRAMES = 5  # fewer: unpitched or silent, no pitch
 # below -25.2 dB 25, to -15.7 dB 50, to -9.7 dB 75, to -5.1 dB 100, above 127.
 VELOCITY_LEVELS_DB = {25: -31.3, 50: -19.2, 75: -12.2, 100: -7.2, 127: -3.0}
 _FRAME, _HOP = 2048, 512  # samples, at 16 kHz: 128 ms frames (two periods of MIDI 21), 32 ms hops
+# The octave choice: pYIN's f0 times 2**j for these j (within PITCH_RANGE), scored by subharmonic
+# summation (Hermes 1988) of harmonic contrast: harmonic k counts HARMONIC_WEIGHT**k (Hermes' value),
+# so the first ten or so harmonics decide, as they do for the heard pitch.
+OCTAVE_CANDIDATES = (-2, -1, 0, 1, 2)
+HARMONIC_WEIGHT = 0.84
+# pYIN's octave stands unless another scores this much more: it is right for most notes, and a
+# pure tone's octave below scores only HARMONIC_WEIGHT less, so one stray partial must not flip it.
+OCTAVE_MARGIN = 1.25
+_SPECTRUM_FRAME = 8192  # samples at 16 kHz: 2 Hz bins, 7 bins between the harmonics of MIDI 21 (27.5 Hz)
+# Partials further below the strongest one count as silence: masked, they do not set the heard pitch
+# (a flute's breath or a mallet's body can leave a faint series an octave down).
+AUDIBLE_RANGE_DB = 40.0
+_PEAK_WIDTH = 0.03  # a harmonic is looked for within +-3% (half a semitone) of k * f0: stretched partials
+MIDI_PITCHES = (0, 127)  # what a labels.json pitch may be
+MIDI_VELOCITIES = (1, 127)  # and a velocity (0 is MIDI's note-off)
 _SAVE_EVERY = 100  # notes between writes of labels.json, so interrupted work resumes
 
 
 def estimate_pitch(waveform: np.ndarray, sample_rate: int) -> int | None:
-    """MIDI pitch of a mono note by pYIN, or None when it has too few voiced frames.
+    """MIDI pitch of a mono note by pYIN and `choose_octave`, or None when it has too few voiced frames.
 
     Args:
         waveform: Mono samples `(samples,)`.
         sample_rate: Rate in Hz; frames scale with it (2048 samples at 16 kHz).
 
     Returns:
-        The median f0 of the voiced frames as a rounded MIDI number in
-        `PITCH_RANGE`, or None for unpitched or silent audio.
+        The median f0 of the voiced frames, moved to the octave whose
+        harmonics best explain the spectrum, as a rounded MIDI number in
+        `PITCH_RANGE`; None for unpitched or silent audio.
 
     Example:
     >>> t = np.arange(16000) / 16000
@@ -79,6 +102,17 @@ def estimate_pitch(waveform: np.ndarray, sample_rate: int) -> int | None:
     segment = waveform[start : start + int(ANALYSIS_SECONDS * sample_rate)]
     if segment.size < frame or not np.any(segment):
         return None
+    f0 = _pyin_f0(segment, sample_rate, frame, hop)
+    if f0 is None:
+        return None
+    midi = int(np.round(librosa.hz_to_midi(choose_octave(segment, sample_rate, f0))))
+    return int(np.clip(midi, *PITCH_RANGE))
+
+
+def _pyin_f0(segment: np.ndarray, sample_rate: int, frame: int, hop: int) -> float | None:
+    """The median f0 (Hz) of pYIN's voiced frames, or None with fewer than `MIN_VOICED_FRAMES`."""
+    import librosa
+
     f0, voiced, probability = librosa.pyin(
         segment,
         fmin=float(librosa.midi_to_hz(PITCH_RANGE[0])),
@@ -91,8 +125,83 @@ def estimate_pitch(waveform: np.ndarray, sample_rate: int) -> int | None:
     voiced = voiced & (probability >= MIN_VOICED_PROBABILITY) & np.isfinite(f0)
     if int(voiced.sum()) < MIN_VOICED_FRAMES:
         return None
-    midi = int(np.round(librosa.hz_to_midi(np.median(f0[voiced]))))
-    return int(np.clip(midi, *PITCH_RANGE))
+    return float(np.median(f0[voiced]))
+
+
+def choose_octave(segment: np.ndarray, sample_rate: int, f0: float) -> float:
+    """The octave of `f0` (Hz) whose harmonics best explain the spectrum of `segment`.
+
+    Candidates are `f0 * 2**j` for j in `OCTAVE_CANDIDATES` whose MIDI number
+    is in `PITCH_RANGE`, each scored by `harmonic_score`; the best replaces
+    `f0` if it scores more than `OCTAVE_MARGIN` times `f0`'s. An octave too high
+    loses the odd harmonics of the true pitch, which sit between its own
+    harmonics and count against it; an octave too low loses its own odd
+    harmonics, which are silent. So a weak fundamental is found from its odd
+    harmonics, and a note with only even harmonics is, as heard, an octave up.
+    Levels are counted in dB above the noise floor or `AUDIBLE_RANGE_DB` below
+    the strongest partial, whichever is higher.
+
+    Example:
+    >>> t = np.arange(16000) / 16000
+    >>> weak_fundamental = sum(np.sin(2 * np.pi * k * 110.0 * t) / k ** (1 if k % 2 == 0 else 2) for k in range(2, 12))
+    >>> round(choose_octave(weak_fundamental, 16000, 220.0), 1)
+    110.0
+    """
+    import librosa
+
+    spectrum, bin_hz = _spectrum_db(np.asarray(segment, np.float64).reshape(-1), sample_rate)
+    top = 0.95 * sample_rate / 2
+    band = spectrum[int(30 / bin_hz) : int(top / bin_hz)]
+    # The noise floor (most bins lie between harmonics), or 40 dB below the strongest partial if higher.
+    floor = max(float(np.median(band)), float(band.max()) - AUDIBLE_RANGE_DB)
+    midi = float(librosa.hz_to_midi(f0))
+    octaves = [j for j in OCTAVE_CANDIDATES if PITCH_RANGE[0] <= round(midi + 12 * j) <= PITCH_RANGE[1]] or [0]
+    scores = {j: harmonic_score(spectrum - floor, bin_hz, f0 * 2.0**j, top) for j in octaves}
+    best, own = max(scores, key=scores.get), scores.get(0, 0.0)
+    return f0 * 2.0 ** (best if scores[best] > OCTAVE_MARGIN * own else 0)
+
+
+def harmonic_score(level_db: np.ndarray, bin_hz: float, f0: float, top_hz: float) -> float:
+    """Subharmonic summation of harmonic contrast: how well harmonics of `f0` explain a spectrum.
+
+    `sum_k HARMONIC_WEIGHT**k * (L(k f0) - L((k - 1/2) f0))` over the
+    harmonics below `top_hz`, where `L` is the peak of `level_db` (dB above
+    the noise floor, negative values counted as 0) within +-3% of a
+    frequency: energy on the harmonics counts for `f0`, energy halfway
+    between them (the odd harmonics of `f0 / 2`) against it.
+
+    Example:
+    >>> level = np.zeros(4000)
+    >>> level[[100, 200, 300, 400]] = 60.0  # harmonics of bin 100, 2 Hz bins: 200 Hz
+    >>> [round(harmonic_score(level, 2.0, f0, 7600.0)) for f0 in (100.0, 200.0, 400.0)]
+    [108, 158, 0]
+    """
+    harmonics = np.arange(1, int(top_hz // f0) + 1)
+    if harmonics.size == 0:
+        return 0.0
+    level = np.maximum(np.asarray(level_db, np.float64), 0.0)
+    on = _peaks(level, bin_hz, harmonics * f0, f0)
+    between = _peaks(level, bin_hz, (harmonics - 0.5) * f0, f0)
+    return float(np.sum(HARMONIC_WEIGHT**harmonics * (on - between)))
+
+
+def _peaks(level: np.ndarray, bin_hz: float, frequencies: np.ndarray, spacing: float) -> np.ndarray:
+    """The maximum of `level` within +-`_PEAK_WIDTH` of each frequency (at least a bin, at most spacing / 4)."""
+    half = np.clip(_PEAK_WIDTH * frequencies, bin_hz, spacing / 4)
+    low = np.clip(np.floor((frequencies - half) / bin_hz).astype(int), 0, level.size - 1)
+    high = np.clip(np.ceil((frequencies + half) / bin_hz).astype(int), 0, level.size - 1)
+    return np.array([level[a : b + 1].max() for a, b in zip(low, high)])
+
+
+def _spectrum_db(segment: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
+    """Welch power spectrum (dB) of `segment` and its bin width: Hann frames of `_SPECTRUM_FRAME` at 16 kHz."""
+    size = int(2 ** np.ceil(np.log2(_SPECTRUM_FRAME * sample_rate / ANALYSIS_RATE)))
+    segment = segment - segment.mean()  # a DC offset would leak into the lowest harmonics' bins
+    if segment.size < size:
+        segment = np.pad(segment, (0, size - segment.size))
+    frames = np.lib.stride_tricks.sliding_window_view(segment, size)[:: size // 4] * np.hanning(size)
+    power = np.mean(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
+    return 10 * np.log10(power + 1e-20), sample_rate / size
 
 
 def estimate_velocity(waveform: np.ndarray) -> int:
@@ -132,8 +241,14 @@ def _loudest_frame(waveform: np.ndarray, frame: int, hop: int) -> int:
 def read_labels(data_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
     """`DATA_DIR/labels.json` as `{relative path: {"pitch": p, "velocity": v}}`; `{}` if there is none.
 
+    Every entry is checked (`label_problem`). One bad entry refuses the whole
+    file: the readers would otherwise keep its note with a wrong or unknown
+    label, which trains silently or fails far from here.
+
     Raises:
-        ValueError: The file is not valid JSON or not in that shape; the message names it.
+        ValueError: The file is not valid JSON, not in that shape, or has bad
+            entries; the message names the file and the first bad entry, and
+            says how many there are.
 
     Example:
     >>> import tempfile
@@ -141,18 +256,64 @@ def read_labels(data_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
     {}
     """
     path = Path(data_dir).expanduser() / LABELS_FILE
+    labels, problems = _checked_labels(path)
+    if problems:
+        (note, problem), more = next(iter(problems.items())), len(problems) - 1
+        raise ValueError(
+            f"{path}: entry {note!r}: {problem}" + (f" (and {more} more bad entries)" if more else "") + "; fix or "
+            f"delete them, or run `keras-timbre make-dataset labels {path.parent}` to estimate them again"
+        )
+    return labels
+
+
+def label_problem(entry) -> str | None:
+    """What is wrong with one labels.json entry, or None: a pitch must be a whole MIDI number 0-127, a velocity 1-127.
+
+    Example:
+    >>> label_problem({"pitch": 60, "velocity": 100}) is None
+    True
+    >>> label_problem({"pitch": True, "velocity": 100})
+    'pitch True is not a MIDI number 0-127'
+    >>> label_problem({"pitch": 60, "velocity": -7})
+    'velocity -7 is not a MIDI velocity 1-127'
+    """
+    if not isinstance(entry, dict):
+        return f"must be {{'pitch': int, 'velocity': int}}, got {entry!r}"
+    for key, (low, high), what in (
+        ("pitch", MIDI_PITCHES, "MIDI number"),
+        ("velocity", MIDI_VELOCITIES, "MIDI velocity"),
+    ):
+        if key not in entry:
+            return f"has no {key}"
+        if not (is_whole(entry[key]) and low <= entry[key] <= high):
+            return f"{key} {entry[key]!r} is not a {what} {low}-{high}"
+    return None
+
+
+def is_whole(value) -> bool:
+    """Whether `value` is a whole number: an int, or a float such as 60.0 (not a bool, not NaN).
+
+    Example:
+    >>> [is_whole(v) for v in (60, 60.0, 60.5, True, float("inf"), "60")]
+    [True, True, False, False, False, False]
+    """
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    return numeric and bool(np.isfinite(value)) and value % 1 == 0
+
+
+def _checked_labels(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """`(good entries, {note: problem} of the bad ones)` of a labels.json; both empty if there is none."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         labels = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(labels, dict):
         raise ValueError(f"{path} must map note paths to labels, got {type(labels).__name__}")
-    for note, entry in labels.items():
-        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), int) for k in ("pitch", "velocity"))):
-            raise ValueError(f"{path}: entry {note!r} must be {{'pitch': int, 'velocity': int}}, got {entry!r}")
-    return {note: {"pitch": entry["pitch"], "velocity": entry["velocity"]} for note, entry in labels.items()}
+    problems = {note: problem for note, entry in labels.items() if (problem := label_problem(entry))}
+    good = {note: entry for note, entry in labels.items() if note not in problems}
+    return {note: {"pitch": int(e["pitch"]), "velocity": int(e["velocity"])} for note, e in good.items()}, problems
 
 
 def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, progress: bool = True) -> dict:
@@ -160,8 +321,10 @@ def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, pr
 
     Notes labelled by their names are left alone; entries already in
     `labels.json` are kept (an interrupted run resumes: the file is rewritten,
-    atomically, every 100 notes and at the end). Notes that cannot be read, or
-    whose pitch cannot be estimated, are recorded in `skips` and left out.
+    atomically, every 100 notes and at the end), but bad ones (`label_problem`)
+    are estimated again, recorded in `skips` as "re-estimated". Notes that
+    cannot be read, or whose pitch cannot be estimated, are recorded in
+    `skips` and left out.
 
     Args:
         data_dir: An audio folder (see `keras_timbre.data.readers`).
@@ -176,7 +339,8 @@ def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, pr
         FileNotFoundError: `data_dir` does not exist.
         NotADirectoryError: `data_dir` is a file.
         ValueError: `data_dir` is an NSynth release (its labels are in the
-            metadata), holds no notes, or has a malformed `labels.json`.
+            metadata), holds no notes, or has a `labels.json` that is not JSON
+            or not a mapping.
 
     Example:
     >>> label_notes("~/my-notes")  # doctest: +SKIP
@@ -188,7 +352,10 @@ def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, pr
 
     root = _check_audio_folder(Path(data_dir).expanduser())
     skips = SkipReport() if skips is None else skips
-    path, existing = root / LABELS_FILE, read_labels(root)
+    path = root / LABELS_FILE
+    existing, bad = _checked_labels(path)
+    if bad:  # the readers refuse a file with bad entries: keep the good ones, estimate the others again
+        write_json(path, existing)
     labels, todo = {}, []
     for record in read_notes(root, skips=skips):
         note = Path(record.path).relative_to(root).as_posix()
@@ -196,6 +363,8 @@ def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, pr
             labels[note] = existing[note]
         elif record.pitch < 0 or record.velocity < 0:
             todo.append(note)
+            if note in bad:
+                skips.change(str(record.path), [f"re-estimated (its {LABELS_FILE} entry: {bad[note]})"])
     reused, skipped = len(labels), 0
     for done, note in enumerate(tqdm(todo, desc="labelling", unit="note", disable=None if progress else True), 1):
         entry = _label_file(root / note, skips)

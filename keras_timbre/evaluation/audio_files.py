@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from keras_timbre import atomic
+from keras_timbre.data.labels import is_whole
 from keras_timbre.evaluation.evaluator import write_wav
-from keras_timbre.evaluation.outputs import check_output_file, check_output_folder
+from keras_timbre.outputs import check_output_file, check_output_folder
 from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db, synthesize_db
 from keras_timbre.training import run as runs
 
@@ -36,6 +37,10 @@ MIN_STEPS = 2
 STEPS_RULE = "must be >= 2 (both ends, A and B)"
 # What `interpolate` writes: an output folder holding only these is an earlier morph, replaced whole.
 MORPH_FILE = re.compile(r"strip\.png|step_\d+\.wav")
+# Temperature scales the latent groups' prior std: 1 samples the prior itself; far above, the groups sit
+# where training never put them and the decoder's output stops being a note (inf gave NaN dB). The one
+# bound of the library and the CLI (`keras_timbre.cli.arguments.temperature`).
+MAX_TEMPERATURE = 2.0
 # The velocity synthesis uses when none is given, if the run was trained on it (else the closest one).
 
 
@@ -44,23 +49,30 @@ class ConditioningError(ValueError):
 
 
 def reconstruct_file(
-    run: runs.Run | str | os.PathLike, audio_path: str | os.PathLike, out: str | os.PathLike, n_iter: int = 64
+    run: runs.Run | str | os.PathLike,
+    audio_path: str | os.PathLike,
+    out: str | os.PathLike,
+    n_iter: int = 64,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Reconstructs one audio file: writes `out` (WAV, Griffin-Lim) and a side-by-side PNG next to it.
+
+    `out` and the PNG must not exist unless `overwrite` (see `keras_timbre.outputs`).
 
     Raises:
         OutputPathError: `out` or the PNG beside it cannot be written (checked first).
         FileNotFoundError: `audio_path` does not exist.
         ValueError: `audio_path` is not decodable audio (the message names it).
+        ConditioningError: for a conditioned run, the note's pitch or velocity
+            (from its name, or its pitch by pYIN) is not one the run was trained on.
     """
     from keras_timbre.analysis import plots
 
-    out = check_output_file(out)
-    figure = check_output_file(out.with_suffix(".png"), "the figure beside --out,")
+    out, figure = _output_pair(out, overwrite)
     audio_path = existing_file(audio_path)
     run = _loaded(run)
     target = read_log_mel(run, audio_path)[None]
-    recon = reconstruct_db(run.model, target, run.stats, records=note_records(run, [audio_path]))
+    recon = reconstruct_db(run.model, target, run.stats, records=note_records(run, [audio_path], velocity_used=True))
     write_wav(out, recon[0], run.frontend, n_iter=n_iter)
     plots.plot_reconstructions(
         figure, target, {f"{run.variant} reconstruction": recon}, run.frontend, titles=[audio_path.name], zoom=True
@@ -77,12 +89,13 @@ def interpolate(
     n_iter: int = 64,
     pitch: int | None = None,
     velocity: int | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """A timbre morph: decodes `steps` points on the line between the latent means of A and B.
 
     Writes `strip.png` and `step_XX.wav` into `out_dir`, all at once
-    (`atomic.atomic_directory`): an earlier morph there is replaced whole, a
-    folder holding anything else is refused. Decoding uses z alone
+    (`atomic.atomic_directory`): an earlier morph there is replaced whole if
+    `overwrite`, a folder holding anything else is refused. Decoding uses z alone
     (`model.decode`), as sampling would, so skip variants show what z carries.
     A pitch-conditioned run renders every point at `pitch` (required) and
     `velocity` (default: the model's `default_velocity`) with `synthesize_db`.
@@ -97,7 +110,9 @@ def interpolate(
 
     if steps < MIN_STEPS:
         raise ValueError(f"steps {STEPS_RULE}, got {steps}")
-    out_dir = check_output_folder(out_dir, lambda path: MORPH_FILE.fullmatch(path.name) is not None)
+    out_dir = check_output_folder(
+        out_dir, lambda path: MORPH_FILE.fullmatch(path.name) is not None, overwrite=overwrite
+    )
     audio_a, audio_b = existing_file(audio_a), existing_file(audio_b)
     run = _loaded(run)
     condition = _line_condition(run, pitch, velocity)
@@ -142,6 +157,7 @@ def synthesize_file(
     temperature: float = 0.0,
     seed: int = 0,
     griffin_lim_iters: int = 64,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Synthesises one note of a conditioned run at `pitch`: writes `out` (WAV, Griffin-Lim) and a PNG beside it.
 
@@ -157,9 +173,10 @@ def synthesize_file(
         pitch: MIDI pitch, within the run's `pitch_range`.
         velocity: One of the run's `velocities`; None: the model's `default_velocity`.
         like: An audio file whose code to use; None draws a random code.
-        temperature: Scale of the latent groups' prior std, >= 0.
+        temperature: Scale of the latent groups' prior std, from 0 to `MAX_TEMPERATURE`.
         seed: Seed of the random code (ignored with `like`).
         griffin_lim_iters: Griffin-Lim iterations of the WAV.
+        overwrite: Replace an existing `out` and PNG (see `keras_timbre.outputs`).
 
     Returns:
         `(wav, png)` paths.
@@ -167,12 +184,12 @@ def synthesize_file(
     Raises:
         OutputPathError: `out` or the PNG beside it cannot be written (checked first).
         FileNotFoundError: `like` does not exist.
-        ValueError: `like` is not decodable audio (the message names it), or `temperature` < 0.
+        ValueError: `like` is not decodable audio (the message names it), or `temperature` out of range.
         ConditioningError: a paper-variant run, or a pitch or velocity the run was not trained on.
     """
-    out, figure = _output_pair(out)
+    out, figure = _output_pair(out, overwrite)
     like = None if like is None else existing_file(like)
-    _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     run = _loaded(run)
     pitch, velocity = check_condition(run, pitch, velocity)
     if like is None:
@@ -197,6 +214,7 @@ def transfer_file(
     velocity: int | None = None,
     temperature: float = 0.0,
     griffin_lim_iters: int = 64,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Re-renders one note at another `pitch`: its code's mean, synthesised there; WAV + input-beside-output PNG.
 
@@ -208,8 +226,9 @@ def transfer_file(
         pitch: MIDI pitch, within the run's `pitch_range`.
         out: The output WAV; the PNG gets the same name.
         velocity: One of the run's `velocities`; None: the model's `default_velocity`.
-        temperature: Scale of the latent groups' prior std, >= 0 (see `synthesize_file`).
+        temperature: Scale of the latent groups' prior std, from 0 to `MAX_TEMPERATURE` (see `synthesize_file`).
         griffin_lim_iters: Griffin-Lim iterations of the WAV.
+        overwrite: Replace an existing `out` and PNG (see `keras_timbre.outputs`).
 
     Returns:
         `(wav, png)` paths.
@@ -217,11 +236,18 @@ def transfer_file(
     Raises:
         OutputPathError: `out` or the PNG beside it cannot be written (checked first).
         FileNotFoundError: `audio_path` does not exist.
-        ValueError: `audio_path` is not decodable audio (the message names it), or `temperature` < 0.
+        ValueError: `audio_path` is not decodable audio (the message names it), or `temperature` out of range.
         ConditioningError: a paper-variant run, or a pitch or velocity the run was not trained on.
     """
     return synthesize_file(
-        run, out, pitch, velocity, like=audio_path, temperature=temperature, griffin_lim_iters=griffin_lim_iters
+        run,
+        out,
+        pitch,
+        velocity,
+        like=audio_path,
+        temperature=temperature,
+        griffin_lim_iters=griffin_lim_iters,
+        overwrite=overwrite,
     )
 
 
@@ -239,23 +265,59 @@ def check_condition(run: runs.Run, pitch, velocity=None) -> tuple[int, int]:
         raise ConditioningError(
             f"run {run.path} is a {run.variant} model, which has no pitch input; train --variant hierarchical"
         )
-    low, high = model.pitch_range
-    if not _is_whole(pitch) or not low <= pitch <= high:
+    if not allowed_pitch(pitch, model.pitch_range):
         raise ConditioningError(
-            f"pitch {pitch} is not in run {run.path}'s trained pitch range: "
-            f"give a whole MIDI pitch from {low} to {high}"
+            f"pitch {pitch} is not in run {run.path}'s trained pitch range: give {pitch_rule(model.pitch_range)}"
         )
     if velocity is None:
         return int(pitch), model.default_velocity
-    if not _is_whole(velocity) or velocity not in model.velocities:
-        allowed = ", ".join(str(v) for v in model.velocities)
-        raise ConditioningError(f"velocity {velocity} is not one run {run.path} was trained on; choose from {allowed}")
+    if not allowed_velocity(velocity, model.velocities):
+        raise ConditioningError(
+            f"velocity {velocity} is not one run {run.path} was trained on; give {velocity_rule(model.velocities)}"
+        )
     return int(pitch), int(velocity)
 
 
-def _is_whole(value) -> bool:
-    """Whether `value` is a whole number (an int, or a float such as 60.0; not a bool)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and value % 1 == 0
+# The one statement of what a conditioned run takes, for its pitch, velocity and a source note's
+# pitch alike: `check_condition`, `note_records` and the exported graph (export.signatures) use these.
+def pitch_rule(pitch_range) -> str:
+    """What a pitch must be for a model trained on `pitch_range`, in words.
+
+    Example:
+    >>> pitch_rule((36, 84))
+    'a whole MIDI pitch from 36 to 84'
+    """
+    return f"a whole MIDI pitch from {int(pitch_range[0])} to {int(pitch_range[1])}"
+
+
+def allowed_pitch(pitch, pitch_range) -> bool:
+    """Whether `pitch` is `pitch_rule(pitch_range)`: a whole number (not a bool) within the range.
+
+    Example:
+    >>> [allowed_pitch(p, (36, 84)) for p in (36, 60.0, 40.5, 85, True)]
+    [True, True, False, False, False]
+    """
+    return is_whole(pitch) and pitch_range[0] <= pitch <= pitch_range[1]
+
+
+def velocity_rule(velocities) -> str:
+    """What a velocity must be for a model trained on `velocities`, in words.
+
+    Example:
+    >>> velocity_rule((25, 100))
+    'one of the trained velocities 25, 100'
+    """
+    return "one of the trained velocities " + ", ".join(str(int(v)) for v in velocities)
+
+
+def allowed_velocity(velocity, velocities) -> bool:
+    """Whether `velocity` is `velocity_rule(velocities)`.
+
+    Example:
+    >>> [allowed_velocity(v, (25, 100)) for v in (100, 100.0, 99, 100.5)]
+    [True, True, False, False]
+    """
+    return is_whole(velocity) and int(velocity) in {int(v) for v in velocities}
 
 
 def _line_condition(run: runs.Run, pitch, velocity) -> tuple:
@@ -273,15 +335,33 @@ def _line_condition(run: runs.Run, pitch, velocity) -> tuple:
     return None, None
 
 
-def _output_pair(out: str | os.PathLike) -> tuple[Path, Path]:
-    """`out` and the PNG beside it, both checked writable."""
-    out = check_output_file(out)
-    return out, check_output_file(out.with_suffix(".png"), "the figure beside --out,")
+def _output_pair(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
+    """`out` (a WAV) and the PNG beside it, both checked writable."""
+    out = check_output_file(out, overwrite=overwrite, suffixes=(".wav",))
+    return out, check_output_file(out.with_suffix(".png"), "the figure beside --out,", overwrite=overwrite)
 
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0: every latent group at its prior mean), got {temperature}")
+def check_temperature(temperature) -> float:
+    """`temperature` as a float if synthesis takes it: a finite number from 0 to `MAX_TEMPERATURE`.
+
+    Raises:
+        ValueError: anything else (NaN, inf, negative, too large); the message says what is allowed.
+
+    Example:
+    >>> check_temperature(0.5)
+    0.5
+    >>> check_temperature(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be a number from 0 to 2 (0: each latent group at its prior mean, 1: its prior), got inf
+    """
+    value = float(temperature)
+    if not 0.0 <= value <= MAX_TEMPERATURE:  # NaN fails too
+        raise ValueError(
+            f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} "
+            f"(0: each latent group at its prior mean, 1: its prior), got {temperature}"
+        )
+    return value
 
 
 def _plot_rendering(path: Path, run: runs.Run, rendered, target, label: str, condition: str) -> Path:
@@ -306,19 +386,44 @@ def note_codes(run: runs.Run, paths, log_mel_db: np.ndarray) -> np.ndarray:
     return latent_means(run.model, log_mel_db, run.stats, records=note_records(run, paths))[0]
 
 
-def note_records(run: runs.Run, paths) -> list | None:
+def note_records(run: runs.Run, paths, velocity_used: bool = False) -> list | None:
     """NoteRecords of audio files for a conditioned model (pitch and velocity filled in), None for the others.
 
     Pitch and velocity come from an NSynth-style name; else the pitch is
     estimated with pYIN and the velocity is the model's `default_velocity`.
+    The code is read relative to the note's pitch, so it must be one the run
+    was trained on (`allowed_pitch`), as must a velocity that is used
+    (`velocity_used`: reconstruction; a code does not depend on it).
+
+    Raises:
+        ConditioningError: a note's pitch (or used velocity) the run was not
+            trained on; the message names the file and where the value came from.
+        ValueError: pYIN cannot tell an unnamed note's pitch.
     """
     from keras_timbre.data.readers import NoteRecord
 
     if not is_conditioned_model(run.model):
         return None
-    records = [NoteRecord.from_path(path) for path in paths]
-    records = [r if r.pitch >= 0 else dataclasses.replace(r, pitch=_estimated_pitch(run, r.path)) for r in records]
+    records = [_source_labels(run, NoteRecord.from_path(path), velocity_used) for path in paths]
     return [r if r.velocity > 0 else dataclasses.replace(r, velocity=run.model.default_velocity) for r in records]
+
+
+def _source_labels(run: runs.Run, record, velocity_used: bool):
+    """`record` with its pitch (from its name, else pYIN) checked, and its named velocity if used."""
+    pitch, origin = (
+        (record.pitch, "from its name") if record.pitch >= 0 else (_estimated_pitch(run, record.path), "by pYIN")
+    )
+    if not allowed_pitch(pitch, run.model.pitch_range):
+        raise ConditioningError(
+            f"{record.path}: the note's pitch {pitch} ({origin}) is not in run {run.path}'s trained pitch range; "
+            f"its code is read relative to its pitch, so give a note at {pitch_rule(run.model.pitch_range)}"
+        )
+    if velocity_used and record.velocity > 0 and not allowed_velocity(record.velocity, run.model.velocities):
+        raise ConditioningError(
+            f"{record.path}: the note's velocity {record.velocity} (from its name) is not one run {run.path} "
+            f"was trained on; give a note at {velocity_rule(run.model.velocities)}"
+        )
+    return dataclasses.replace(record, pitch=int(pitch))
 
 
 def _estimated_pitch(run: runs.Run, path) -> int:

@@ -17,9 +17,11 @@ always gives finite output: a waveform peak above `MAX_AMPLITUDE` is scaled
 down to it, a latent is clipped to +-`LATENT_LIMIT`, and Griffin-Lim caps the
 level it is given (`audio.vocoder.MAX_DB`). Real audio (peak 1) and real
 latents (a standard-normal prior) are far inside these bounds. A conditioned
-model's pitch must lie in its trained `pitch_range` and its velocity be one of
-its trained `velocities`, one value per note; anything else fails the request
-naming the input.
+model's pitch (and a `source_pitch`) must be a whole MIDI number in its
+trained `pitch_range` and its velocity one of its trained `velocities`, one
+value per note: the rules the library and the command line apply
+(`evaluation.audio_files.allowed_pitch`, `allowed_velocity`); anything else
+fails the request naming the input and the rule.
 """
 
 from __future__ import annotations
@@ -281,29 +283,30 @@ class ConditionedServingGraph(ServingGraph):
         return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
 
     def checked_pitch(self, pitch, notes, name: str = "pitch"):
-        """`pitch` checked: one finite value per row of `notes`, within the trained range."""
+        """`pitch` checked: one finite value per row of `notes`, each `audio_files.allowed_pitch`."""
         import tensorflow as tf
+
+        from keras_timbre.evaluation.audio_files import pitch_rule
 
         low, high = self.pitch_range
         pitch = self._one_per_note(pitch, name, notes)
-        message = f"{name}: outside the range the model was trained on, MIDI {low:.0f} to {high:.0f}"
-        checks = [
-            tf.debugging.assert_greater_equal(pitch, low, message=message),
-            tf.debugging.assert_less_equal(pitch, high, message=message),
-        ]
-        with tf.control_dependencies(checks):
+        # The library's rule (evaluation.audio_files.allowed_pitch), in the graph: whole and in range.
+        allowed = tf.equal(pitch, tf.round(pitch)) & (pitch >= low) & (pitch <= high)
+        message = f"{name}: not one the model was trained on: give {pitch_rule(self.pitch_range)}"
+        check = tf.debugging.assert_equal(tf.reduce_all(allowed), True, message=message)
+        with tf.control_dependencies([check]):
             return tf.identity(pitch)
 
     def checked_velocity(self, velocity, notes):
-        """`velocity` checked: one finite value per row of `notes`, each a velocity the model was trained on."""
+        """`velocity` checked: one finite value per row of `notes`, each `audio_files.allowed_velocity`."""
         import tensorflow as tf
+
+        from keras_timbre.evaluation.audio_files import velocity_rule
 
         velocity = self._one_per_note(velocity, "velocity", notes)
         known = tf.reduce_any(tf.equal(velocity[:, None], tf.constant(self.velocities)[None]), axis=1)
-        allowed = ", ".join(f"{v:.0f}" for v in self.velocities)
-        check = tf.debugging.assert_equal(
-            tf.reduce_all(known), True, message=f"velocity: not one the model was trained on ({allowed})"
-        )
+        message = f"velocity: not one the model was trained on: give {velocity_rule(self.velocities)}"
+        check = tf.debugging.assert_equal(tf.reduce_all(known), True, message=message)
         with tf.control_dependencies([check]):
             return tf.identity(velocity)
 
