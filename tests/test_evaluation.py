@@ -10,6 +10,7 @@ from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.evaluation import audio_files, evaluator
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
+from keras_timbre.outputs import OutputPathError
 from tests.testing import TINY_FRONTEND
 
 # One epoch of a tiny model on 32 x 64 features; half of each instrument's pitches held out.
@@ -150,7 +151,9 @@ def test_interpolate_replaces_an_earlier_morph_whole(run_dir, notes_dir, tmp_pat
     a, b = wav_files(notes_dir)[:2]
     out = tmp_path / "morph"
     audio_files.interpolate(run_dir, a, b, out, steps=4, n_iter=2)
-    audio_files.interpolate(run_dir, a, b, out, steps=2, n_iter=2)  # no stale step_02/03 left behind
+    with pytest.raises(OutputPathError, match="holds an earlier output; pass --overwrite"):
+        audio_files.interpolate(run_dir, a, b, out, steps=2, n_iter=2)
+    audio_files.interpolate(run_dir, a, b, out, steps=2, n_iter=2, overwrite=True)  # no stale step_02/03 left
     assert sorted(p.name for p in out.iterdir()) == ["step_00.wav", "step_01.wav", "strip.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["morph"]  # no temporary folders
 

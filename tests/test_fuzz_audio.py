@@ -245,6 +245,7 @@ def test_fuzzed_files_are_read_or_skipped_alike_by_every_command(tmp_path):
 
 # A hostile file may cost at most this many times reading a real 4 s, 16 kHz note (peak memory and time).
 COST_MULTIPLE = 20
+TIME_FLOOR = 0.01  # seconds
 NOTE_SAMPLES = 4 * RATE
 
 
@@ -349,7 +350,8 @@ def test_no_hostile_file_costs_more_than_a_multiple_of_reading_a_real_note(tmp_p
         peak, seconds = cost(read(path))
         if seconds > COST_MULTIPLE * reference_time:  # another job may have held the CPU: measure again
             peak, seconds = cost(read(path), repeats=3)
-        costs[path.name] = (peak / reference_peak, seconds / reference_time)
+        # Time below 10 ms counts as the reference's: a scheduler hiccup on a busy machine is not a file's cost.
+        costs[path.name] = (peak / reference_peak, max(seconds, TIME_FLOOR) / max(reference_time, TIME_FLOOR))
     worst = sorted(costs.items(), key=lambda item: -max(item[1]))[:5]
     print(f"\nreference: {reference_peak / 2**20:.2f} MiB, {reference_time * 1e3:.2f} ms; worst (memory x, time x):")
     print("\n".join(f"  {name}: {memory:.1f}x, {seconds:.1f}x" for name, (memory, seconds) in worst))

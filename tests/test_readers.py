@@ -279,7 +279,7 @@ def test_make_dataset_nsynth_mini_from_a_release(synth, tmp_path, capsys):
         assert open(record.path, "rb").read() == open(original[record.note_str].path, "rb").read()
         assert record.pitch == original[record.note_str].pitch
     assert main(["make-dataset", "nsynth-mini", "--source", str(synth), "--out", str(out)]) == 2
-    assert "exists and is not empty" in capsys.readouterr().err
+    assert "holds an earlier output; pass --overwrite" in capsys.readouterr().err
 
 
 def test_make_dataset_nsynth_mini_reencodes_flac(nsynth_mini, tmp_path):
