@@ -39,7 +39,7 @@ def seed(text: str) -> int:
 
 
 def temperature(text: str) -> float:
-    """argparse type of --temperature: the library's rule (`evaluation.audio_files.check_temperature`), at parse time.
+    """argparse type of --temperature: the library's rule (`evaluation.audio_files.TEMPERATURE_RULE`), at parse time.
 
     Example:
     >>> temperature("0.5")
@@ -49,13 +49,9 @@ def temperature(text: str) -> float:
     ...
     argparse.ArgumentTypeError: must be a number from 0 to 2 (0: each latent group at its prior mean, ...), got inf
     """
-    from keras_timbre.evaluation.audio_files import check_temperature
+    from keras_timbre.evaluation.audio_files import MAX_TEMPERATURE, TEMPERATURE_RULE
 
-    try:
-        return check_temperature(float(text))
-    except ValueError as error:  # float() or the rule; either way the user's own text is quoted
-        rule = str(error).removeprefix("temperature ").rsplit(", got ", 1)[0] if "must be" in str(error) else ""
-        raise argparse.ArgumentTypeError(f"{rule or 'must be a number'}, got {text}") from None
+    return _finite_number(text, lambda value: 0 <= value <= MAX_TEMPERATURE, TEMPERATURE_RULE)
 
 
 def positive_float(text: str) -> float:

@@ -41,6 +41,7 @@ MORPH_FILE = re.compile(r"strip\.png|step_\d+\.wav")
 # where training never put them and the decoder's output stops being a note (inf gave NaN dB). The one
 # bound of the library and the CLI (`keras_timbre.cli.arguments.temperature`).
 MAX_TEMPERATURE = 2.0
+TEMPERATURE_RULE = f"a number from 0 to {MAX_TEMPERATURE:g} (0: each latent group at its prior mean, 1: its prior)"
 # The velocity synthesis uses when none is given, if the run was trained on it (else the closest one).
 
 
@@ -357,10 +358,7 @@ def check_temperature(temperature) -> float:
     """
     value = float(temperature)
     if not 0.0 <= value <= MAX_TEMPERATURE:  # NaN fails too
-        raise ValueError(
-            f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} "
-            f"(0: each latent group at its prior mean, 1: its prior), got {temperature}"
-        )
+        raise ValueError(f"temperature must be {TEMPERATURE_RULE}, got {temperature}")
     return value
 
 
