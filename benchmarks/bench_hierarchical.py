@@ -24,7 +24,7 @@ STEPS = 20
 
 
 def _model(variant: str):
-    from keras_timbre.models.timbre_vae import default_optimizer, resolve_precision
+    from keras_timbre.models.training_defaults import default_optimizer, resolve_precision
     from keras_timbre.models.variants import build_model
 
     extra = {"pitch_range": (21, 108)} if variant == "hierarchical" else {}

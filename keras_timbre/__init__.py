@@ -17,10 +17,12 @@ Importing the package registers its Keras classes (the layers and
 >>> model = keras.saving.load_model("runs/demo/model.keras", safe_mode=True)  # doctest: +SKIP
 """
 
-# Before anything imports TensorFlow: its C++ start-up lines are quiet unless asked for.
+# Nothing global changes here for a script (no import hook, no fd 2 redirection, no environment
+# variable): it sees what `import keras` shows. Only on the command line (`python -m keras_timbre.cli`)
+# is TensorFlow's start-up quieted, before Keras loads; a script asks with keras_timbre_quiet.quiet_start().
 from keras_timbre import _startup
 
-_startup.quiet_native_logs()
+_startup.start_if_command_line()
 
 import importlib  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402

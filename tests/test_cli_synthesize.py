@@ -6,7 +6,7 @@ import pytest
 
 from keras_timbre.cli import main
 from keras_timbre.cli.arguments import MAX_SEED
-from keras_timbre.evaluation import audio_files
+from keras_timbre.synthesis import audio_files
 from keras_timbre.training import run as runs
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from keras_timbre.audio.frontend import FrontendConfig, librosa_log_mel
 from keras_timbre.audio import vocoder
-from keras_timbre.evaluation import explore_maps
+from keras_timbre.explorer import maps as explore_maps
 
 FRONTEND = FrontendConfig(n_mels=32, duration=0.5)
 NOTES = 12

@@ -131,14 +131,14 @@ def test_reconstruct_without_groups_is_synthesis_from_the_code():
     model = HierarchicalTimbreVAE(**TINY)
     notes = _notes(2)
     code = to_numpy(model.encode(notes)[0])
-    assert_outputs_close(model.reconstruct(notes, use_skips=False), model.synthesize(code, notes["pitch"], 100))
+    assert_outputs_close(model.reconstruct(notes, from_code=True), model.synthesize(code, notes["pitch"], 100))
 
 
 def test_bare_log_mel_is_refused_with_the_keys_it_needs():
     model = HierarchicalTimbreVAE(**TINY)
     with pytest.raises(ValueError, match="log_mel.*pitch.*velocity"):
         model(np.zeros((1,) + SHAPE, "float32"))
-    with pytest.raises(ValueError, match="synthesize"):
+    with pytest.raises(ValueError, match="pitch and velocity"):
         model.decode(np.zeros((1, 4), "float32"))
 
 

@@ -10,11 +10,11 @@ import soundfile as sf
 from keras_timbre.cli import main
 from keras_timbre.data import SkipReport
 from keras_timbre.data import read_notes
-from keras_timbre.data.labels import LABELS_FILE
+from keras_timbre.data.readers import LABELS_FILE
 from keras_timbre.data.labels import estimate_pitch
 from keras_timbre.data.labels import estimate_velocity
 from keras_timbre.data.labels import label_notes
-from keras_timbre.data.labels import read_labels
+from keras_timbre.data.readers import read_labels
 
 RATE = 16000
 # name -> (MIDI pitch, peak amplitude); non-NSynth names, so nothing is known from them.

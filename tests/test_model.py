@@ -12,7 +12,7 @@ import pytest
 
 from keras_timbre.models.variants import VARIANTS
 from keras_timbre.models import losses
-from keras_timbre.models.timbre_vae import LOG_VAR_RANGE
+from keras_timbre.models.losses import LOG_VAR_RANGE
 from keras_timbre.models.timbre_vae import TimbreVAE
 from tests.testing import assert_outputs_close
 from tests.testing import to_numpy
@@ -78,13 +78,13 @@ def test_outputs_encode_decode_and_skip_reliance():
     np.testing.assert_allclose(to_numpy(model(x)["reconstruction"]), to_numpy(out["reconstruction"]), atol=1e-6)
     np.testing.assert_allclose(to_numpy(model.reconstruct(x)), to_numpy(out["reconstruction"]), atol=1e-6)
     # decode(z) alone = reconstruction with the skips zeroed, which differs from using them.
-    no_skips = to_numpy(model.reconstruct(x, use_skips=False))
+    no_skips = to_numpy(model.reconstruct(x, from_code=True))
     np.testing.assert_allclose(to_numpy(model.decode(z_mean)), no_skips, atol=1e-5)
     assert not np.allclose(no_skips, to_numpy(out["reconstruction"]), atol=1e-4)
     # Without skips the two coincide.
     baseline = TimbreVAE.from_variant("baseline", **TINY)
     np.testing.assert_allclose(
-        to_numpy(baseline.reconstruct(x, use_skips=False)), to_numpy(baseline.reconstruct(x)), atol=1e-6
+        to_numpy(baseline.reconstruct(x, from_code=True)), to_numpy(baseline.reconstruct(x)), atol=1e-6
     )
 
 
@@ -251,7 +251,7 @@ def test_sample_weight_without_a_target_is_refused():
 @pytest.mark.backend
 def test_log_variance_is_clipped_once_where_the_kl_sees_it():
     model = TimbreVAE(**TINY)
-    model.z_log_var_dense.bias.assign(np.full(4, 50.0, "float32"))  # far outside the range
+    model.encoder.z_log_var.bias.assign(np.full(4, 50.0, "float32"))  # far outside the range
     x = _spectrograms(2)
     out = model(x, training=True)
     np.testing.assert_allclose(to_numpy(out["z_log_var"]), LOG_VAR_RANGE[1])
@@ -270,7 +270,7 @@ def test_skip_dropout_trains_decoding_from_z_alone():
         model = TimbreVAE.from_variant("skip", skip_dropout=dropout, **TINY)
         model.compile(optimizer=keras.optimizers.Adam(3e-3))
         model.fit(x, batch_size=4, epochs=8, verbose=0)
-        errors[dropout] = float(np.mean((to_numpy(model.reconstruct(x, use_skips=False)) - x) ** 2))
+        errors[dropout] = float(np.mean((to_numpy(model.reconstruct(x, from_code=True)) - x) ** 2))
     assert errors[0.9] < errors[0.0]
 
 
@@ -301,7 +301,7 @@ _LOAD_SCRIPT = textwrap.dedent("""
     x = np.load(sys.argv[2])
     out = model(x)
     np.savez(sys.argv[3], **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()},
-             skipless=keras.ops.convert_to_numpy(model.reconstruct(x, use_skips=False)))
+             skipless=keras.ops.convert_to_numpy(model.reconstruct(x, from_code=True)))
     """)
 
 
@@ -334,7 +334,7 @@ def test_model_saved_here_loads_under_the_other_backends(trained, tmp_path):
         for key, value in model(x).items():
             np.testing.assert_allclose(got[key], to_numpy(value), rtol=1e-4, atol=1e-4, err_msg=f"{here}->{other}")
         np.testing.assert_allclose(
-            got["skipless"], to_numpy(model.reconstruct(x, use_skips=False)), rtol=1e-4, atol=1e-4
+            got["skipless"], to_numpy(model.reconstruct(x, from_code=True)), rtol=1e-4, atol=1e-4
         )
 
 
@@ -347,10 +347,10 @@ def test_mixed_bfloat16_trains_with_float32_weights_posterior_and_output(tmp_pat
     losses_by_epoch = model.fit(x, batch_size=4, epochs=10, verbose=0).history["loss"]
     assert losses_by_epoch[-1] < losses_by_epoch[0]
     assert {keras.backend.standardize_dtype(w.dtype) for w in model.weights} == {"float32"}
-    assert model.encoder_blocks[0].conv.compute_dtype == "bfloat16"
+    assert model.encoder.blocks[0].conv.compute_dtype == "bfloat16"
     out = model(x)
     assert {keras.backend.standardize_dtype(v.dtype) for v in out.values()} == {"float32"}
     model.save(tmp_path / "bf16.keras")
     loaded = keras.saving.load_model(tmp_path / "bf16.keras")
-    assert loaded.decoder_blocks[0].upsample.compute_dtype == "bfloat16"
+    assert loaded.decoder.blocks[0].upsample.compute_dtype == "bfloat16"
     np.testing.assert_array_equal(to_numpy(loaded(x)["reconstruction"]), to_numpy(out["reconstruction"]))

@@ -1,5 +1,7 @@
 """Readers: layouts, labels, filters, bad metadata, splits, and the nsynth-mini subset builder."""
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +22,9 @@ from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.data import parse_note_name
 from keras_timbre.data import read_notes
 from keras_timbre.data import split_notes
+from keras_timbre.data.nsynth import split_tfrecord_path
+from keras_timbre.data.readers import notes_fingerprint
+from keras_timbre.training import run as runs
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +317,65 @@ def test_make_dataset_nsynth_mini_reencodes_flac(nsynth_mini, tmp_path):
         flac, _ = sf.read(nsynth_mini / "audio" / f"{record.note_str}.flac", dtype="int16")
         wav, _ = sf.read(record.path, dtype="int16")
         assert abs(flac.astype(int) - wav.astype(int)).max() <= 1  # lossless, up to rounding
+
+
+def _fingerprint_of_runs_0_2(records):
+    # training.run.notes_fingerprint as 0.1 and 0.2 computed it: a run's stored data_fingerprint.
+    def size(path):
+        try:
+            return os.path.getsize(path.split("#", 1)[0] if ".tfrecord#" in path else path)
+        except OSError:
+            return -1
+
+    lines = sorted(f"{record.note_str}|{size(record.path)}" for record in records)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def _fingerprint_of_caches_0_2(records):
+    # data.feature_cache.source_fingerprint as 0.2 computed it: a cache manifest's fingerprint.
+    digest = hashlib.sha256()
+    stats = {}
+    for record in records:
+        location = split_tfrecord_path(record.path)
+        file = record.path if location is None else location[0]
+        if file not in stats:
+            try:
+                info = os.stat(file)
+                stats[file] = (info.st_size, info.st_mtime_ns)
+            except OSError:
+                stats[file] = (-1, -1)
+        digest.update(
+            f"{record.path}|{record.note_str}|{record.family}|{record.source}|"
+            f"{record.pitch}|{record.velocity}|{stats[file]}\n".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+def test_one_fingerprint_keeps_the_values_runs_and_caches_stored(tmp_path):
+    # WAVs, a TFRecord, NSynth's sharded TFRecords, a missing file: the digests 0.2 wrote, unchanged.
+    for name, size in (("a.wav", 10), ("b.flac", 20), ("nsynth-test.tfrecord", 30), ("x.tfrecord-00000-of-00002", 40)):
+        (tmp_path / name).write_bytes(b"\0" * size)
+    records = [
+        NoteRecord(str(tmp_path / "a.wav"), "bass_electronic_000-029-100", "bass", "electronic", "b", 29, 100),
+        NoteRecord(str(tmp_path / "b.flac"), "flute_acoustic_002-070-050", "flute", "acoustic", "f", 70, 50),
+        NoteRecord(str(tmp_path / "nsynth-test.tfrecord#organ_electronic_001-060-075"), "organ_electronic_001-060-075"),
+        NoteRecord(str(tmp_path / "nsynth-test.tfrecord#reed_acoustic_011-061-127"), "reed_acoustic_011-061-127"),
+        NoteRecord(
+            str(tmp_path / "x.tfrecord-00000-of-00002#vocal_synthetic_003-062-025"), "vocal_synthetic_003-062-025"
+        ),
+        NoteRecord(str(tmp_path / "gone.wav"), "gone"),
+    ]
+    assert notes_fingerprint(records) == _fingerprint_of_runs_0_2(records)
+    assert notes_fingerprint(records[::-1]) == notes_fingerprint(records)  # any order
+    assert notes_fingerprint(records, exact=True) == _fingerprint_of_caches_0_2(records)
+    assert notes_fingerprint(records[::-1], exact=True) != notes_fingerprint(records, exact=True)
+    # The literal value of the portable hash: names and sizes only, wherever the files are.
+    assert notes_fingerprint(records) == "d0ea9b6d460a2f4e"
+    assert runs.notes_fingerprint is notes_fingerprint  # still importable where runs have used it
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("moved"))
+    elsewhere = [dataclasses.replace(r, path=r.path.replace(str(tmp_path), str(moved))) for r in records]
+    assert notes_fingerprint(elsewhere) == notes_fingerprint(records)
+    assert notes_fingerprint(elsewhere, exact=True) != notes_fingerprint(records, exact=True)
+    (moved / "a.wav").write_bytes(b"\0" * 11)
+    assert notes_fingerprint(elsewhere) != notes_fingerprint(records)

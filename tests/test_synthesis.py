@@ -9,9 +9,9 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
-from keras_timbre.evaluation import audio_files
+from keras_timbre.synthesis import audio_files
 from keras_timbre.models.hierarchical_vae import closest_velocity
-from keras_timbre.models.inference import synthesize_db
+from keras_timbre.models.inference import decode_db
 from keras_timbre.models.timbre_vae import TimbreVAE
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
@@ -96,7 +96,7 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
     pitch = run.model.pitch_range[1]
     audio_files.synthesize_file(run, tmp_path / "s.wav", pitch, like=wavs[1])
     code = audio_files.note_codes(run, [wavs[1]], audio_files.read_log_mel(run, wavs[1])[None])
-    expected = synthesize_db(run.model, code, pitch, run.model.default_velocity, run.stats)[0]
+    expected = decode_db(run.model, code, run.stats, pitch, run.model.default_velocity)[0]
     np.testing.assert_allclose(rendered["db"], expected, atol=1e-3)
     randoms = []
     for seed in (1, 1, 2):  # --seed fixes the code (the WAV's Griffin-Lim starts from librosa's random phase)
@@ -233,7 +233,7 @@ def test_export_has_the_conditioned_signatures(run, served):
     pitch, velocity = np.full(3, low, "float32"), np.full(3, run.model.velocities[-1], "float32")
     got = loaded.signatures["synthesize"](code=tf.constant(code), pitch=tf.constant(pitch), velocity=velocity)
     # The graph computes in float32 whatever precision trained the run (bfloat16 on CPUs that have it).
-    expected_db = synthesize_db(float32_copy(run.model), code, pitch, velocity, run.stats)
+    expected_db = decode_db(float32_copy(run.model), code, run.stats, pitch, velocity)
     assert got["waveform"].shape == (3, FRONTEND.num_samples) == (3, *mel_to_audio(expected_db[0], FRONTEND, 2).shape)
     assert np.isfinite(got["waveform"].numpy()).all()
     np.testing.assert_allclose(got["log_mel"].numpy(), expected_db, atol=1e-4 * float(run.stats.std.max()))

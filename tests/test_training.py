@@ -206,7 +206,7 @@ def test_bad_arguments_are_clear(tmp_path, notes_dir):
 def test_precision_is_the_models_policy_and_recorded_in_the_run(tmp_path, notes_dir, precision):
     run = tiny_train(tmp_path / "run", notes_dir, epochs=1, precision=precision)
     assert run.model.dtype_policy.name == precision
-    assert run.model.decoder_blocks[0].upsample.compute_dtype == precision.replace("mixed_", "")
+    assert run.model.decoder.blocks[0].upsample.compute_dtype == precision.replace("mixed_", "")
     assert json.loads((tmp_path / "run" / runs.CONFIG_FILE).read_text())["hyperparameters"]["precision"] == precision
     reloaded = runs.load_run(tmp_path / "run")
     assert reloaded.model.dtype_policy.name == precision
@@ -217,7 +217,7 @@ def test_precision_is_the_models_policy_and_recorded_in_the_run(tmp_path, notes_
 
 @pytest.mark.parametrize("cpu_has_bf16", [True, False])
 def test_resolve_precision(monkeypatch, cpu_has_bf16):
-    from keras_timbre.models import timbre_vae
+    from keras_timbre.models import training_defaults as timbre_vae
 
     # Both CPUs are simulated, so the test means the same on a machine with AVX512-BF16 and on one without.
     monkeypatch.setattr(timbre_vae, "_cpu_has_bf16", lambda: cpu_has_bf16)

@@ -16,7 +16,7 @@ from keras_timbre.tuning import search as tuning
 from keras_timbre.tuning.best_run import BEST_RUN
 from keras_timbre.tuning.objective import check_objective, objective
 from keras_timbre.tuning.report import TRIALS_CSV, TRIALS_MD
-from keras_timbre.tuning.settings import SEARCH_FILE
+from keras_timbre.tuning.settings import SEARCH_FILE, varied
 from keras_timbre.tuning.tuners import PROJECT_NAME, TUNERS, make_tuner
 from keras_timbre.cli import main
 from keras_timbre.cli.search import hyperparameters_from_arguments
@@ -72,8 +72,8 @@ def test_declared_entries_keep_their_declaration_and_the_rest_take_the_defaults(
     assert isinstance(entries["time_grad_weight"], Float)
     assert isinstance(entries["free_bits"], Fixed) and entries["free_bits"].value == 0.0
     assert entries["latent_dim"].values == [16, 32, 64, 128] and entries["learning_rate"].sampling == "log"
-    assert space.varied(space.search_space(pins)) >= {"beta", "time_grad_weight", "latent_dim"}
-    assert not space.varied(space.search_space(pins)) & {"reconstruction", "use_skips", "free_bits"}
+    assert varied(space.search_space(pins)) >= {"beta", "time_grad_weight", "latent_dim"}
+    assert not varied(space.search_space(pins)) & {"reconstruction", "use_skips", "free_bits"}
     assert len(pins.space) == 4  # the caller's object is not changed
 
 

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -138,6 +139,19 @@ def active_units(z_mean, threshold: float = 0.01) -> int:
     return int(np.sum(z_mean.var(axis=0) > threshold))
 
 
+def linear_probe() -> Any:
+    """The one linear probe, here and in `keras_timbre.analysis.probes`: standardised logistic regression.
+
+    Returns:
+        An unfitted scikit-learn pipeline.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
 def probe_accuracy(features, labels, folds: int = 5, seed: int = 0, probe: str = "linear") -> float:
     """Cross-validated accuracy of a probe predicting `labels` from `features`.
 
@@ -156,8 +170,6 @@ def probe_accuracy(features, labels, folds: int = 5, seed: int = 0, probe: str =
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from keras_timbre.analysis.probes import _linear_probe  # not at the top: probes imports metrics
-
     features = np.asarray(features, np.float64)
     labels = np.asarray(labels)
     if len(features) != len(labels):
@@ -166,7 +178,7 @@ def probe_accuracy(features, labels, folds: int = 5, seed: int = 0, probe: str =
     if len(counts) < 2 or len(labels) < 4:
         return float("nan")
     if probe == "linear":
-        model = _linear_probe()
+        model = linear_probe()
     elif probe == "knn":
         model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, len(labels) - 1)))
     else:

@@ -32,15 +32,7 @@ from typing import Any
 import numpy as np
 
 from keras_timbre.analysis.metrics import active_frames
-
-
-def _linear_probe() -> Any:
-    """The linear probe every accuracy here and in `metrics` uses: standardised logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+from keras_timbre.analysis.metrics import linear_probe
 
 
 def _fit_score(
@@ -57,7 +49,7 @@ def _fit_score(
     with warnings.catch_warnings():
         # A class seen once in training is expected: it just scores as misses.
         warnings.simplefilter("ignore", UserWarning)
-        model = _linear_probe().fit(train_features, train_labels)
+        model = linear_probe().fit(train_features, train_labels)
         return float(model.score(test_features, test_labels))
 
 
@@ -212,7 +204,7 @@ class PitchClassifier:
             raise ValueError(f"PitchClassifier needs notes of 2 pitches or more, got {np.unique(pitches).tolist()}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            self.model = _linear_probe().fit(features, pitches)
+            self.model = linear_probe().fit(features, pitches)
         return self
 
     def predict(self, log_mel_db) -> np.ndarray:

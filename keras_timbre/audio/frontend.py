@@ -235,8 +235,9 @@ def numpy_log_mel(waveform: np.ndarray, config: FrontendConfig) -> np.ndarray:
     frames = frames[..., : config.n_frames * config.hop_length : config.hop_length, :]
     spectrum = scipy.fft.rfft(frames * _hann_window(config.n_fft), axis=-1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)  # (..., frames, bins)
-    # The filter bank is sparse (about 2 bins per mel band): 0.08 ms a note instead of a dense
-    # matmul's 0.2, and no BLAS threads competing with the pipeline's reader threads.
+    # The filter bank is sparse (about 2 bins per mel band): fewer multiply-adds than a dense
+    # matmul, and no BLAS threads competing with the pipeline's reader threads (numpy_log_mel's
+    # time: benchmarks/results/pipeline.md).
     filters = _sparse_mel_filters(config)
     mel = np.stack([filters @ frame_power.T for frame_power in power.reshape(-1, *power.shape[-2:])])
     # The log in float64 (cheap at this size) puts silence at exactly `config.floor_db`.

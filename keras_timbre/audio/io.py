@@ -32,8 +32,14 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from keras_timbre import atomic
+
+if TYPE_CHECKING:
+    from keras_timbre.audio.frontend import FrontendConfig
 
 # Containers by their first bytes. Anything else is never handed to libsndfile:
 # it would try it as MP3, and mpg123 prints its complaints on fd 2.
@@ -45,14 +51,15 @@ _DECODER_NOISE = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/|.*mpg123)")
 # fd 2 is shared by every thread: redirect it for one decode at a time.
 _STDERR_LOCK = threading.Lock()
 
-# No recording of a note has another rate (a 1 Hz header made a 16 KB file cost 2 GB to resample).
+# No recording of a note has another rate (what a 1 Hz header cost: docs/data.md, "Decoding and bad input").
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 MAX_CHANNELS = 64  # 7th-order ambisonics; instrument notes have 1 or 2
 # Decoding stops at max(2^20, 16 per byte of file) samples (frames x channels): a compressed file can
-# promise far more audio than its bytes hold (FLAC silence: ~1000 samples a byte); real notes hold < 8.
+# promise far more audio than its bytes hold (silent FLAC, real notes: docs/data.md, "Decoding and bad input").
 _DECODE_FLOOR_SAMPLES = 2**20
 _DECODE_SAMPLES_PER_BYTE = 16
-# Source frames kept past a crop, in periods of the lower rate: soxr's filter reaches ~256 (measured).
+# Source frames kept past a crop, in periods of the lower rate: room for soxr's filter (the crop's
+# error, measured over the accepted rates: docs/data.md, "Decoding and bad input").
 _RESAMPLE_MARGIN = 512
 _FILE_KINDS = (
     (stat.S_ISFIFO, "FIFO"),
@@ -418,3 +425,12 @@ def _describe(error: Exception, path: Path) -> str:
     text = text.replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "the file")
     # libsndfile's message for a format it does not recognise misleads: the file is there.
     return text.replace("File does not exist or is not a regular file (possibly a pipe?).", "format not recognised")
+
+
+def write_audio(path: Path, audio: np.ndarray, frontend: FrontendConfig) -> Path:
+    """A waveform at the frontend's rate, written atomically as WAV."""
+    import soundfile
+
+    with atomic.atomic_path(path, suffix=".wav") as tmp:
+        soundfile.write(tmp, audio, frontend.sample_rate, format="WAV")
+    return path

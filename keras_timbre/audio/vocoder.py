@@ -1,7 +1,7 @@
 """Log-mel back to audio: every inverse of the frontend's features.
 
 - `mel_to_audio`: librosa's Griffin-Lim with its NNLS mel inverse (the most
-  faithful; about 2 s a 4 s note on this CPU);
+  faithful, and the slowest: its time a note: docs/explore.md, "Choices, and why");
 - `tf_mel_to_audio`: fast Griffin-Lim as a TensorFlow op, for the SavedModel;
 - `griffin_lim_audio`: batched librosa Griffin-Lim on the filters'
   pseudo-inverse (`mel_magnitude`), for many clips (morphs, TensorBoard);
@@ -17,7 +17,8 @@ bank) and in the phase initialisation.
 
 Example:
 >>> import numpy as np
->>> from keras_timbre.audio.frontend import FrontendConfig, mel_filters
+>>> from keras_timbre.audio.frontend import FrontendConfig, fit_to_length, mel_filters
+from keras_timbre.audio.io import write_audio
 >>> config = FrontendConfig(n_mels=32, duration=1.0, n_fft=512)
 >>> silence = np.full(config.feature_shape, config.floor_db, np.float32)
 >>> float(np.abs(mel_to_audio(silence, config, n_iter=2)).max())
@@ -26,9 +27,12 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from keras_timbre.audio.frontend import FrontendConfig, mel_filters
+from keras_timbre.audio.frontend import FrontendConfig, fit_to_length, mel_filters
+from keras_timbre.audio.io import write_audio
 
 # Fast Griffin-Lim momentum (Perraudin et al., 2013), librosa's default.
 GRIFFIN_LIM_MOMENTUM = 0.99
@@ -129,8 +133,6 @@ def tf_mel_to_audio(log_mel_db, config: FrontendConfig, n_iter: int = 32, moment
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
-    from keras_timbre.audio.frontend import fit_to_length, mel_filters
-
     power = mel_power_frames(tf.convert_to_tensor(log_mel_db, tf.float32), config.floor_db, tnp)
     inverse_filters = np.linalg.pinv(mel_filters(config)).T.astype(np.float32)  # (mels, bins)
     frames_power = tf.linalg.matrix_transpose(power)  # (batch, frames, mels)
@@ -222,3 +224,8 @@ def griffin_lim_audio(log_mel_db: np.ndarray, config: FrontendConfig, n_iter: in
         random_state=0,
     )
     return peak_limit(audio).astype(np.float32)
+
+
+def write_wav(path: Path, log_mel_db: np.ndarray, frontend: FrontendConfig, n_iter: int = 64) -> Path:
+    """Griffin-Lim audio of one log-mel (dB), written atomically as WAV."""
+    return write_audio(path, mel_to_audio(log_mel_db, frontend, n_iter=n_iter), frontend)

@@ -11,13 +11,12 @@ import argparse
 import importlib
 import sys
 
+# The quiet start ran before this, as the package loaded: `keras_timbre_quiet.main` (the console
+# script) or `keras_timbre/__init__.py` (`python -m keras_timbre.cli`); see docs/startup.md.
 from keras_timbre import _startup, atomic
 
-# Usually done already by `import keras_timbre`; again here in case TensorFlow is not loaded yet.
-_startup.quiet_native_logs()
-
 # Command-group modules, in the order `--help` lists them.
-_COMMAND_MODULES = ("data", "train", "evaluate", "synthesize", "explore", "search", "export")
+_COMMAND_MODULES = ("data", "train", "vocoder", "evaluate", "synthesize", "explore", "search", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ def seed(text: str) -> int:
 
 
 def temperature(text: str) -> float:
-    """argparse type of --temperature: the library's rule (`evaluation.audio_files.TEMPERATURE_RULE`), at parse time.
+    """argparse type of --temperature: the library's rule (`synthesis.audio_files.TEMPERATURE_RULE`), at parse time.
 
     Example:
     >>> temperature("0.5")
@@ -49,7 +49,7 @@ def temperature(text: str) -> float:
     ...
     argparse.ArgumentTypeError: must be a number from 0 to 2 (0: each latent group at its prior mean, ...), got inf
     """
-    from keras_timbre.evaluation.audio_files import MAX_TEMPERATURE, TEMPERATURE_RULE
+    from keras_timbre.synthesis.audio_files import MAX_TEMPERATURE, TEMPERATURE_RULE
 
     return _finite_number(text, lambda value: 0 <= value <= MAX_TEMPERATURE, TEMPERATURE_RULE)
 
@@ -152,7 +152,7 @@ def variant(name: str) -> str:
 
 def add_training_options(parser: argparse.ArgumentParser, default_epochs: int) -> None:
     """The data, budget and hyperparameter options of `train` and `ablation`."""
-    from keras_timbre.models.timbre_vae import PRECISIONS
+    from keras_timbre.models.training_defaults import PRECISIONS
 
     parser.add_argument(
         "--data", help="NSynth-format data directory (default: the built-in synthetic notes, generated on first use)"

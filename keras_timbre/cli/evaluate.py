@@ -28,7 +28,7 @@ from keras_timbre.models.variants import VARIANTS
 def morph_steps(text: str) -> int:
     """argparse type of --steps: an integer >= 2, with the library's message whatever the value."""
     # Imported when --steps is given, not at start-up: the module loads Keras.
-    from keras_timbre.evaluation.audio_files import MIN_STEPS, STEPS_RULE
+    from keras_timbre.synthesis.audio_files import MIN_STEPS, STEPS_RULE
 
     value = int(text)
     if value < MIN_STEPS:
@@ -113,7 +113,7 @@ def _evaluate(args) -> int:
 
 
 def _reconstruct(args) -> int:
-    from keras_timbre.evaluation.audio_files import reconstruct_file
+    from keras_timbre.synthesis.audio_files import reconstruct_file
 
     wav, png = reconstruct_file(args.run, args.audio, args.out, n_iter=args.griffin_lim_iters, overwrite=args.overwrite)
     print(f"Wrote {wav} and {png}")
@@ -121,7 +121,7 @@ def _reconstruct(args) -> int:
 
 
 def _interpolate(args) -> int:
-    from keras_timbre.evaluation.audio_files import interpolate
+    from keras_timbre.synthesis.audio_files import interpolate
 
     written = interpolate(
         args.run,

@@ -8,7 +8,7 @@ from keras_timbre.cli.arguments import add_overwrite_option, positive_int
 
 
 def register(subparsers) -> None:
-    from keras_timbre.evaluation import explore
+    from keras_timbre.explorer import explore
 
     parser = subparsers.add_parser(
         "explore",
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from keras_timbre.evaluation.explore import build_explorer
+    from keras_timbre.explorer.explore import build_explorer
 
     summary = build_explorer(
         args.run,

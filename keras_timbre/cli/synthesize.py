@@ -1,6 +1,6 @@
 """`keras-timbre synthesize | transfer`: notes from a pitch-conditioned run (variant "hierarchical").
 
-Thin argparse wrappers over `keras_timbre.evaluation.audio_files`. A pitch
+Thin argparse wrappers over `keras_timbre.synthesis.audio_files`. A pitch
 outside the run's trained range, a velocity it was not trained on, a
 paper-variant run (no pitch input) or an unreadable input file reach the
 dispatcher as ValueError/FileNotFoundError and exit with status 2 and one line.
@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 
 
 def _synthesize(args) -> int:
-    from keras_timbre.evaluation.audio_files import synthesize_file
+    from keras_timbre.synthesis.audio_files import synthesize_file
 
     wav, png = synthesize_file(
         args.run,
@@ -84,7 +84,7 @@ def _synthesize(args) -> int:
 
 
 def _transfer(args) -> int:
-    from keras_timbre.evaluation.audio_files import transfer_file
+    from keras_timbre.synthesis.audio_files import transfer_file
 
     wav, png = transfer_file(
         args.run,

@@ -49,10 +49,12 @@ from keras_timbre import atomic
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.stats import FeatureStatsAccumulator
-from keras_timbre.data.nsynth import split_tfrecord_path
+from keras_timbre.data.pipeline import feature_dataset
 from keras_timbre.data.readers import FAMILIES
 from keras_timbre.data.readers import SOURCES
 from keras_timbre.data.readers import NoteRecord
+from keras_timbre.data.readers import notes_fingerprint
+from keras_timbre.data.readers import read_notes
 from keras_timbre.data.skips import SkipReport
 
 CACHE_FORMAT = 1
@@ -79,29 +81,6 @@ def frontend_key(frontend: FrontendConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def source_fingerprint(records: Sequence[NoteRecord]) -> str:
-    """A hash of the notes (paths, labels) and of their files' sizes and times.
-
-    A changed, added or removed note changes it, so the cache is rebuilt.
-    """
-    digest = hashlib.sha256()
-    stats: dict[str, tuple[int, int]] = {}
-    for record in records:
-        location = split_tfrecord_path(record.path)
-        file = record.path if location is None else location[0]
-        if file not in stats:
-            try:
-                info = os.stat(file)
-                stats[file] = (info.st_size, info.st_mtime_ns)
-            except OSError:
-                stats[file] = (-1, -1)
-        digest.update(
-            f"{record.path}|{record.note_str}|{record.family}|{record.source}|"
-            f"{record.pitch}|{record.velocity}|{stats[file]}\n".encode()
-        )
-    return digest.hexdigest()[:16]
-
-
 @dataclasses.dataclass
 class FeatureCache:
     """An opened feature cache; `dataset()` streams it.
@@ -112,7 +91,7 @@ class FeatureCache:
         stats: Per-mel-bin statistics of the cached notes.
         shards: `[{"name", "notes", "bytes"}, ...]` from the manifest.
         source: Where the notes came from.
-        fingerprint: `source_fingerprint` of the notes at build time.
+        fingerprint: `notes_fingerprint(records, exact=True)` of the notes at build time.
         build_skips: Notes that could not be read when the cache was built,
             `{path: reason}`.
         skips: Shards and records skipped while reading, with reasons;
@@ -489,9 +468,6 @@ def build_feature_cache(
     Returns:
         The opened `FeatureCache`.
     """
-    from keras_timbre.data.pipeline import feature_dataset
-    from keras_timbre.data.readers import read_notes
-
     skips = SkipReport() if skips is None else skips
     records = read_notes(source, skips=skips) if isinstance(source, (str, os.PathLike)) else list(source)
     dataset = feature_dataset(records, frontend, None, batch_size=64, cache=False, with_labels=True, skips=skips)
@@ -510,7 +486,7 @@ def build_feature_cache(
         examples(),
         total=len(records),
         source=name,
-        fingerprint=source_fingerprint(records),
+        fingerprint=notes_fingerprint(records, exact=True),
         skipped=skips.skipped,
         notes_per_shard=notes_per_shard,
     )
@@ -531,8 +507,6 @@ def ensure_feature_cache(
     incomplete, was built with another frontend config, or its source notes
     changed (paths, labels, file sizes or times).
     """
-    from keras_timbre.data.readers import read_notes
-
     skips = SkipReport() if skips is None else skips
     records = read_notes(source, skips=skips) if isinstance(source, (str, os.PathLike)) else list(source)
     directory = Path(directory)
@@ -542,7 +516,7 @@ def ensure_feature_cache(
         except StaleCacheError as error:
             log(f"keras-timbre: feature cache {directory} is stale, rebuilding: {error}")
         else:
-            if cache.fingerprint == source_fingerprint(records):
+            if cache.fingerprint == notes_fingerprint(records, exact=True):
                 log(
                     f"keras-timbre: reusing feature cache {directory} ({cache.num_notes} notes, "
                     f"{len(cache.shards)} shards)"

@@ -7,12 +7,13 @@ at data preparation, and writes `DATA_DIR/labels.json`:
     {"tones/a.wav": {"pitch": 60, "velocity": 100}, ...}
 
 keyed by the note's path relative to `DATA_DIR` (with `/`). The audio-folder
-reader (`keras_timbre.data.readers`) fills in a note's unknown (-1) pitch and
-velocity from this file; labels from names are never overridden. Reading it
-checks every entry (a pitch a whole MIDI number 0-127, a velocity 1-127): a bad
-entry refuses the whole file, naming it and the entry, because a note with a
-wrong label would otherwise train silently; `label_notes` re-estimates such
-entries, so `keras-timbre make-dataset labels DIR` repairs the file.
+reader (`keras_timbre.data.readers`, which reads the file: `read_labels`) fills
+in a note's unknown (-1) pitch and velocity from it; labels from names are
+never overridden. Reading it checks every entry (a pitch a whole MIDI number
+0-127, a velocity 1-127): a bad entry refuses the whole file, naming it and the
+entry, because a note with a wrong label would otherwise train silently;
+`label_notes` re-estimates such entries, so `keras-timbre make-dataset labels
+DIR` repairs the file.
 
 - Pitch: `librosa.pyin` between MIDI 21 and 108 (the piano's range, NSynth's
   too), the median f0 of its voiced frames; then the octave of it whose
@@ -27,7 +28,6 @@ entries, so `keras-timbre make-dataset labels DIR` repairs the file.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -37,17 +37,22 @@ from keras_timbre.atomic import write_json
 from keras_timbre.audio.io import AudioError
 from keras_timbre.audio.io import conform_audio
 from keras_timbre.audio.io import read_audio
+from keras_timbre.data.nsynth import is_tfrecord
+from keras_timbre.data.readers import LABELS_FILE
+from keras_timbre.data.readers import is_whole  # noqa: F401 (imported from here by synthesis.audio_files)
+from keras_timbre.data.readers import labels_and_problems
+from keras_timbre.data.readers import read_labels  # noqa: F401 (the reading half of labels.json, named here too)
+from keras_timbre.data.readers import read_notes
 from keras_timbre.data.skips import SkipReport
 
-LABELS_FILE = "labels.json"
 # Notes are analysed at the frontend's usual rate: pYIN's cost and frame sizes stay those of 16 kHz.
 ANALYSIS_RATE = 16000
 PITCH_RANGE = (21, 108)  # MIDI, A0 to C8
 # Analyse this much audio, from the loudest frame on: the attack's noise is over there and the
 # pitch of a sustained note is steady, so more audio would only make pYIN (the slow part) slower.
 ANALYSIS_SECONDS = 1.5
-# A voiced frame is one pYIN marks voiced with at least this probability; white noise gets
-# sporadic "voiced" frames of probability ~0.01, a tone 0.2 (MIDI 21) to 0.98.
+# A voiced frame is one pYIN marks voiced with at least this probability: white noise gets
+# sporadic "voiced" frames of far lower probability than a tone's, even the lowest (MIDI 21).
 MIN_VOICED_PROBABILITY = 0.1
 MIN_VOICED_FRAMES = 5  # fewer: unpitched or silent, no pitch
 # NSynth's velocities and the peak frame RMS (dBFS) each stands for: -3.01 dB (a full-scale sine)
@@ -69,8 +74,6 @@ _SPECTRUM_FRAME = 8192  # samples at 16 kHz: 2 Hz bins, 7 bins between the harmo
 # (a flute's breath or a mallet's body can leave a faint series an octave down).
 AUDIBLE_RANGE_DB = 40.0
 _PEAK_WIDTH = 0.03  # a harmonic is looked for within +-3% (half a semitone) of k * f0: stretched partials
-MIDI_PITCHES = (0, 127)  # what a labels.json pitch may be
-MIDI_VELOCITIES = (1, 127)  # and a velocity (0 is MIDI's note-off)
 _SAVE_EVERY = 100  # notes between writes of labels.json, so interrupted work resumes
 
 
@@ -120,7 +123,7 @@ def _pyin_f0(segment: np.ndarray, sample_rate: int, frame: int, hop: int) -> flo
         sr=sample_rate,
         frame_length=frame,
         hop_length=hop,
-        resolution=0.25,  # quarter semitones: the answer is rounded to semitones; 10x faster than 0.1
+        resolution=0.25,  # quarter semitones: the answer is rounded to semitones, and fewer bins are faster
     )
     voiced = voiced & (probability >= MIN_VOICED_PROBABILITY) & np.isfinite(f0)
     if int(voiced.sum()) < MIN_VOICED_FRAMES:
@@ -238,84 +241,6 @@ def _loudest_frame(waveform: np.ndarray, frame: int, hop: int) -> int:
     return int(np.argmax(_frame_rms(waveform, frame, hop))) if waveform.size else 0
 
 
-def read_labels(data_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """`DATA_DIR/labels.json` as `{relative path: {"pitch": p, "velocity": v}}`; `{}` if there is none.
-
-    Every entry is checked (`label_problem`). One bad entry refuses the whole
-    file: the readers would otherwise keep its note with a wrong or unknown
-    label, which trains silently or fails far from here.
-
-    Raises:
-        ValueError: The file is not valid JSON, not in that shape, or has bad
-            entries; the message names the file and the first bad entry, and
-            says how many there are.
-
-    Example:
-    >>> import tempfile
-    >>> read_labels(tempfile.mkdtemp())
-    {}
-    """
-    path = Path(data_dir).expanduser() / LABELS_FILE
-    labels, problems = _checked_labels(path)
-    if problems:
-        (note, problem), more = next(iter(problems.items())), len(problems) - 1
-        raise ValueError(
-            f"{path}: entry {note!r}: {problem}" + (f" (and {more} more bad entries)" if more else "") + "; fix or "
-            f"delete them, or run `keras-timbre make-dataset labels {path.parent}` to estimate them again"
-        )
-    return labels
-
-
-def label_problem(entry) -> str | None:
-    """What is wrong with one labels.json entry, or None: a pitch must be a whole MIDI number 0-127, a velocity 1-127.
-
-    Example:
-    >>> label_problem({"pitch": 60, "velocity": 100}) is None
-    True
-    >>> label_problem({"pitch": True, "velocity": 100})
-    'pitch True is not a MIDI number 0-127'
-    >>> label_problem({"pitch": 60, "velocity": -7})
-    'velocity -7 is not a MIDI velocity 1-127'
-    """
-    if not isinstance(entry, dict):
-        return f"must be {{'pitch': int, 'velocity': int}}, got {entry!r}"
-    for key, (low, high), what in (
-        ("pitch", MIDI_PITCHES, "MIDI number"),
-        ("velocity", MIDI_VELOCITIES, "MIDI velocity"),
-    ):
-        if key not in entry:
-            return f"has no {key}"
-        if not (is_whole(entry[key]) and low <= entry[key] <= high):
-            return f"{key} {entry[key]!r} is not a {what} {low}-{high}"
-    return None
-
-
-def is_whole(value) -> bool:
-    """Whether `value` is a whole number: an int, or a float such as 60.0 (not a bool, not NaN).
-
-    Example:
-    >>> [is_whole(v) for v in (60, 60.0, 60.5, True, float("inf"), "60")]
-    [True, True, False, False, False, False]
-    """
-    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    return numeric and bool(np.isfinite(value)) and value % 1 == 0
-
-
-def _checked_labels(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
-    """`(good entries, {note: problem} of the bad ones)` of a labels.json; both empty if there is none."""
-    if not path.is_file():
-        return {}, {}
-    try:
-        labels = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(labels, dict):
-        raise ValueError(f"{path} must map note paths to labels, got {type(labels).__name__}")
-    problems = {note: problem for note, entry in labels.items() if (problem := label_problem(entry))}
-    good = {note: entry for note, entry in labels.items() if note not in problems}
-    return {note: {"pitch": int(e["pitch"]), "velocity": int(e["velocity"])} for note, e in good.items()}, problems
-
-
 def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, progress: bool = True) -> dict:
     """Estimates pitch and velocity of an audio folder's unlabelled notes into `DATA_DIR/labels.json`.
 
@@ -348,12 +273,10 @@ def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, pr
     """
     from tqdm.auto import tqdm
 
-    from keras_timbre.data.readers import read_notes  # readers imports this module
-
     root = _check_audio_folder(Path(data_dir).expanduser())
     skips = SkipReport() if skips is None else skips
     path = root / LABELS_FILE
-    existing, bad = _checked_labels(path)
+    existing, bad = labels_and_problems(path)
     if bad:  # the readers refuse a file with bad entries: keep the good ones, estimate the others again
         write_json(path, existing)
     labels, todo = {}, []
@@ -380,8 +303,6 @@ def label_notes(data_dir: str | os.PathLike, skips: SkipReport | None = None, pr
 
 
 def _check_audio_folder(root: Path) -> Path:
-    from keras_timbre.data.nsynth import is_tfrecord
-
     if not root.exists():
         raise FileNotFoundError(f"Data directory {root} does not exist")
     if not root.is_dir():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keras_timbre.data.synthetic import default_data_dir
+
 
 def check_data_dir(data: str | os.PathLike) -> Path:
     """Returns the data directory as a Path, or raises naming the missing path."""
@@ -18,6 +20,4 @@ def resolve_data(data: str | os.PathLike | None) -> Path:
     """The data directory: `data`, or the built-in synthetic set (generated on first use)."""
     if data is not None:
         return check_data_dir(data)
-    from keras_timbre.data import default_data_dir
-
     return Path(default_data_dir())

@@ -10,7 +10,8 @@ Three layouts are detected automatically:
   Labels come from NSynth-style names, `<family>_<source>_<NNN>-<pitch>-<velocity>`,
   where present; other names keep the file stem as `note_str` and unknown
   labels (`""` and `-1`), except a pitch and velocity estimated into the
-  folder's `labels.json` (`keras_timbre.data.labels.label_notes`).
+  folder's `labels.json` (`keras_timbre.data.labels.label_notes`), which
+  `read_labels` reads here, checking every entry (`label_problem`).
 
 Readers only list notes; decoding (and skipping undecodable files) happens in
 `keras_timbre.data.pipeline`. Metadata problems (an `examples.json` entry
@@ -24,6 +25,7 @@ regular files are followed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -35,10 +37,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from keras_timbre.audio.io import file_problem
-from keras_timbre.data.labels import read_labels
+from keras_timbre.data.nsynth import TFRECORD_SEPARATOR
 from keras_timbre.data.nsynth import is_tfrecord
 from keras_timbre.data.nsynth import is_tfrecord_name
 from keras_timbre.data.nsynth import label_spec
+from keras_timbre.data.nsynth import split_tfrecord_path
 from keras_timbre.data.nsynth import tfrecord_note_path
 from keras_timbre.data.skips import SkipReport
 
@@ -58,6 +61,9 @@ FAMILIES = (
 )
 SOURCES = ("acoustic", "electronic", "synthetic")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+LABELS_FILE = "labels.json"  # an audio folder's estimated labels (keras_timbre.data.labels.label_notes)
+MIDI_PITCHES = (0, 127)  # what a labels.json pitch may be
+MIDI_VELOCITIES = (1, 127)  # and a velocity (0 is MIDI's note-off)
 
 _NSYNTH_NAME = re.compile(
     r"^(?P<instrument>(?P<family>[a-z]+(?:_[a-z]+)*?)_(?P<source>[a-z]+)_(?P<number>\d+))"
@@ -327,6 +333,88 @@ def _read_audio_folder(root: Path, skips: SkipReport) -> list[NoteRecord]:
     return records
 
 
+def read_labels(data_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """`DATA_DIR/labels.json` as `{relative path: {"pitch": p, "velocity": v}}`; `{}` if there is none.
+
+    Every entry is checked (`label_problem`). One bad entry refuses the whole
+    file: the readers would otherwise keep its note with a wrong or unknown
+    label, which trains silently or fails far from here.
+
+    Raises:
+        ValueError: The file is not valid JSON, not in that shape, or has bad
+            entries; the message names the file and the first bad entry, and
+            says how many there are.
+
+    Example:
+    >>> import tempfile
+    >>> read_labels(tempfile.mkdtemp())
+    {}
+    """
+    path = Path(data_dir).expanduser() / LABELS_FILE
+    labels, problems = labels_and_problems(path)
+    if problems:
+        (note, problem), more = next(iter(problems.items())), len(problems) - 1
+        raise ValueError(
+            f"{path}: entry {note!r}: {problem}" + (f" (and {more} more bad entries)" if more else "") + "; fix or "
+            f"delete them, or run `keras-timbre make-dataset labels {path.parent}` to estimate them again"
+        )
+    return labels
+
+
+def label_problem(entry) -> str | None:
+    """What is wrong with one labels.json entry, or None: a pitch must be a whole MIDI number 0-127, a velocity 1-127.
+
+    Example:
+    >>> label_problem({"pitch": 60, "velocity": 100}) is None
+    True
+    >>> label_problem({"pitch": True, "velocity": 100})
+    'pitch True is not a MIDI number 0-127'
+    >>> label_problem({"pitch": 60, "velocity": -7})
+    'velocity -7 is not a MIDI velocity 1-127'
+    """
+    if not isinstance(entry, dict):
+        return f"must be {{'pitch': int, 'velocity': int}}, got {entry!r}"
+    for key, (low, high), what in (
+        ("pitch", MIDI_PITCHES, "MIDI number"),
+        ("velocity", MIDI_VELOCITIES, "MIDI velocity"),
+    ):
+        if key not in entry:
+            return f"has no {key}"
+        if not (is_whole(entry[key]) and low <= entry[key] <= high):
+            return f"{key} {entry[key]!r} is not a {what} {low}-{high}"
+    return None
+
+
+def is_whole(value) -> bool:
+    """Whether `value` is a whole number: an int, or a float such as 60.0 (not a bool, not NaN).
+
+    Example:
+    >>> [is_whole(v) for v in (60, 60.0, 60.5, True, float("inf"), "60")]
+    [True, True, False, False, False, False]
+    """
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    return numeric and bool(np.isfinite(value)) and value % 1 == 0
+
+
+def labels_and_problems(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """`(good entries, {note: problem} of the bad ones)` of a labels.json; both empty if there is none.
+
+    Raises:
+        ValueError: The file is not valid JSON or not a mapping.
+    """
+    if not path.is_file():
+        return {}, {}
+    try:
+        labels = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(labels, dict):
+        raise ValueError(f"{path} must map note paths to labels, got {type(labels).__name__}")
+    problems = {note: problem for note, entry in labels.items() if (problem := label_problem(entry))}
+    good = {note: entry for note, entry in labels.items() if note not in problems}
+    return {note: {"pitch": int(e["pitch"]), "velocity": int(e["velocity"])} for note, e in good.items()}, problems
+
+
 def _read_tfrecords(files: Sequence[Path], skips: SkipReport) -> list[NoteRecord]:
     import tensorflow as tf
 
@@ -385,3 +473,58 @@ def count_labels(records: Iterable[NoteRecord]) -> dict[str, Counter]:
         "family": Counter(r.family or "?" for r in records),
         "source": Counter(r.source or "?" for r in records),
     }
+
+
+def notes_fingerprint(records: Iterable[NoteRecord], exact: bool = False) -> str:
+    """A 16-hex-digit hash of notes and their files: whether the notes are still the ones they were.
+
+    One rule for a note's file (`split_tfrecord_path`: a TFRecord note's file
+    is its TFRecord) and one `stat` per file, for two strengths:
+
+    - portable (the default; a run's `data_fingerprint`, which `locate_data`
+      and resuming compare): each note's name and its file's size, in any
+      order. A copy of the notes in another folder gives the same value.
+    - `exact=True` (a feature cache's source): each note's path and labels
+      and its file's size and modification time, in order. Any change to a
+      file, a label, a path or the order gives another value, and the cache
+      is rebuilt.
+
+    Both are the digests 0.1 and 0.2 wrote, so their runs and caches stay
+    valid; for that, the portable hash counts -1 as the size of a TFRecord
+    note's file unless it is a `*.tfrecord` with no other `#` in its path
+    (e.g. NSynth's sharded `*.tfrecord-00000-of-00004`), as they did. A
+    missing file's size and time are -1.
+
+    Example:
+    >>> a = NoteRecord("/nowhere/x.wav", "bass_electronic_000-029-100")
+    >>> b = NoteRecord("/elsewhere/x.wav", a.note_str)
+    >>> notes_fingerprint([a]) == notes_fingerprint([b])
+    True
+    >>> notes_fingerprint([a], exact=True) == notes_fingerprint([b], exact=True)
+    False
+    """
+    files: dict[str, tuple[int, int]] = {}
+    lines = []
+    for record in records:
+        location = split_tfrecord_path(record.path)
+        file = record.path if location is None else location[0]
+        if file not in files:
+            files[file] = _size_and_time(file)
+        if exact:
+            lines.append(
+                f"{record.path}|{record.note_str}|{record.family}|{record.source}|"
+                f"{record.pitch}|{record.velocity}|{files[file]}\n"
+            )
+        else:
+            sized = location is None or (file.endswith(".tfrecord") and TFRECORD_SEPARATOR not in file)
+            lines.append(f"{record.note_str}|{files[file][0] if sized else -1}")
+    text = "".join(lines) if exact else "\n".join(sorted(lines))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _size_and_time(file: str) -> tuple[int, int]:
+    try:
+        info = os.stat(file)
+    except OSError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns

@@ -32,11 +32,11 @@ from keras_timbre.evaluation import evaluator as evaluation
 from keras_timbre.training import run as runs
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.models.inference import latent_means, reconstruct_db
-from keras_timbre.evaluation.synthesis_figures import write_synthesis_figures
-from keras_timbre.models.inference import is_conditioned_model
+from keras_timbre.synthesis.figures import write_synthesis_figures
 from keras_timbre.models.variants import VARIANTS, check_variant
 from keras_timbre.outputs import check_output_folder
 from keras_timbre.training.trainer import train
+from keras_timbre.analysis import plots
 
 TABLE_METRICS = (
     ("lsd_db", "LSD (dB) ↓"),
@@ -182,7 +182,6 @@ def _finished_metrics(path: Path) -> dict[str, Any] | None:
 
 def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
     """Figure grid (input vs each variant, with zooms), latent PCAs and audio, for the first seed."""
-    from keras_timbre.analysis import plots
 
     first = next(iter(loaded.values()))
     # The same held-out notes every run was scored on (from the run's own data path).
@@ -206,7 +205,7 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
             title=f"{variant}: latent means of held-out notes (PCA)",
         )
     for variant, run in loaded.items():
-        if is_conditioned_model(run.model):
+        if run.model.is_conditioned:
             train_records, train_db, _, _ = evaluation.run_split(run)
             write_synthesis_figures(run, out / variant, train_records, train_db, records, log_mel_db)
     for i, note in enumerate(titles):

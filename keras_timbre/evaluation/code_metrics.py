@@ -25,8 +25,7 @@ import numpy as np
 from keras_timbre.analysis import metrics
 from keras_timbre.analysis import probes
 from keras_timbre.evaluation.novel_pitch import novel_pitch_pairs, pitch_shifted_log_mel
-from keras_timbre.models.inference import is_conditioned_model, labels_of, latent_means, model_input
-from keras_timbre.models.inference import reconstruct_db, synthesize_db
+from keras_timbre.models.inference import decode_db, inputs_for, latent_means, reconstruct_db
 
 # Mean KL (nats) above which a group's dimension counts as active: it tells the decoder something
 # its prior did not (a group's prior mean varies with the state, so Burda's variance test does not apply).
@@ -45,7 +44,7 @@ def code_metrics(run, train_records, train_db, held_records, held_db, batch_size
         )
     )
     result.update(_novel_pitch(run, z_train, train_records, train_db, held_records, held_db, batch_size))
-    if is_conditioned_model(model):
+    if model.is_conditioned:
         result.update(_sample_pitch(run, train_records, train_db, held_records, held_db))
         result.update(group_metrics(model, stats, held_db, held_records, batch_size))
     return result
@@ -72,14 +71,14 @@ def _novel_pitch(run, z_train, train_records, train_db, held_records, held_db, b
         return {"novel_pitch_notes": 0, "novel_pitch_unscored": len(pairs.unscored)}
     target = held_db[pairs.held_index]
     held = [held_records[i] for i in pairs.held_index]
-    if is_conditioned_model(run.model):
+    if run.model.is_conditioned:
         instruments = np.array([r.instrument for r in train_records])
         codes = np.stack([z_train[instruments == r.instrument].mean(axis=0) for r in held])
         pitches, velocities = [r.pitch for r in held], [r.velocity for r in held]
-        rendered = synthesize_db(run.model, codes, pitches, velocities, run.stats, batch_size=batch_size)
+        rendered = decode_db(run.model, codes, run.stats, pitches, velocities, batch_size=batch_size)
     else:  # no pitch input: the decoded code of the nearest-pitch training note
         partners = [train_records[j] for j in pairs.train_index]
-        rendered = reconstruct_db(run.model, train_db[pairs.train_index], run.stats, batch_size, False, partners)
+        rendered = reconstruct_db(run.model, train_db[pairs.train_index], run.stats, batch_size, True, partners)
     shifted = pitch_shifted_log_mel(train_records, pairs, run.frontend)
     return {
         "novel_pitch_lsd_db": metrics.lsd_db(target, rendered, floor),
@@ -96,7 +95,7 @@ def _sample_pitch(run, train_records, train_db, held_records, held_db, seed: int
     classifier = probes.PitchClassifier().fit(train_db, [r.pitch for r in train_records])
     codes = np.random.default_rng(seed).standard_normal((len(held_records), run.model.latent_dim))
     pitches, velocities = [r.pitch for r in held_records], [r.velocity for r in held_records]
-    samples = synthesize_db(run.model, codes, pitches, velocities, run.stats)
+    samples = decode_db(run.model, codes, run.stats, pitches, velocities)
     return {
         "sample_pitch_accuracy": probes.sample_pitch_accuracy(classifier, samples, pitches),
         # The instrument's own accuracy on real held-out notes: the ceiling the samples are read against.
@@ -109,11 +108,10 @@ def group_metrics(model, stats, log_mel_db, records, batch_size: int = 32) -> di
     from keras import ops
 
     x = stats.to_model_input(log_mel_db)
-    pitches, velocities = labels_of(records)
     sums = None
     for start in range(0, len(x), batch_size):
         part = slice(start, start + batch_size)
-        maps = model.group_kl_maps(model_input(model, x[part], pitches[part], velocities[part]))
+        maps = model.group_kl_maps(inputs_for(model, x[part], records[part]))
         batch = [ops.convert_to_numpy(m).reshape(len(x[part]), -1).sum(axis=0) for m in maps]
         sums = batch if sums is None else [a + b for a, b in zip(sums, batch)]
     per_dim = [total / len(x) for total in sums]

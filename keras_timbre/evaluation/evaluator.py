@@ -33,8 +33,11 @@ from keras_timbre.data.locate import check_data_dir
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
 from keras_timbre.evaluation.code_metrics import code_metrics
 from keras_timbre.outputs import check_output_file
-from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db
+from keras_timbre.models.inference import latent_means, reconstruct_db
 from keras_timbre.training import run as runs
+from keras_timbre.analysis import plots
+from keras_timbre.audio.vocoder import write_wav
+from keras_timbre.data import read_notes
 
 METRIC_KEYS = (
     "lsd_db",
@@ -123,7 +126,6 @@ class ScoredNotes:
 
 def notes_to_score(run: runs.Run, data: str | os.PathLike | None = None) -> ScoredNotes:
     """The run's validation split (re-derived from config.json), or every note of `data`."""
-    from keras_timbre.data import read_notes
 
     if data is None:
         train_records, train_db, records, log_mel_db = run_split(run)
@@ -169,7 +171,7 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
     model.check_feature_shape(run.frontend.feature_shape)
     reconstruction = reconstruct_db(model, log_mel_db, stats, batch_size, records=records)
     # From the code alone: decode(z) for the paper's variants; code + pitch + velocity, groups at the prior mean.
-    without_skips = reconstruct_db(model, log_mel_db, stats, batch_size, skips=False, records=records)
+    without_skips = reconstruct_db(model, log_mel_db, stats, batch_size, from_code=True, records=records)
     z_mean, z_log_var = latent_means(model, log_mel_db, stats, batch_size, records=records)
     families = [r.family for r in records]
     pitches = [r.pitch for r in records]
@@ -193,7 +195,6 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
 
 def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
     """Reconstruction grid, latent PCA and a few WAVs (input, reconstruction), titled with what the notes are."""
-    from keras_timbre.analysis import plots
 
     records = notes.records
     shown = diverse_notes(records, FIGURE_NOTES)
@@ -201,9 +202,10 @@ def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
     chosen_records = [records[i] for i in shown]
     recon = reconstruct_db(run.model, chosen, run.stats, records=chosen_records)
     columns = {run.variant: recon}
-    if run.model.use_skips or is_conditioned_model(run.model):
-        code_only = reconstruct_db(run.model, chosen, run.stats, skips=False, records=chosen_records)
-        columns["from the code alone" if is_conditioned_model(run.model) else "decode(z), skips zeroed"] = code_only
+    if run.model.renders_beyond_code:
+        columns["from the code alone"] = reconstruct_db(
+            run.model, chosen, run.stats, from_code=True, records=chosen_records
+        )
     plots.plot_reconstructions(
         run.path / "figures" / "evaluation_reconstructions.png",
         chosen,
@@ -220,19 +222,3 @@ def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
     for i, target, output in list(zip(shown, chosen, recon))[:AUDIO_NOTES]:
         for kind, spectrogram in (("input", target), ("reconstruction", output)):
             write_wav(run.path / "audio" / f"{records[i].note_str}_{kind}.wav", spectrogram, run.frontend)
-
-
-def write_wav(path: Path, log_mel_db: np.ndarray, frontend: FrontendConfig, n_iter: int = 64) -> Path:
-    """Griffin-Lim audio of one log-mel (dB), written atomically as WAV."""
-    from keras_timbre.audio.vocoder import mel_to_audio
-
-    return write_audio(path, mel_to_audio(log_mel_db, frontend, n_iter=n_iter), frontend)
-
-
-def write_audio(path: Path, audio: np.ndarray, frontend: FrontendConfig) -> Path:
-    """A waveform at the frontend's rate, written atomically as WAV."""
-    import soundfile as sf
-
-    with atomic.atomic_path(path, suffix=".wav") as tmp:
-        sf.write(tmp, audio, frontend.sample_rate, format="WAV")
-    return path

@@ -69,6 +69,7 @@ from keras_timbre.export.version_folder import (
     model_fingerprint,
     read_export_metadata,
 )
+from keras_timbre.training import run as runs
 
 __all__ = [
     "CHUNK_SIZE",
@@ -138,7 +139,6 @@ def export_saved_model(
     if existing_export_is_current(path, fingerprint, export_settings(griffin_lim_iters), overwrite):
         return path
     if keras.backend.backend() != "tensorflow":
-        from keras_timbre.training import run as runs
 
         with tempfile.TemporaryDirectory(prefix="keras_timbre_export_") as run_dir:
             variant = str(getattr(model, "variant", "unknown"))
@@ -195,7 +195,6 @@ def load_run_for_export(run_dir: str | os.PathLike):
     Raises:
         FileNotFoundError: naming the run directory or the missing file.
     """
-    from keras_timbre.training import run as runs
 
     run = runs.load_run(run_dir)
     return run.model, run.frontend, run.stats

@@ -20,7 +20,7 @@ latents (a standard-normal prior) are far inside these bounds. A conditioned
 model's pitch (and a `source_pitch`) must be a whole MIDI number in its
 trained `pitch_range` and its velocity one of its trained `velocities`, one
 value per note: the rules the library and the command line apply
-(`evaluation.audio_files.allowed_pitch`, `allowed_velocity`); anything else
+(`synthesis.audio_files.allowed_pitch`, `allowed_velocity`); anything else
 fails the request naming the input and the rule.
 """
 
@@ -30,7 +30,11 @@ import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.models.inference import is_conditioned_model
+from keras_timbre.audio.frontend import fit_to_length
+from keras_timbre.audio.frontend import tf_log_mel
+from keras_timbre.audio.vocoder import tf_mel_to_audio
+from keras_timbre.synthesis.audio_files import pitch_rule
+from keras_timbre.synthesis.audio_files import velocity_rule
 
 # The first endpoint is also written as serving_default (ExportArchive.write_out).
 SIGNATURES = ("serving_default", "reconstruct", "encode", "decode", "synthesize")
@@ -51,12 +55,12 @@ def build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin_
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("build_archive needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
-    graph_class = ConditionedServingGraph if is_conditioned_model(model) else ServingGraph
+    graph_class = ConditionedServingGraph if model.is_conditioned else ServingGraph
     graph = graph_class(model, frontend, stats, griffin_lim_iters)
     archive = keras.export.ExportArchive()
     # A conditioned model's own default save signature traces its call on a plain tensor, which it refuses
     # (it takes a dict); its built layers hold all its variables, and tracking them does not trace the model.
-    for resource in [layer for layer in model.layers if layer.built] if is_conditioned_model(model) else [model]:
+    for resource in [layer for layer in model.layers if layer.built] if model.is_conditioned else [model]:
         archive.track(resource)
     for name, fn, specs in graph.endpoints(tf):
         archive.add_endpoint(name, fn, input_signature=specs)
@@ -65,13 +69,13 @@ def build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin_
 
 def signature_names(model) -> tuple[str, ...]:
     """The signatures `build_archive` writes for `model`: `CONDITIONED_SIGNATURES` or `SIGNATURES`."""
-    return CONDITIONED_SIGNATURES if is_conditioned_model(model) else SIGNATURES
+    return CONDITIONED_SIGNATURES if model.is_conditioned else SIGNATURES
 
 
 def export_record(model) -> dict:
     """What the export's record says of the graph: its signatures and, if conditioned, what they accept."""
     record = {"signatures": list(signature_names(model))}
-    if is_conditioned_model(model):
+    if model.is_conditioned:
         record["conditioning"] = {
             "pitch_range": [int(p) for p in model.pitch_range],
             "velocities": [int(v) for v in model.velocities],
@@ -83,7 +87,7 @@ def export_record(model) -> dict:
 def latent_shape_of(model, frontend: FrontendConfig) -> tuple[int, ...]:
     """Probes the model once: it must take the frontend's features; returns the latent shape."""
     probe = np.zeros((1, *frontend.feature_shape, 1), np.float32)
-    if is_conditioned_model(model):
+    if model.is_conditioned:
         probe = {"log_mel": probe, "pitch": np.array([float(model.pitch_range[0])], np.float32)}
     try:
         z_mean, _ = model.encode(probe)
@@ -156,7 +160,6 @@ class ServingGraph:
         ]
 
     def features(self, waveform):
-        from keras_timbre.audio.frontend import tf_log_mel
 
         return ((tf_log_mel(waveform, self.frontend) - self.mean) / self.std)[..., None]
 
@@ -175,7 +178,6 @@ class ServingGraph:
         return {"log_mel": self._decode_db(z)}
 
     def synthesize(self, z):
-        from keras_timbre.audio.vocoder import tf_mel_to_audio
 
         return {"waveform": tf_mel_to_audio(self._decode_db(z), self.frontend, n_iter=self.griffin_lim_iters)}
 
@@ -197,7 +199,6 @@ class ServingGraph:
 
     def checked_waveform(self, waveform):
         """The request's waveform checked, cropped or padded to a note, and level-bounded."""
-        from keras_timbre.audio.frontend import fit_to_length
 
         waveform = fit_to_length(checked_input(waveform, "waveform", [None, None]), self.frontend.num_samples)
         return bounded_level(waveform)
@@ -261,7 +262,6 @@ class ConditionedServingGraph(ServingGraph):
         return self.in_chunks(self._reconstruct_rows, ("log_mel", "z_mean", "z_log_var"), waveform, pitch, velocity)
 
     def synthesize(self, code, pitch, velocity):
-        from keras_timbre.audio.vocoder import tf_mel_to_audio
 
         code = bounded_latent(checked_input(code, "code", [None, *self.latent_shape]))
         pitch, velocity = self.checked_pitch(pitch, code), self.checked_velocity(velocity, code)
@@ -273,7 +273,6 @@ class ConditionedServingGraph(ServingGraph):
         return self.in_chunks(self._encode_rows, ("z_mean", "z_log_var"), waveform, self.checked_pitch(pitch, waveform))
 
     def transfer(self, waveform, source_pitch, pitch):
-        from keras_timbre.audio.vocoder import tf_mel_to_audio
 
         waveform = self.checked_waveform(waveform)
         source_pitch, pitch = self.checked_pitch(source_pitch, waveform, "source_pitch"), self.checked_pitch(
@@ -286,11 +285,9 @@ class ConditionedServingGraph(ServingGraph):
         """`pitch` checked: one finite value per row of `notes`, each `audio_files.allowed_pitch`."""
         import tensorflow as tf
 
-        from keras_timbre.evaluation.audio_files import pitch_rule
-
         low, high = self.pitch_range
         pitch = self._one_per_note(pitch, name, notes)
-        # The library's rule (evaluation.audio_files.allowed_pitch), in the graph: whole and in range.
+        # The library's rule (synthesis.audio_files.allowed_pitch), in the graph: whole and in range.
         allowed = tf.equal(pitch, tf.round(pitch)) & (pitch >= low) & (pitch <= high)
         message = f"{name}: not one the model was trained on: give {pitch_rule(self.pitch_range)}"
         check = tf.debugging.assert_equal(tf.reduce_all(allowed), True, message=message)
@@ -300,8 +297,6 @@ class ConditionedServingGraph(ServingGraph):
     def checked_velocity(self, velocity, notes):
         """`velocity` checked: one finite value per row of `notes`, each `audio_files.allowed_velocity`."""
         import tensorflow as tf
-
-        from keras_timbre.evaluation.audio_files import velocity_rule
 
         velocity = self._one_per_note(velocity, "velocity", notes)
         known = tf.reduce_any(tf.equal(velocity[:, None], tf.constant(self.velocities)[None]), axis=1)

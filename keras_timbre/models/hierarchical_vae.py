@@ -5,7 +5,8 @@ detail around the latent; decoding the code alone is then worse than the
 baseline. Here every encoder-to-decoder path passes through a latent group
 that pays its own KL against a prior learned from the top-down state
 (`LatentGroup`), and the decoder is told the note's pitch and velocity
-(`PitchConditioning`), so the global code need only carry the timbre.
+(`PitchCondition`), so the global code need only carry the timbre. It is a
+`TimbreModel` composed of the family's parts (`models/parts.py`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ import keras
 from keras import ops
 
 from keras_timbre.models import losses
-from keras_timbre.models.hierarchy import PitchConditioning
-from keras_timbre.models.hierarchy import RelativeSpectrum
-from keras_timbre.models.layers import EncoderBlock
-from keras_timbre.models.hierarchy import LatentGroup
-from keras_timbre.models.layers import DecoderBlock
-from keras_timbre.models.timbre_vae import DEFAULT_INPUT_SHAPE
-from keras_timbre.models.timbre_vae import LOG_VAR_RANGE
-from keras_timbre.models.timbre_vae import TimbreVAE
+from keras_timbre.models.family import TimbreModel
+from keras_timbre.models.hierarchy import MAX_VELOCITY, LatentGroup, RelativeSpectrum
+from keras_timbre.models.layers import Sampling
+from keras_timbre.models.parts import CodeEncoder, DecoderPath, FeatureEncoder, PitchCondition
+from keras_timbre.models.timbre_vae import DEFAULT_FILTERS, DEFAULT_GRAD_WEIGHT, DEFAULT_INPUT_SHAPE
+from keras_timbre.models.timbre_vae import DEFAULT_LATENT_DIM
+from keras_timbre.models.training_defaults import DEFAULT_NORMALIZATION
 
-# The code's KL weight. Lower than TimbreVAE's 1e-3: on nsynth-mini (2 s, 20 epochs, seed 0) 1e-3 left
-# the code 25 nats and decoding from it 5.7 dB LSD, 1e-4 gave 71 nats and 5.5 dB; 1e-5 (with the pitch
-# adversary) 6.9 dB (docs/report.md, "Beyond the paper").
+# The code's KL weight, lower than TimbreVAE's: the code decodes better from more nats
+# (docs/report.md, "Beyond the paper").
 DEFAULT_BETA = 1e-4
 # Latent channels of each group (one group per encoder resolution but the deepest).
 DEFAULT_GROUP_CHANNELS = 4
@@ -47,7 +46,7 @@ INPUT_KEYS = ("log_mel", "pitch", "velocity")
 
 
 @keras.saving.register_keras_serializable(package="keras_timbre")
-class HierarchicalTimbreVAE(TimbreVAE):
+class HierarchicalTimbreVAE(TimbreModel):
     """Pitch- and velocity-conditioned hierarchical VAE on normalised log-mel.
 
     Encoder: the global timbre code `z` (one vector per note) is read by
@@ -96,9 +95,38 @@ class HierarchicalTimbreVAE(TimbreVAE):
     (1, 32, 64, 1)
     """
 
+    INPUT_KEYS = INPUT_KEYS
+    ENCODE_KEYS = ("log_mel", "pitch")  # the code is read relative to the note's pitch
+    RUN_KEYS = TimbreModel.RUN_KEYS + (
+        "group_channels",
+        "group_free_bits",
+        "group_kl_scale",
+        "prior_dropout",
+        "pitch_adversary_weight",
+        "pitch_range",
+        "velocities",
+    )
+    # The order 0.2 created its trainable layers in (its saved optimizer slots follow it).
+    LEGACY_ORDER = (
+        "encoder_block_",
+        "z_mean",
+        "z_log_var",
+        "decoder_dense",
+        "output_conv",
+        "decoder_block_",
+        "feature_block_",
+        "condition_",
+        "group_",
+        "pitch_adversary",
+    )
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE,
+        latent_dim: int = DEFAULT_LATENT_DIM,
+        filters: tuple[int, ...] = DEFAULT_FILTERS,
+        beta: float = DEFAULT_BETA,
+        grad_weight: float = DEFAULT_GRAD_WEIGHT,
         group_channels: int = DEFAULT_GROUP_CHANNELS,
         group_free_bits: float = DEFAULT_GROUP_FREE_BITS,
         group_kl_scale: float = DEFAULT_GROUP_KL_SCALE,
@@ -107,10 +135,14 @@ class HierarchicalTimbreVAE(TimbreVAE):
         pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
         velocities: tuple[int, ...] = DEFAULT_VELOCITIES,
         mel_range: tuple[float, float] = (20.0, 8000.0),
+        normalization: str | None = DEFAULT_NORMALIZATION,
+        seed: int | None = 0,
         **kwargs,
     ):
         _check_conditioning(group_channels, group_free_bits, group_kl_scale, prior_dropout, pitch_range, velocities)
-        # Set before TimbreVAE.__init__, which creates the layers from them.
+        super().__init__(
+            input_shape, latent_dim, filters, beta, grad_weight, normalization=normalization, seed=seed, **kwargs
+        )
         self.group_channels = int(group_channels)
         self.group_free_bits = float(group_free_bits)
         self.group_kl_scale = float(group_kl_scale)
@@ -119,131 +151,114 @@ class HierarchicalTimbreVAE(TimbreVAE):
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
         self.mel_range = tuple(float(f) for f in mel_range)
-        kwargs.setdefault("beta", DEFAULT_BETA)
-        kwargs.pop("use_skips", None)
-        kwargs.pop("skip_dropout", None)
-        super().__init__(input_shape=input_shape, use_skips=False, skip_dropout=0.0, **kwargs)
+        self._create_parts(seed)
+        self.build()
 
-    def _create_layers(self, input_shape, filters, normalization, activation, seed) -> None:
-        super()._create_layers(input_shape, filters, normalization, activation, seed)
-        dtype = self.dtype_policy
-        block_kwargs = {"normalization": normalization, "activation": activation, "dtype": dtype}
-        self.decoder_blocks = [
-            DecoderBlock(f, name=f"decoder_block_{i}", **block_kwargs) for i, f in enumerate(reversed(filters[:-1]))
-        ]
-        self.conditioning = PitchConditioning(input_shape[0], *self.mel_range, name="conditioning", dtype=dtype)
+    def _create_parts(self, seed) -> None:
+        """The parts, in the order 0.2 created their weights (see `LEGACY_ORDER`)."""
+        dtype, options = self.dtype_policy, self.part_options()
         # The code is read from the spectrum on an axis of octaves above f0 (so pitch stays out of it);
         # the groups' features from the log-mel itself.
-        self.relative_spectrum = RelativeSpectrum(input_shape[0], *self.mel_range, name="relative", dtype=dtype)
-        self.feature_blocks = [
-            EncoderBlock(f, name=f"feature_block_{i}", **block_kwargs) for i, f in enumerate(filters[:-1])
-        ]
-        # One 1x1 projection of the pitch map per decoder resolution: the bottleneck's, then each block's.
-        self.condition_projections = [
-            keras.layers.Conv2D(f, 1, name=f"condition_{i}", dtype=dtype) for i, f in enumerate(reversed(filters))
-        ]
+        self.relative_spectrum = RelativeSpectrum(
+            self.spectrogram_shape[0], *self.mel_range, name="relative", dtype=dtype
+        )
+        self.encoder = CodeEncoder(self.filters, self.latent_dim, name="encoder", **options)
+        self.sampling = Sampling(seed=seed, log_var_range=None, name="sampling", dtype=dtype)
+        self.decoder = DecoderPath(self.spectrogram_shape, self.filters, name="decoder", **options)
+        self.features = FeatureEncoder(self.filters[:-1], name="features", **options)
+        self.condition = PitchCondition(
+            self.spectrogram_shape[0], self.mel_range, self.filters, name="condition", dtype=dtype
+        )
         self.groups = [
             LatentGroup(
                 self.group_channels, seed=None if seed is None else seed + 10 + i, name=f"group_{i}", dtype=dtype
             )
-            for i in range(len(filters) - 1)
+            for i in range(len(self.filters) - 1)
         ]
         pitches = self.pitch_range[1] - self.pitch_range[0] + 1
         self.pitch_adversary = None
         if self.pitch_adversary_weight > 0:
             self.pitch_adversary = keras.layers.Dense(pitches, name="pitch_adversary", dtype="float32")
+            self.pitch_adversary.build((None, self.latent_dim))  # only training calls it; the optimizer needs it now
         self.prior_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 2)
         self.group_kl_trackers = [keras.metrics.Mean(name=f"group_{i}_kl") for i in range(len(self.groups))]
         self.adversary_tracker = keras.metrics.Mean(name="pitch_adversary_loss")
 
-    def build(self, input_shape):
-        if self.built:
-            return
-        shape = (None,) + self.spectrogram_shape[:2] + (2,)  # RelativeSpectrum: values and where defined
-        features = []
-        for block in self.encoder_blocks:
-            block.build(shape)
-            shape = block.compute_output_shape(shape)
-            features.append(shape)
-        feature_shape = (None,) + self.spectrogram_shape
-        for i, block in enumerate(self.feature_blocks):
-            block.build(feature_shape)
-            feature_shape = block.compute_output_shape(feature_shape)
-            features[i] = feature_shape
-        flat = self.flatten.compute_output_shape(shape)
-        self.z_mean_dense.build(flat)
-        self.z_log_var_dense.build(flat)
-        self.decoder_dense.build((None, self.latent_dim + 2))
-        if self.pitch_adversary is not None:
-            self.pitch_adversary.build((None, self.latent_dim))
-        shape = (None,) + self._bottleneck_shape
-        for i, projection in enumerate(self.condition_projections):
-            projection.build(self._condition_shape(shape))
-            if i == len(self.decoder_blocks):
-                break
-            self.decoder_blocks[i].build(shape)
-            shape = self.decoder_blocks[i].compute_output_shape(shape)
-            self.groups[i].build(shape, features[-(i + 2)])
-        self.output_conv.build(shape)
-        self.built = True
-
-    def _condition_shape(self, state_shape):
-        fold = self.spectrogram_shape[0] // state_shape[1]
-        return (None, state_shape[1], 1, PitchConditioning.CHANNELS * fold)
-
-    # ---------------------------------------------------------------- inputs
-    def _unpack(self, inputs):
-        if not isinstance(inputs, dict) or any(key not in inputs for key in INPUT_KEYS):
+    @classmethod
+    def settings_from_notes(cls, records, frontend) -> dict[str, Any]:
+        """The trained pitch range and velocities (from the notes' labels) and the frontend's mel range."""
+        pitches = [r.pitch for r in records if r.pitch >= 0]
+        velocities = sorted({r.velocity for r in records if r.velocity > 0})
+        if not pitches or not velocities:
             raise ValueError(
-                f"{type(self).__name__} takes a dict with keys {INPUT_KEYS} (log-mel, MIDI pitch, velocity), "
-                f"got {type(inputs).__name__}{sorted(inputs) if isinstance(inputs, dict) else ''}"
+                "the hierarchical variant needs MIDI pitch and velocity labels: none of the training notes has "
+                "them (label an audio folder with `keras-timbre make-dataset labels DIR`)"
             )
-        return inputs["log_mel"], self._vector(inputs["pitch"]), self._vector(inputs["velocity"])
+        return {
+            "pitch_range": [min(pitches), max(pitches)],
+            "velocities": velocities,
+            "mel_range": [frontend.fmin, frontend.fmax],
+        }
 
-    @staticmethod
-    def _vector(values):
-        return ops.reshape(ops.cast(ops.convert_to_tensor(values), "float32"), (-1,))
-
-    def _condition(self, condition_map, projection, state):
-        """The pitch map folded onto the state's mel bins, projected, broadcast over time."""
-        n_bins = state.shape[1]
-        fold = self.spectrogram_shape[0] // n_bins
-        folded = ops.reshape(condition_map, (-1, n_bins, 1, PitchConditioning.CHANNELS * fold))
-        return state + projection(folded)
+    @property
+    def parts(self):
+        return {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "features": self.features,
+            "condition": self.condition,
+        }
 
     # ---------------------------------------------------------------- forward
-    def _decode_conditioned(
+    def encode_all(self, inputs, training=False):
+        """`(z_mean, z_log_var, features)`: the code, read relative to f0, and the groups' features."""
+        x, pitch, _ = self.split_inputs(inputs, self.ENCODE_KEYS)
+        self.check_input_shape(x.shape)
+        z_mean, z_log_var, _ = self.encoder(self.relative_spectrum(x, pitch), training=training)
+        return z_mean, z_log_var, self.features(x, training=training)
+
+    def render(self, code, labels, temperature: float = 0.0):
+        """The spectrogram of `code` at `labels` = (pitch, velocity), every group from its prior."""
+        output, _ = self._decode_through_groups(code, *labels, temperature=temperature)
+        return output
+
+    def _decode_through_groups(
         self, z, pitch, velocity, features=None, prior_mask=None, temperature=0.0, training=None, kl_maps=None
     ):
-        """Decoder state from `[z, pitch, velocity]` through every group; returns (output, per-group KL).
+        """The decoder from `[z, pitch, velocity]`, conditioned and through a group at each resolution.
 
-        A list `kl_maps` receives each group's KL per dimension.
+        Returns the output and each group's KL; a list `kl_maps` receives each
+        group's KL per dimension.
         """
-        scalars = ops.stack([(pitch - 64.0) / 32.0, velocity / 127.0], axis=-1)
-        h = self.decoder_reshape(self.decoder_dense(ops.concatenate([ops.cast(z, "float32"), scalars], axis=-1)))
-        condition_map = self.conditioning(pitch, velocity)
-        h = self._condition(condition_map, self.condition_projections[0], h)
+        scalars = ops.stack([(pitch - 64.0) / 32.0, velocity / MAX_VELOCITY], axis=-1)
+        pitch_map = self.condition.pitch_map(pitch, velocity)
         kls = []
-        for i, (block, group) in enumerate(zip(self.decoder_blocks, self.groups)):
-            h = self._condition(condition_map, self.condition_projections[i + 1], block(h, training=training))
-            feature = None if features is None else features[-(i + 1)]
-            h, kl, kl_map = group(
-                h, feature, prior_mask, temperature=temperature, training=training, return_kl_map=True
+
+        def step(i, h):
+            h = self.condition(h, pitch_map, resolution=i)
+            if i == 0:
+                return h
+            feature = None if features is None else features[-i]
+            out = self.groups[i - 1](
+                h, feature, prior_mask, temperature=temperature, training=training, return_kl_map=kl_maps is not None
             )
-            kls.append(kl)
+            kls.append(out[1])
             if kl_maps is not None:
-                kl_maps.append(kl_map)
-        return ops.cast(self.output_conv(h), "float32"), kls
+                kl_maps.append(out[2])
+            return out[0]
+
+        code = ops.concatenate([ops.cast(z, "float32"), scalars], axis=-1)
+        return self.decoder.run(code, step, training=training), kls
 
     def call(self, inputs, training=False):
-        x, pitch, velocity = self._unpack(inputs)
-        z_mean, z_log_var, features = self._encode(x, training=training, pitch=pitch)
+        _, pitch, velocity = self.split_inputs(inputs)
+        z_mean, z_log_var, features = self.encode_all(inputs, training=training)
         z = self.sampling([z_mean, z_log_var], training=training)
         prior_mask = None
         if training and self.prior_dropout > 0:
             draw = keras.random.uniform(ops.shape(pitch), seed=self.prior_seed_generator)
             prior_mask = ops.cast(draw < self.prior_dropout, "float32")
-        reconstruction, kls = self._decode_conditioned(z, pitch, velocity, features, prior_mask, training=training)
+        reconstruction, kls = self._decode_through_groups(z, pitch, velocity, features, prior_mask, training=training)
         return {
             "reconstruction": reconstruction,
             "z_mean": z_mean,
@@ -253,48 +268,18 @@ class HierarchicalTimbreVAE(TimbreVAE):
 
     def compute_output_shape(self, input_shape):
         batch = input_shape["log_mel"][0] if isinstance(input_shape, dict) else input_shape[0]
-        shapes = super().compute_output_shape((batch,) + self.spectrogram_shape)
-        return {**shapes, "group_kl": (batch, len(self.groups))}
+        code = (batch, self.latent_dim)
+        return {
+            "reconstruction": (batch,) + self.spectrogram_shape,
+            "z_mean": code,
+            "z_log_var": code,
+            "group_kl": (batch, len(self.groups)),
+        }
 
     # ---------------------------------------------------------------- API
-    def _encode(self, x, training=None, pitch=None):
-        if pitch is None:
-            raise ValueError(f"{type(self).__name__} reads the code relative to the note's pitch: pass it")
-        self.check_input_shape(x.shape)
-        h = self.relative_spectrum(x, pitch)
-        for block in self.encoder_blocks:
-            h = block(h, training=training)
-        flat = self.flatten(h)
-        z_mean = ops.cast(self.z_mean_dense(flat), "float32")
-        z_log_var = ops.clip(ops.cast(self.z_log_var_dense(flat), "float32"), *LOG_VAR_RANGE)
-        features, h = [], x
-        for block in self.feature_blocks:
-            h = block(h, training=training)
-            features.append(h)
-        return z_mean, z_log_var, features
-
-    def encode(self, x, training=False):
-        """`(mean, log_var)` of the timbre code of notes `x`: a dict with "log_mel" and "pitch"."""
-        log_mel, pitch = (x["log_mel"], self._vector(x["pitch"])) if isinstance(x, dict) else (x, None)
-        z_mean, z_log_var, _ = self._encode(log_mel, training=training, pitch=pitch)
-        return z_mean, z_log_var
-
     def synthesize(self, code, pitch, velocity, temperature: float = 0.0):
-        """Log-mel (normalised) of timbre `code` (batch, latent_dim) at `pitch` and `velocity` (MIDI, (batch,)).
-
-        Every group is at its prior mean at `temperature` 0; above, each is
-        sampled with its prior's std scaled by `temperature`.
-        """
-        pitch, velocity = self._broadcast(code, pitch), self._broadcast(code, velocity)
-        output, _ = self._decode_conditioned(code, pitch, velocity, temperature=temperature, training=False)
-        return output
-
-    def sample(self, n: int, pitch, velocity, temperature: float = 0.0, seed: int | None = None):
-        """`n` notes from the prior: codes from N(0, I), groups as in `synthesize` at `temperature`."""
-        code = keras.random.normal((int(n), self.latent_dim), seed=seed)
-        return self.synthesize(
-            code, ops.ones((int(n),)) * self._vector(pitch), ops.ones((int(n),)) * self._vector(velocity), temperature
-        )
+        """Log-mel (normalised) of timbre `code` (batch, latent_dim) at `pitch` and `velocity`: `decode`."""
+        return self.decode(code, pitch, velocity, temperature)
 
     @property
     def default_velocity(self) -> int:
@@ -307,51 +292,31 @@ class HierarchicalTimbreVAE(TimbreVAE):
         `velocity` None is `default_velocity`.
         """
         code, _ = self.encode(x)
-        return self.synthesize(code, pitch, self.default_velocity if velocity is None else velocity, temperature)
-
-    def decode(self, z, training=False):
-        raise ValueError(
-            f"{type(self).__name__} needs a pitch and velocity to decode: use synthesize(code, pitch, velocity)"
-        )
-
-    def reconstruct(self, x, use_skips: bool = True):
-        """Reconstruction from the posterior means (`use_skips=False`: from the code alone, as `synthesize`)."""
-        log_mel, pitch, velocity = self._unpack(x)
-        if not use_skips:
-            return self.synthesize(self.encode(x)[0], pitch, velocity)
-        return self(x, training=False)["reconstruction"]
+        return self.decode(code, pitch, self.default_velocity if velocity is None else velocity, temperature)
 
     def group_kl_maps(self, inputs):
         """Each group's KL per dimension, `[(batch, height, width, group_channels)]`, at the posterior means."""
-        x, pitch, velocity = self._unpack(inputs)
-        z_mean, _, features = self._encode(x, training=False, pitch=pitch)
+        _, pitch, velocity = self.split_inputs(inputs)
+        z_mean, _, features = self.encode_all(inputs)
         kl_maps = []
-        self._decode_conditioned(z_mean, pitch, velocity, features, training=False, kl_maps=kl_maps)
+        self._decode_through_groups(z_mean, pitch, velocity, features, training=False, kl_maps=kl_maps)
         return kl_maps
 
-    def _broadcast(self, code, values):
-        values = self._vector(values)
-        return ops.ones((ops.shape(code)[0],), "float32") * values
-
     # ---------------------------------------------------------------- training
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """TimbreVAE's terms with the KL over the code and every group; updates the trackers."""
-        log_mel, pitch, _ = self._unpack(x)
-        if y_pred is None:
-            y_pred = self(x, training=training)
-        total = super().compute_loss(log_mel, y, y_pred, sample_weight, training)
-        if self.pitch_adversary_weight > 0:
-            total = total + losses.scale_loss_for_replicas(self._adversary_loss(y_pred["z_mean"], pitch))
-        return total
-
-    def _kl_term(self, y_pred, weights):
+    def kl_term(self, y_pred, weights):
         """The code's KL plus `group_kl_scale` times each group's, counted as at least `group_free_bits`."""
-        kl = super()._kl_term(y_pred, weights)
+        kl = super().kl_term(y_pred, weights)
         for i, tracker in enumerate(self.group_kl_trackers):
             group_kl = losses.batch_mean(y_pred["group_kl"][:, i], weights)
             tracker.update_state(group_kl)
             kl = kl + self.group_kl_scale * ops.maximum(group_kl, self.group_free_bits)
         return kl
+
+    def extra_losses(self, x, y_pred) -> list:
+        """The pitch adversary's loss, if it has one."""
+        if self.pitch_adversary is None:
+            return []
+        return [self._adversary_loss(y_pred["z_mean"], self.split_inputs(x)[1])]
 
     def _adversary_loss(self, z_mean, pitch):
         """Trains a linear pitch classifier on the code; pushes the encoder to its uniform prediction."""
@@ -375,6 +340,8 @@ class HierarchicalTimbreVAE(TimbreVAE):
     @classmethod
     def from_variant(cls, name: str = "hierarchical", **overrides: Any) -> "HierarchicalTimbreVAE":
         """The "hierarchical" variant (mel-gradient loss on, like skip+grad)."""
+        if name != "hierarchical":
+            raise ValueError(f"{cls.__name__} builds the 'hierarchical' variant, not {name!r}")
         overrides.setdefault("name", "timbre_vae_hierarchical")
         return cls(**overrides)
 
@@ -384,8 +351,6 @@ class HierarchicalTimbreVAE(TimbreVAE):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("use_skips", "skip_dropout"):
-            config.pop(key)
         config.update(
             {
                 "group_channels": self.group_channels,
@@ -399,6 +364,10 @@ class HierarchicalTimbreVAE(TimbreVAE):
             }
         )
         return config
+
+
+def _vector(values):
+    return ops.reshape(ops.cast(values, "float32"), (-1,))
 
 
 def closest_velocity(velocities) -> int:

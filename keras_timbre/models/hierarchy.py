@@ -14,10 +14,23 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_timbre.models.losses import LOG_VAR_RANGE
+
 _PACKAGE = "keras_timbre"
 # NSynth's velocity scale; the conditioning sees velocity / MAX_VELOCITY.
 MAX_VELOCITY = 127.0
-LOG_VAR_RANGE = (-10.0, 10.0)
+
+
+def mel_centres(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The mel bins' centre frequencies in Hz (librosa's, as the frontend's filters).
+
+    Example:
+    >>> [round(float(f)) for f in mel_centres(4, 0.0, 8000.0)]
+    [603, 1237, 2305, 4294]
+    """
+    import librosa  # a second to import: only when a layer is called
+
+    return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
 
 
 def midi_to_hz(pitch):
@@ -63,10 +76,8 @@ class PitchConditioning(keras.layers.Layer):
         self.built = True
 
     def centre_frequencies(self) -> np.ndarray:
-        """The mel bins' centre frequencies in Hz (librosa's, as the frontend's filters)."""
-        import librosa
-
-        return librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax)[1:-1]
+        """The mel bins' centre frequencies in Hz (`mel_centres`)."""
+        return mel_centres(self.n_mels, self.fmin, self.fmax)
 
     def call(self, pitch, velocity):
         centres = self.centre_frequencies()
@@ -242,9 +253,7 @@ class RelativeSpectrum(keras.layers.Layer):
         self.built = True
 
     def call(self, log_mel, pitch):
-        import librosa
-
-        centres = librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax)[1:-1]
+        centres = mel_centres(self.n_mels, self.fmin, self.fmax)
         octaves = np.log2(centres)
         spacing = ops.convert_to_tensor(
             np.maximum(np.gradient(octaves), (self.high - self.low) / self.n_mels), "float32"

@@ -14,6 +14,9 @@ import keras
 from keras import ops
 
 RECONSTRUCTIONS = ("mse", "l1")
+# Every posterior and prior log-variance is clipped to this: `exp` can neither overflow nor
+# collapse a variance to exactly zero.
+LOG_VAR_RANGE = (-10.0, 10.0)
 MEL_AXIS = 1
 TIME_AXIS = 2
 

@@ -1,23 +1,27 @@
-"""The model variants: the paper's four, and the pitch-conditioned hierarchical one beyond it."""
+"""The model variants by name: the paper's four (`TimbreVAE`) and the pitch-conditioned hierarchical one.
+
+Each name maps to the model class that builds it; what a variant takes (its
+`INPUT_KEYS`) is asked of that class, never decided here by name.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-# The paper's variants: name -> (use_skips, mel-gradient loss on). Everything else (filters, latent
-# size, beta, optimiser, seed) is shared so the variants differ in one thing.
-VARIANTS = {
-    "baseline": (False, False),
-    "skip": (True, False),
-    "grad": (False, True),
-    "skip+grad": (True, True),
+from keras_timbre.models.family import TimbreModel
+from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
+from keras_timbre.models.timbre_vae import VARIANTS, TimbreVAE
+
+VARIANT_CLASSES: dict[str, type[TimbreModel]] = {
+    **{name: TimbreVAE for name in VARIANTS},
+    "hierarchical": HierarchicalTimbreVAE,
 }
-# Beyond the paper: latent groups instead of skips, decoder told the note's pitch and velocity
-# (`keras_timbre.models.hierarchical_vae`). Its inputs are dicts with "pitch" and "velocity".
-CONDITIONED_VARIANTS = ("hierarchical",)
-ALL_VARIANTS = (*VARIANTS, *CONDITIONED_VARIANTS)
+ALL_VARIANTS = tuple(VARIANT_CLASSES)
+# Variants whose inputs carry each note's pitch and velocity.
+CONDITIONED_VARIANTS = tuple(name for name, cls in VARIANT_CLASSES.items() if "pitch" in cls.INPUT_KEYS)
 
 DEFAULT_VARIANT = "skip+grad"
+__all__ = ["VARIANTS", "VARIANT_CLASSES", "ALL_VARIANTS", "CONDITIONED_VARIANTS", "DEFAULT_VARIANT"]
 
 
 def check_variant(variant: str) -> str:
@@ -27,32 +31,36 @@ def check_variant(variant: str) -> str:
     >>> check_variant("skip+grad")
     'skip+grad'
     """
-    if variant not in ALL_VARIANTS:
+    if variant not in VARIANT_CLASSES:
         raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(ALL_VARIANTS)}")
     return variant
 
 
+def model_class(variant: str) -> type[TimbreModel]:
+    """The class that builds `variant`.
+
+    Example:
+    >>> model_class("hierarchical").INPUT_KEYS
+    ('log_mel', 'pitch', 'velocity')
+    """
+    return VARIANT_CLASSES[check_variant(variant)]
+
+
 def is_conditioned(variant: str) -> bool:
-    """Whether `variant` takes the note's pitch and velocity as inputs.
+    """Whether `variant`'s model takes the note's pitch and velocity (its class's `INPUT_KEYS`).
 
     Example:
     >>> is_conditioned("hierarchical"), is_conditioned("skip+grad")
     (True, False)
     """
-    return check_variant(variant) in CONDITIONED_VARIANTS
+    return "pitch" in model_class(variant).INPUT_KEYS
 
 
-def build_model(variant: str, **overrides: Any):
-    """The model of `variant`: `TimbreVAE.from_variant` or `HierarchicalTimbreVAE.from_variant`.
+def build_model(variant: str, **overrides: Any) -> TimbreModel:
+    """The model of `variant`, built by its class's `from_variant`.
 
     Example:
     >>> build_model("hierarchical", input_shape=(32, 64, 1), filters=(4, 8)).variant
     'hierarchical'
     """
-    if is_conditioned(variant):
-        from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
-
-        return HierarchicalTimbreVAE.from_variant(variant, **overrides)
-    from keras_timbre.models.timbre_vae import TimbreVAE
-
-    return TimbreVAE.from_variant(variant, **overrides)
+    return model_class(variant).from_variant(variant, **overrides)

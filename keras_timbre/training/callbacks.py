@@ -16,6 +16,7 @@ import keras
 from keras_timbre import atomic
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.models.inference import reconstruct_db
 
 SCHEDULES = ("linear", "cyclical")
 
@@ -221,8 +222,7 @@ class ReconstructionFigures(keras.callbacks.Callback):
         self.every, self.epochs, self.records = every, epochs, records
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_timbre.analysis import plots
-        from keras_timbre.models.inference import reconstruct_db
+        from keras_timbre.analysis import plots  # matplotlib only for this callback (tests/test_layout.py)
 
         if self.figure_db is None or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
             return

@@ -145,12 +145,12 @@ def training_data(
     seed: int,
     stats: FeatureStats | None = None,
     cache: str | os.PathLike | None = None,
-    conditioned: bool = False,
+    model_type=None,
 ) -> TrainingData:
     """The run's datasets; `stats` (of a resumed run) are used instead of computed.
 
-    With `conditioned`, elements are the dicts a pitch-conditioned model takes
-    (`model_inputs`) instead of bare log-mel batches.
+    Elements are what the model class `model_type` takes (its `INPUT_KEYS`):
+    log-mel batches, or dicts of them with the notes' labels (`model_inputs`).
     """
     import tensorflow as tf
 
@@ -160,7 +160,7 @@ def training_data(
     else:
         notes, counts, labelled, stats = _streamed(train_records, val_records, Path(cache), frontend, batch_size, stats)
         buffer = DEFAULT_SHUFFLE_BUFFER
-    inputs = model_inputs(conditioned)
+    inputs = model_inputs(("log_mel",) if model_type is None else model_type.INPUT_KEYS)
     order = EpochOrder(seed)
     notes = notes.map(inputs)
     train = order.shuffle(notes, buffer).batch(batch_size).apply(_batch_count(counts["train_notes"], batch_size))
@@ -173,13 +173,13 @@ def training_data(
     return TrainingData(train, validation, stats, order, shown_db, shown_records, counts)
 
 
-def model_inputs(conditioned: bool):
-    """`(log_mel, labels) -> model input`: the log-mel, or `{"log_mel", "pitch", "velocity"}` if `conditioned`."""
+def model_inputs(input_keys: tuple[str, ...]):
+    """`(log_mel, labels) -> model input`: the log-mel alone, or a dict of `input_keys` (log-mel and labels)."""
 
     def inputs(x, labels):
-        if not conditioned:
+        if tuple(input_keys) == ("log_mel",):
             return x
-        return {"log_mel": x, "pitch": labels["pitch"], "velocity": labels["velocity"]}
+        return {key: x if key == "log_mel" else labels[key] for key in input_keys}
 
     return inputs
 

@@ -17,7 +17,8 @@ The API is small:
   clear error naming whatever is missing.
 - `run_config(...)` builds the `config.json` dict (variant, hyperparameters,
   data source, split, seed, package versions). The data source is stored as
-  an absolute path with a fingerprint of its notes (`notes_fingerprint`), so
+  an absolute path with a fingerprint of its notes (`notes_fingerprint`, of
+  `keras_timbre.data.readers`, imported here), so
   `locate_data(run)` finds the notes again from any working directory, and
   tells notes that changed from the ones the run was trained on.
 
@@ -30,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -41,7 +41,8 @@ from typing import Any
 from keras_timbre import atomic
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.data.readers import NoteRecord
+from keras_timbre.data.readers import notes_fingerprint
+from keras_timbre.data.readers import read_notes
 
 MODEL_FILE = "model.keras"
 FRONTEND_FILE = "frontend.json"
@@ -244,25 +245,6 @@ def load_run(path: str | os.PathLike, load_model: bool = True) -> Run:
     )
 
 
-def notes_fingerprint(records: list[NoteRecord]) -> str:
-    """A hash of the notes' names and file sizes: equal for a copy of the data in another folder.
-
-    Example:
-    >>> a = NoteRecord("/nowhere/x.wav", "bass_electronic_000-029-100")
-    >>> notes_fingerprint([a]) == notes_fingerprint([NoteRecord("/elsewhere/x.wav", a.note_str)])
-    True
-    """
-    lines = sorted(f"{record.note_str}|{_file_size(record.path)}" for record in records)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path.split("#", 1)[0] if ".tfrecord#" in path else path)
-    except OSError:
-        return -1
-
-
 def locate_data(run: Run, data: str | os.PathLike | None = None) -> Path:
     """The data directory holding the notes `run` was trained on.
 
@@ -275,8 +257,6 @@ def locate_data(run: Run, data: str | os.PathLike | None = None) -> Path:
         FileNotFoundError: no such directory; the message says to pass `--data DIR`.
         ValueError: the directory holds other notes than the run was trained on.
     """
-    from keras_timbre.data.readers import read_notes
-
     stored = str(run.config.get("data", ""))
     if data is not None:
         candidates = [Path(data)]

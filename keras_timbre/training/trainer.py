@@ -31,35 +31,21 @@ from typing import Any
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.locate import resolve_data
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION
-from keras_timbre.models.timbre_vae import resolve_precision
-from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant, is_conditioned
+from keras_timbre.models.training_defaults import resolve_precision
+from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant, model_class
 from keras_timbre.training import run as runs
 from keras_timbre.training.data import TrainingData, split_records, training_data
 from keras_timbre.training.distribute import distribution_scope
 from keras_timbre.training.lock import lock_run
 from keras_timbre.training.resume import EpochCheckpoint, RunState, clear_run, read_state
+from keras_timbre.analysis import plots
+from keras_timbre.models.training_defaults import default_optimizer
+from keras_timbre.models.variants import build_model
+from keras_timbre.training import callbacks
+from keras_timbre.training.tensorboard import TimbreProjector
 
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
-MODEL_KEYS = (
-    "latent_dim",
-    "filters",
-    "beta",
-    "grad_weight",
-    "time_grad_weight",
-    "skip_dropout",
-    "free_bits",
-    "reconstruction",
-    "normalization",
-    "use_skips",
-    "group_channels",
-    "group_free_bits",
-    "group_kl_scale",
-    "prior_dropout",
-    "pitch_adversary_weight",
-    "pitch_range",
-    "velocities",
-)
 
 
 def train(
@@ -111,7 +97,7 @@ def train(
         precision: "float32", "mixed_bfloat16" (bf16 compute, float32
             weights) or "auto": bf16 on TensorFlow and torch where the CPU has
             native bf16, float32 elsewhere
-            (`keras_timbre.models.timbre_vae.resolve_precision`). A resumed run
+            (`keras_timbre.models.training_defaults.resolve_precision`). A resumed run
             keeps the precision it started with.
         figure_every: Draw reconstructions every this many epochs.
         distribute: "none", "auto" or "data-parallel" (see `keras_timbre.training.distribute`).
@@ -159,9 +145,9 @@ def train(
             print(f"{out} already has {state.done} finished epochs (asked for {epochs}); nothing to train.")
             return runs.load_run(out)
         keras.utils.set_random_seed(seed)
-        conditioned = is_conditioned(variant)
-        model_settings = _model_settings(hyperparameters, train_records, frontend, conditioned)
-        notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache, conditioned)
+        model_type = model_class(variant)
+        model_settings = {**hyperparameters, **model_type.settings_from_notes(train_records, frontend)}
+        notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache, model_type)
         config["split"].update(notes.counts)  # notes read, skipped files left out
         _announce(variant, out, data_path, frontend, config, state.done, cache)
         extra = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(callbacks or [])
@@ -179,8 +165,7 @@ def _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, di
         model = state.restore() if state.checkpoint else _new_model(variant, frontend, seed, hyperparameters)
         if state.restart:
             clear_run(out)
-        model_config = model.get_config()  # what the model really uses, defaults included
-        config["hyperparameters"]["model"] = {k: model_config[k] for k in MODEL_KEYS if k in model_config}
+        config["hyperparameters"]["model"] = model.run_settings()  # what the model really uses, defaults included
         runs.create_run(out, frontend, notes.stats, config)
         model.fit(
             notes.train,
@@ -214,30 +199,10 @@ def _announce(variant, out, data_path, frontend, config, done, cache) -> None:
     )
 
 
-def _model_settings(hyperparameters: dict, train_records: list, frontend: FrontendConfig, conditioned: bool) -> dict:
-    """`hyperparameters`, plus for a conditioned model its pitch range, velocities and mel range from the notes."""
-    if not conditioned:
-        return hyperparameters
-    pitches = [r.pitch for r in train_records if r.pitch >= 0]
-    velocities = sorted({r.velocity for r in train_records if r.velocity > 0})
-    if not pitches or not velocities:
-        raise ValueError(
-            "the hierarchical variant needs MIDI pitch and velocity labels: none of the training notes has them "
-            "(label an audio folder with `keras-timbre make-dataset labels DIR`)"
-        )
-    conditioning = {"pitch_range": [min(pitches), max(pitches)], "velocities": velocities}
-    return {**hyperparameters, **conditioning, "mel_range": [frontend.fmin, frontend.fmax]}
-
-
 def _new_model(variant: str, frontend: FrontendConfig, seed: int, hyperparameters: dict[str, Any]):
     """A compiled model: arguments from `hyperparameters`, those left None at the model's defaults."""
-    from keras_timbre.models.timbre_vae import default_optimizer
-    from keras_timbre.models.variants import build_model
 
     training_only = {"epochs", "batch_size", "learning_rate", "warmup_epochs", "max_per_instrument", "precision"}
-    training_only |= (
-        {"grad_weight"} if is_conditioned(variant) and hyperparameters.get("grad_weight") is None else set()
-    )
     kwargs = {k: v for k, v in hyperparameters.items() if k not in training_only and v is not None}
     kwargs["dtype"] = hyperparameters["precision"]
     model = build_model(variant, input_shape=(*frontend.feature_shape, 1), seed=seed, **kwargs)
@@ -250,8 +215,6 @@ def _callbacks(
 ) -> list:
     """The built-in callbacks; CSVLogger before EpochCheckpoint, so a checkpoint's epoch is always in history.csv."""
     import keras
-
-    from keras_timbre.training import callbacks
 
     return [
         notes.order,
@@ -275,7 +238,6 @@ def _callbacks(
 
 def _projector(out: Path, notes: TrainingData, frontend: FrontendConfig, every: int) -> list:
     """TensorBoard's projector, images and audio of the shown notes (none if no note was read)."""
-    from keras_timbre.training.tensorboard import TimbreProjector
 
     if notes.shown_db is None:
         return []
@@ -283,7 +245,6 @@ def _projector(out: Path, notes: TrainingData, frontend: FrontendConfig, every: 
 
 
 def _plot_history(out: Path) -> None:
-    from keras_timbre.analysis import plots
 
     with contextlib.suppress(ValueError, FileNotFoundError):
         plots.plot_history(out / "figures" / "training_curves.png", out / runs.HISTORY_FILE)

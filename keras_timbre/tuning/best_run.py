@@ -21,7 +21,7 @@ import keras
 import keras_tuner as kt
 
 from keras_timbre import atomic
-from keras_timbre.data.readers import read_notes
+from keras_timbre.data.readers import notes_fingerprint, read_notes
 from keras_timbre.training import run as runs
 from keras_timbre.tuning.hypermodel import HYPERPARAMETERS, TimbreHyperModel, variant_of
 
@@ -46,7 +46,7 @@ def best_run_config(
         dict(split),
         settings["seed"],
         # Lets `evaluate` find the notes from any directory, and notice if they changed.
-        runs.notes_fingerprint(read_notes(settings["data"])),
+        notes_fingerprint(read_notes(settings["data"])),
     )
     config["search"] = {
         "trial": best["trial"],

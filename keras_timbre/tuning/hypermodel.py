@@ -24,6 +24,7 @@ Example:
 >>> pins = kt.HyperParameters()
 >>> pins.Fixed("beta", 0.01)
 0.01
+>>> from keras_timbre.tuning.settings import varied
 >>> space = search_space(pins)
 >>> type(space.space[0]).__name__, sorted(varied(space))[:3]
 ('Fixed', ['grad_weight', 'latent_dim', 'learning_rate'])
@@ -40,7 +41,10 @@ import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.models.timbre_vae import TimbreVAE
+from keras_timbre.models.training_defaults import default_optimizer
 from keras_timbre.tuning.objective import DEFAULT_OBJECTIVE, LogSpectralDistance
+from keras_timbre.tuning.settings import possible_values
 
 # Every name is a TimbreVAE constructor argument except `learning_rate` (Adam).
 HYPERPARAMETERS = (
@@ -54,7 +58,6 @@ HYPERPARAMETERS = (
     "time_grad_weight",
     "free_bits",
 )
-_TYPES = kt.engine.hyperparameters
 
 
 def declare_space(hp: kt.HyperParameters) -> dict[str, Any]:
@@ -102,11 +105,6 @@ def search_space(hyperparameters: kt.HyperParameters | None = None) -> kt.HyperP
     return space
 
 
-def varied(space: kt.HyperParameters) -> set[str]:
-    """Names of the entries of `space` that take more than one value."""
-    return {entry.name for entry in space.space if len(set(possible_values(entry))) > 1}
-
-
 def check_hyperparameters(hyperparameters: kt.HyperParameters) -> None:
     """Raises a ValueError naming an unknown entry, or a value of the wrong kind, in pins or ranges.
 
@@ -127,17 +125,6 @@ def check_hyperparameters(hyperparameters: kt.HyperParameters) -> None:
     for entry in hyperparameters.space:
         for value in possible_values(entry):
             _check_value(entry.name, value, defaults[entry.name])
-
-
-def possible_values(entry: kt.engine.hyperparameters.HyperParameter) -> list[Any]:
-    """The values a KerasTuner entry can take (a range: its ends)."""
-    if isinstance(entry, _TYPES.Fixed):
-        return [entry.value]
-    if isinstance(entry, _TYPES.Boolean):
-        return [False, True]
-    if isinstance(entry, _TYPES.Choice):
-        return list(entry.values)
-    return [entry.min_value, entry.max_value]
 
 
 def _check_value(name: str, value: Any, default: kt.engine.hyperparameters.HyperParameter) -> None:
@@ -214,8 +201,6 @@ class TimbreHyperModel(kt.HyperModel):
         declare_space(hp)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        from keras_timbre.models.timbre_vae import TimbreVAE, default_optimizer
-
         values = declare_space(hp)
         learning_rate = values.pop("learning_rate")
         if values["skip_dropout"] is None or not values["use_skips"]:  # unused without skips

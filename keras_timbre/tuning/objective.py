@@ -17,7 +17,9 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from keras_timbre.analysis.metrics import lsd_db
 from keras_timbre.audio.stats import FeatureStats
+from keras_timbre.tuning.settings import varied
 
 DEFAULT_OBJECTIVE = "val_lsd"
 # Objectives that change with these hyperparameters cannot rank trials that differ in them.
@@ -69,8 +71,6 @@ class LogSpectralDistance(keras.callbacks.Callback):
                 yield x[start : start + self.batch_size]
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_timbre.analysis.metrics import lsd_db
-
         total, count = 0.0, 0
         for x in self._batches():
             reconstruction = keras.ops.convert_to_numpy(self.model(x, training=False)["reconstruction"])
@@ -95,8 +95,6 @@ def check_objective(name: str, hypermodel: kt.HyperModel, space: kt.HyperParamet
     `space` varies (the total loss changes with β) is refused. Building the
     model once with `space`'s defaults also lets TimbreVAE refuse a bad pin.
     """
-    from keras_timbre.tuning.hypermodel import varied
-
     model = hypermodel.build(space.copy())
     metric_names = [m.name for m in model.metrics]
     del model

@@ -34,6 +34,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from keras_timbre.analysis.plots import plot_objective
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.data.locate import resolve_data
@@ -262,8 +263,6 @@ def write_results(
     split: Mapping[str, Any],
 ) -> tuple[list[dict[str, Any]], Path | None, dict[str, Any] | None]:
     """Writes the tables, the figure and the best model's run directory; returns `(rows, best_run, best_row)`."""
-    from keras_timbre.analysis.plots import plot_objective
-
     out = Path(out)
     objective_name = search.oracle.objective.name
     rows = trials_table(search, HYPERPARAMETERS)

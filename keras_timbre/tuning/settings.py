@@ -1,7 +1,8 @@
 """A search's settings, `OUT/search.json`: what a rerun in the same directory must repeat to resume it.
 
 The space is stored as KerasTuner serialises it (`HyperParameter.get_config`),
-one entry per name.
+one entry per name; `possible_values` and `varied` read what its entries can
+take (the hypermodel's checks and the objective's use them).
 
 Example:
 >>> import keras_tuner as kt
@@ -22,6 +23,7 @@ import keras_tuner as kt
 from keras_timbre import atomic
 
 SEARCH_FILE = "search.json"
+_TYPES = kt.engine.hyperparameters
 
 
 def space_config(space: kt.HyperParameters) -> dict[str, dict[str, Any]]:
@@ -30,6 +32,22 @@ def space_config(space: kt.HyperParameters) -> dict[str, dict[str, Any]]:
         entry.name: {"type": type(entry).__name__, **{k: v for k, v in entry.get_config().items() if k != "name"}}
         for entry in space.space
     }
+
+
+def possible_values(entry: kt.engine.hyperparameters.HyperParameter) -> list[Any]:
+    """The values a KerasTuner entry can take (a range: its ends)."""
+    if isinstance(entry, _TYPES.Fixed):
+        return [entry.value]
+    if isinstance(entry, _TYPES.Boolean):
+        return [False, True]
+    if isinstance(entry, _TYPES.Choice):
+        return list(entry.values)
+    return [entry.min_value, entry.max_value]
+
+
+def varied(space: kt.HyperParameters) -> set[str]:
+    """Names of the entries of `space` that take more than one value."""
+    return {entry.name for entry in space.space if len(set(possible_values(entry))) > 1}
 
 
 def write_settings(out: Path, settings: dict[str, Any]) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 
 from keras_timbre.analysis import plots
 from keras_timbre.audio.vocoder import griffin_lim_audio
-from keras_timbre.evaluation.evaluator import write_audio
-from keras_timbre.models.inference import latent_means, synthesize_db
+from keras_timbre.audio.io import write_audio
+from keras_timbre.models.inference import decode_db, latent_means
 
 LADDER_STEPS = 7
 SAMPLE_ROWS = 3
@@ -41,7 +41,7 @@ def write_synthesis_figures(run, out: Path, records, log_mel_db, held_records=()
     pitches = [p for p in SAMPLE_PITCHES if low <= p <= high] or [int((low + high) // 2)]
     codes = np.random.default_rng(seed).standard_normal((SAMPLE_ROWS, run.model.latent_dim)).astype("float32")
     cells = [
-        list(synthesize_db(run.model, np.repeat(c[None], len(pitches), 0), pitches, velocity, run.stats)) for c in codes
+        list(decode_db(run.model, np.repeat(c[None], len(pitches), 0), run.stats, pitches, velocity)) for c in codes
     ]
     written.append(
         _figure(
@@ -76,7 +76,7 @@ def _ladder(run, out, real, z, instruments, velocity) -> Path:
     picks = [own[int(i)] for i in np.linspace(0, len(own) - 1, min(len(own), LADDER_STEPS - 2)).round()]
     pitches = sorted({max(low, own[0] - 12), *picks, min(high, own[-1] + 12)})
     code = z[instruments == instrument].mean(0, keepdims=True)
-    rendered = synthesize_db(run.model, np.repeat(code, len(pitches), 0), pitches, velocity, run.stats)
+    rendered = decode_db(run.model, np.repeat(code, len(pitches), 0), run.stats, pitches, velocity)
     notes = [real[instrument].get(p) for p in pitches]
     cells = [list(rendered), [None if note is None else note[0] for note in notes]]
     labels = [f"MIDI {p}" + ("" if note is None else f" ({note[1]})") for p, note in zip(pitches, notes)]
@@ -93,7 +93,7 @@ def _interpolation(run, out, records, z, instruments, velocity) -> Path:
     low, high = run.model.pitch_range
     pitch = int(np.clip(60, low, high))
     codes = np.stack([(1 - t) * a + t * b for t in alphas]).astype("float32")
-    rendered = synthesize_db(run.model, codes, pitch, velocity, run.stats)
+    rendered = decode_db(run.model, codes, run.stats, pitch, velocity)
     labels = [f"alpha {t:.2f}" for t in alphas]
     title = f"{instruments[first]} → {instruments[second]} at MIDI {pitch}"
     return _figure(run, out, "interpolation", [list(rendered)], ["from the code"], labels, title)

@@ -36,12 +36,13 @@ from keras_timbre import atomic
 from keras_timbre.outputs import check_output_file
 from keras_timbre.audio import vocoder
 from keras_timbre.data.split import diverse_notes
-from keras_timbre.evaluation import explore_media as media
+from keras_timbre.explorer import media
 from keras_timbre.evaluation.evaluator import held_out_notes
-from keras_timbre.evaluation.explore_maps import note_maps
-from keras_timbre.evaluation.explore_page import render_page
-from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db, synthesize_db
+from keras_timbre.explorer.maps import note_maps
+from keras_timbre.explorer.page import render_page
+from keras_timbre.models.inference import decode_db, latent_means, reconstruct_db
 from keras_timbre.training import run as runs
+from keras_timbre.audio.io import load_audio
 
 DEFAULT_MORPH_NOTES = 8
 DEFAULT_MORPH_STEPS = 5
@@ -157,7 +158,6 @@ class _StageTimer:
 
 def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: np.ndarray) -> dict[str, list]:
     """Per note: MP3 of the original and of the reconstruction, and both spectrogram thumbnails."""
-    from keras_timbre.audio.io import load_audio
 
     frontend, floor = run.frontend, run.frontend.floor_db
     media_lists: dict[str, list] = {"audio": [], "recon_audio": [], "thumb": [], "recon_thumb": []}
@@ -174,19 +174,16 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
 
 def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n_iter: int) -> list[dict[str, Any]]:
     """Decoded lines between every pair of anchor notes: `{"a", "b", "clips", "thumbs"}` each."""
-    import keras
 
     pairs = list(itertools.combinations(anchors, 2))
     if not pairs:
         return []
     alphas = np.linspace(0.0, 1.0, steps)[:, None]
     z = np.concatenate([(1 - alphas) * z_mean[a] + alphas * z_mean[b] for a, b in pairs]).astype(np.float32)
-    if is_conditioned_model(run.model):
-        pitch = int(np.clip(MORPH_PITCH, *run.model.pitch_range))
-        decoded = synthesize_db(run.model, z, pitch, run.model.default_velocity, run.stats)
-    else:
-        decoded = _in_chunks(lambda part: keras.ops.convert_to_numpy(run.model.decode(part))[..., 0], z)
-        decoded = run.stats.denormalize(decoded)
+    labels = (None, None)
+    if run.model.is_conditioned:  # a morph of timbres at one pitch
+        labels = (int(np.clip(MORPH_PITCH, *run.model.pitch_range)), run.model.default_velocity)
+    decoded = decode_db(run.model, z, run.stats, *labels)
     audio = _in_chunks(lambda part: vocoder.griffin_lim_audio(part, run.frontend, n_iter), decoded)
     rate, floor = run.frontend.sample_rate, run.frontend.floor_db
     return [

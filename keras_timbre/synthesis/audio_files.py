@@ -28,10 +28,15 @@ import numpy as np
 
 from keras_timbre import atomic
 from keras_timbre.data.labels import is_whole
-from keras_timbre.evaluation.evaluator import write_wav
+from keras_timbre.audio.vocoder import write_wav
 from keras_timbre.outputs import check_output_file, check_output_folder
-from keras_timbre.models.inference import is_conditioned_model, latent_means, reconstruct_db, synthesize_db
+from keras_timbre.models.inference import decode_db, latent_means, reconstruct_db
 from keras_timbre.training import run as runs
+from keras_timbre.analysis import plots
+from keras_timbre.audio.frontend import log_mel
+from keras_timbre.data import load_audio
+from keras_timbre.data.labels import estimate_pitch
+from keras_timbre.data.readers import NoteRecord
 
 MIN_STEPS = 2
 STEPS_RULE = "must be >= 2 (both ends, A and B)"
@@ -67,7 +72,6 @@ def reconstruct_file(
         ConditioningError: for a conditioned run, the note's pitch or velocity
             (from its name, or its pitch by pYIN) is not one the run was trained on.
     """
-    from keras_timbre.analysis import plots
 
     out, figure = _output_pair(out, overwrite)
     audio_path = existing_file(audio_path)
@@ -99,7 +103,7 @@ def interpolate(
     `overwrite`, a folder holding anything else is refused. Decoding uses z alone
     (`model.decode`), as sampling would, so skip variants show what z carries.
     A pitch-conditioned run renders every point at `pitch` (required) and
-    `velocity` (default: the model's `default_velocity`) with `synthesize_db`.
+    `velocity` (default: the model's `default_velocity`) with `decode_db`.
 
     Raises:
         ValueError: `steps` below 2, or a file that is not audio.
@@ -107,7 +111,6 @@ def interpolate(
         ConditioningError: a conditioned run without `pitch`, a pitch or
             velocity it was not trained on, or a paper-variant run given either.
     """
-    from keras_timbre.analysis import plots
 
     if steps < MIN_STEPS:
         raise ValueError(f"steps {STEPS_RULE}, got {steps}")
@@ -145,7 +148,7 @@ def decode_line(
 
     z = ((1 - alphas[:, None]) * z_a + alphas[:, None] * z_b).astype(np.float32)
     if pitch is not None:
-        return synthesize_db(run.model, z, pitch, velocity, run.stats)
+        return decode_db(run.model, z, run.stats, pitch, velocity)
     return run.stats.denormalize(keras.ops.convert_to_numpy(run.model.decode(z))[..., 0])
 
 
@@ -201,7 +204,7 @@ def synthesize_file(
         target = read_log_mel(run, like)[None]
         code = note_codes(run, [like], target)
         label = like.name
-    synthesized = synthesize_db(run.model, code, pitch, velocity, run.stats, temperature)
+    synthesized = decode_db(run.model, code, run.stats, pitch, velocity, temperature)
     write_wav(out, synthesized[0], run.frontend, n_iter=griffin_lim_iters)
     _plot_rendering(figure, run, synthesized, target, label, f"pitch {pitch}, velocity {velocity}")
     return out, figure
@@ -262,7 +265,7 @@ def check_condition(run: runs.Run, pitch, velocity=None) -> tuple[int, int]:
             the model's `pitch_range`, or a velocity not among its `velocities`.
     """
     model = run.model
-    if not is_conditioned_model(model):
+    if not model.is_conditioned:
         raise ConditioningError(
             f"run {run.path} is a {run.variant} model, which has no pitch input; train --variant hierarchical"
         )
@@ -323,7 +326,7 @@ def allowed_velocity(velocity, velocities) -> bool:
 
 def _line_condition(run: runs.Run, pitch, velocity) -> tuple:
     """`(pitch, velocity)` for `interpolate`: both None for a paper variant, checked for a conditioned run."""
-    if is_conditioned_model(run.model):
+    if run.model.is_conditioned:
         if pitch is None:
             low, high = run.model.pitch_range
             raise ConditioningError(
@@ -364,7 +367,6 @@ def check_temperature(temperature) -> float:
 
 def _plot_rendering(path: Path, run: runs.Run, rendered, target, label: str, condition: str) -> Path:
     """The rendering beside its input note, or alone (its column titled as the rendering, not "input")."""
-    from keras_timbre.analysis import plots
 
     name = condition  # every conditioned run is a hierarchical one: the pitch and velocity say what it shows
     if target is not None:
@@ -398,9 +400,8 @@ def note_records(run: runs.Run, paths, velocity_used: bool = False) -> list | No
             trained on; the message names the file and where the value came from.
         ValueError: pYIN cannot tell an unnamed note's pitch.
     """
-    from keras_timbre.data.readers import NoteRecord
 
-    if not is_conditioned_model(run.model):
+    if not run.model.is_conditioned:
         return None
     records = [_source_labels(run, NoteRecord.from_path(path), velocity_used) for path in paths]
     return [r if r.velocity > 0 else dataclasses.replace(r, velocity=run.model.default_velocity) for r in records]
@@ -425,8 +426,6 @@ def _source_labels(run: runs.Run, record, velocity_used: bool):
 
 
 def _estimated_pitch(run: runs.Run, path) -> int:
-    from keras_timbre.data import load_audio
-    from keras_timbre.data.labels import estimate_pitch
 
     waveform = load_audio(existing_file(path), run.frontend.sample_rate, run.frontend.num_samples)
     pitch = estimate_pitch(waveform, run.frontend.sample_rate)
@@ -437,8 +436,6 @@ def _estimated_pitch(run: runs.Run, path) -> int:
 
 def read_log_mel(run: runs.Run, path: str | os.PathLike) -> np.ndarray:
     """One audio file's log-mel (dB) through the run's frontend, cropped or padded to a note."""
-    from keras_timbre.audio.frontend import log_mel
-    from keras_timbre.data import load_audio
 
     waveform = load_audio(existing_file(path), run.frontend.sample_rate, run.frontend.num_samples)
     return log_mel(waveform, run.frontend.sample_rate, run.frontend)

@@ -1,0 +1,1 @@
+"""Synthesis: sound from a trained run — reconstruct, interpolate, synthesize, transfer — and its figures."""
