@@ -7,7 +7,8 @@ import pytest
 
 from keras_timbre.cli import main
 from keras_timbre.data import make_synthetic_dataset
-from keras_timbre.synthesis import audio_files, evaluator
+from keras_timbre.evaluation import evaluator
+from keras_timbre.synthesis import audio_files
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
 from keras_timbre.outputs import OutputPathError

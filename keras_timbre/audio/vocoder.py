@@ -17,8 +17,7 @@ bank) and in the phase initialisation.
 
 Example:
 >>> import numpy as np
->>> from keras_timbre.audio.frontend import FrontendConfig, fit_to_length, mel_filters
-from keras_timbre.audio.io import write_audio
+>>> from keras_timbre.audio.frontend import FrontendConfig
 >>> config = FrontendConfig(n_mels=32, duration=1.0, n_fft=512)
 >>> silence = np.full(config.feature_shape, config.floor_db, np.float32)
 >>> float(np.abs(mel_to_audio(silence, config, n_iter=2)).max())

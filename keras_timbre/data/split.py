@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import zlib
 from collections import defaultdict
@@ -12,7 +13,7 @@ import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.pipeline import load_features
-from keras_timbre.data.readers import NoteRecord, read_notes
+from keras_timbre.data.readers import NoteRecord, filter_notes, notes_fingerprint, read_notes
 from keras_timbre.data.skips import SkipReport
 
 # Share of each instrument's pitches held out for validation, everywhere a split is made.
@@ -58,6 +59,46 @@ def split_notes(
     train = [r for r in records if (r.instrument, r.pitch) not in held_out]
     val = [r for r in records if (r.instrument, r.pitch) in held_out]
     return train, val
+
+
+@dataclasses.dataclass(frozen=True)
+class NoteSplit:
+    """What training asks of a data folder, in one answer: the notes split, and their fingerprint."""
+
+    train: list
+    val: list
+    fingerprint: str  # of every note read, before `max_per_instrument` (`readers.notes_fingerprint`)
+    val_fraction: float
+    split_seed: int
+
+    def summary(self) -> dict:
+        """The run directory's record of the split (config.json, "split")."""
+        return {
+            "method": "pitch held out per instrument",
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            "train_notes": len(self.train),
+            "val_notes": len(self.val),
+        }
+
+
+def split_data(
+    data_path: Path, val_fraction: float, split_seed: int, max_per_instrument: int | None = None
+) -> NoteSplit:
+    """The notes of `data_path` read, fingerprinted, thinned to `max_per_instrument` and split (`split_notes`).
+
+    Example:
+    >>> split = split_data(data_dir, 0.15, 0)  # doctest: +SKIP
+    >>> split.summary()["method"]  # doctest: +SKIP
+    'pitch held out per instrument'
+    """
+    records = read_notes(data_path)
+    fingerprint = notes_fingerprint(records)
+    records = filter_notes(records, max_per_instrument=max_per_instrument)
+    train, val = split_notes(records, val_fraction=val_fraction, seed=split_seed)
+    if not train:
+        raise ValueError(f"No training notes in {data_path} (val_fraction {val_fraction} left none)")
+    return NoteSplit(train, val, fingerprint, val_fraction, split_seed)
 
 
 def _stable_hash(text: str) -> int:

@@ -10,8 +10,8 @@ order that depends only on `(seed, epoch)` (`EpochOrder`), then batched:
   first use, shuffled in a buffer of `DEFAULT_SHUFFLE_BUFFER` notes.
 
 Example:
->>> train, val, fingerprint = split_records(data_dir, 0.15, 0)  # doctest: +SKIP
->>> data = training_data(train, val, FrontendConfig(), batch_size=16, seed=0)  # doctest: +SKIP
+>>> split = split_data(data_dir, 0.15, 0)  # doctest: +SKIP
+>>> data = training_data(split.train, split.val, FrontendConfig(), batch_size=16, seed=0)  # doctest: +SKIP
 >>> model.fit(data.train, validation_data=data.validation, callbacks=[data.order])  # doctest: +SKIP
 """
 
@@ -26,11 +26,10 @@ import keras
 
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.data import compute_stats, feature_dataset, read_notes, split_notes
+from keras_timbre.data import compute_stats, feature_dataset
 from keras_timbre.data.feature_cache import DEFAULT_SHUFFLE_BUFFER, ensure_feature_cache
-from keras_timbre.data.readers import NoteRecord, filter_notes
+from keras_timbre.data.readers import NoteRecord
 from keras_timbre.data.split import diverse_notes, load_log_mel
-from keras_timbre.training.run import notes_fingerprint
 
 FIGURE_NOTES = 3
 # Notes whose codes TensorBoard's projector shows: enough for a map, few enough to encode in a second.
@@ -122,19 +121,6 @@ class EpochOrder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch.assign(epoch)
-
-
-def split_records(
-    data_path: Path, val_fraction: float, split_seed: int, max_per_instrument: int | None = None
-) -> tuple[list[NoteRecord], list[NoteRecord], str]:
-    """`(train, val, fingerprint)`: the notes of `data_path` split, and the fingerprint of all of them."""
-    records = read_notes(data_path)
-    fingerprint = notes_fingerprint(records)
-    records = filter_notes(records, max_per_instrument=max_per_instrument)
-    train, val = split_notes(records, val_fraction=val_fraction, seed=split_seed)
-    if not train:
-        raise ValueError(f"No training notes in {data_path} (val_fraction {val_fraction} left none)")
-    return train, val, fingerprint
 
 
 def training_data(

@@ -28,13 +28,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
+
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.locate import resolve_data
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION
 from keras_timbre.models.training_defaults import resolve_precision
 from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant, model_class
 from keras_timbre.training import run as runs
-from keras_timbre.training.data import TrainingData, split_records, training_data
+from keras_timbre.data.split import split_data
+from keras_timbre.training.data import TrainingData, training_data
 from keras_timbre.training.distribute import distribution_scope
 from keras_timbre.training.lock import lock_run
 from keras_timbre.training.resume import EpochCheckpoint, RunState, clear_run, read_state
@@ -120,8 +123,6 @@ def train(
         ValueError: a bad argument, or `out` holds a run with other settings.
         keras_timbre.training.lock.RunLockedError: another process trains into `out`.
     """
-    import keras
-
     if check_variant(variant) and epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     out, frontend, started = Path(out), frontend or FrontendConfig(), time.perf_counter()
@@ -134,11 +135,12 @@ def train(
         **dict(max_per_instrument=max_per_instrument, precision=resolve_precision(precision), **(model_kwargs or {})),
     }
     with lock_run(out):
-        train_records, val_records, fingerprint = split_records(data_path, val_fraction, split_seed, max_per_instrument)
-        split = _split(val_fraction, split_seed, train_records, val_records)
-        config = runs.run_config(variant, hyperparameters, str(data_path), split, seed, fingerprint)
-        if cache is not None:
-            config["feature_cache"] = str(cache)
+        notes_split = split_data(data_path, val_fraction, split_seed, max_per_instrument)  # data/, asked once
+        train_records, val_records = notes_split.train, notes_split.val
+        config = runs.run_config(
+            variant, hyperparameters, str(data_path), notes_split.summary(), seed, notes_split.fingerprint
+        )
+        config.update({} if cache is None else {"feature_cache": str(cache)})
         # --restart clears the old run only once the new one's data, model and settings are known good (_fit).
         state = RunState(out, restart=runs.is_run_directory(out)) if restart else read_state(out, config, frontend)
         if state.done >= epochs:
@@ -177,16 +179,6 @@ def _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, di
             verbose=verbose,
         )
     return model
-
-
-def _split(val_fraction: float, split_seed: int, train_records: list, val_records: list) -> dict[str, Any]:
-    return {
-        "method": "pitch held out per instrument",
-        "val_fraction": val_fraction,
-        "split_seed": split_seed,
-        "train_notes": len(train_records),
-        "val_notes": len(val_records),
-    }
 
 
 def _announce(variant, out, data_path, frontend, config, done, cache) -> None:
