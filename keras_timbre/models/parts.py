@@ -12,10 +12,11 @@
 - `PitchCondition`: the pitch/velocity map (`PitchConditioning`) added to the
   decoder state at each resolution through a 1x1 convolution.
 
-Sublayers are created in `build()`, which builds them by one symbolic call of
-the part (`_build_by_call`); a model builds its parts by one symbolic call of
-itself. Sublayer names are those of 0.1 and 0.2, so their saved weights find
-their layers (`models/legacy_weights.py`).
+Sublayers are created in `__init__` (in the order 0.1 and 0.2 created them: a
+seed gives `TimbreVAE` the same initial weights as before) and built in
+`build()`, by one symbolic call of the part; a model builds its parts by one symbolic call of itself.
+Sublayer names are those of 0.1 and 0.2, so their saved weights find their
+layers (`models/legacy_weights.py`).
 
 Example:
 >>> import numpy as np
@@ -140,13 +141,13 @@ class CodeEncoder(_BlockStack):
     def __init__(self, filters: Sequence[int], latent_dim: int, **kwargs):
         super().__init__(filters, **kwargs)
         self.latent_dim = int(latent_dim)
-
-    def build(self, input_shape):
         options = _block_options(self)
         self.blocks = [EncoderBlock(f, name=f"encoder_block_{i}", **options) for i, f in enumerate(self.filters)]
         self.flatten = keras.layers.Flatten(name="flatten", dtype=self.dtype_policy)
         self.z_mean = keras.layers.Dense(self.latent_dim, name="z_mean", dtype=self.dtype_policy)
         self.z_log_var = keras.layers.Dense(self.latent_dim, name="z_log_var", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
         _build_by_call(self, input_shape)
 
     def call(self, x, training=None):
@@ -210,8 +211,6 @@ class DecoderPath(keras.layers.Layer):
             self.spectrogram_shape[1] // factor,
             self.filters[-1],
         )
-
-    def build(self, z_shape):
         dtype = self.dtype_policy
         self.decoder_dense = keras.layers.Dense(
             self.bottleneck_shape[0] * self.bottleneck_shape[1] * self.filters[-1],
@@ -230,6 +229,8 @@ class DecoderPath(keras.layers.Layer):
         self.output_conv = Conv2DTranspose(
             self.spectrogram_shape[-1], 4, strides=2, padding="same", name="output_conv", dtype=dtype
         )
+
+    def build(self, z_shape):
         self._forward(keras.KerasTensor(tuple(z_shape), dtype=self.compute_dtype), None, None, None)
 
     def call(self, z, skips=None, training=None):
