@@ -8,8 +8,14 @@ audio is analysed again and compared with the real note:
 - multi-resolution STFT distance (dB): mean |20 log10 |S_audio| - 20 log10 |S_note||
   over FFT sizes 512/1024/2048 (hop a quarter, Hann, magnitudes floored at
   1e-3, i.e. -60 dB), averaged over the three sizes;
+- `--f0`: the median f0 error in cents (pYIN on the held 3 s of both, an
+  octave either side of the labelled pitch, frames voiced in both);
 - speed: seconds of audio per second of wall time (x real time) of a batch
   of 1 and of 16 four-second notes, after a warm-up call.
+
+`--diagnose` adds two rows that say where the vocoder's error is: its
+predicted STFT magnitude with the real note's phase, and with 16 iterations
+of Griffin-Lim started from its predicted phase (not timed).
 
 The held-out notes are those `keras_timbre.vocoder.training.vocoder_split`
 keeps out of training: half from held-out pitches of trained instruments,
@@ -80,6 +86,25 @@ def score(audio: np.ndarray, notes, frontend: FrontendConfig, unseen_pitch: int 
     return row
 
 
+def f0_error_cents(audio: np.ndarray, notes, frontend: FrontendConfig) -> float:
+    """Median over notes of the median |f0 difference| (cents), pYIN on the held 3 s, frames voiced in both."""
+    import librosa
+
+    errors = []
+    for clip, real, record in zip(audio, notes.waveforms, notes.records):
+        if record.pitch < 0:
+            continue
+        hz = librosa.midi_to_hz(record.pitch)
+        held = slice(0, 3 * frontend.sample_rate)
+        kwargs = dict(fmin=hz / 2, fmax=min(hz * 2, frontend.sample_rate / 2 - 1), sr=frontend.sample_rate)
+        f_real, v_real, _ = librosa.pyin(real[held], frame_length=2048, hop_length=512, **kwargs)
+        f_clip, v_clip, _ = librosa.pyin(clip[held], frame_length=2048, hop_length=512, **kwargs)
+        both = v_real & v_clip
+        if both.any():
+            errors.append(float(np.median(np.abs(1200 * np.log2(f_clip[both] / f_real[both])))))
+    return float(np.median(errors)) if errors else float("nan")
+
+
 def speed(voice, features: np.ndarray, frontend: FrontendConfig, batch: int, repeats: int = 2) -> float:
     """x real time of `voice(features[:batch])`, best of `repeats` after a warm-up."""
     clip = np.resize(features, (batch, *features.shape[1:]))
@@ -106,7 +131,7 @@ def held_out(data: Path, count: int, frontend: FrontendConfig):
     return notes, sum(record in pitches for record in notes.records)
 
 
-def run_vocoder(path: str, notes, frontend: FrontendConfig, label: str, unseen_pitch: int) -> dict:
+def run_vocoder(path: str, notes, frontend: FrontendConfig, label: str, unseen_pitch: int, f0: bool = False) -> dict:
     from keras_timbre.vocoder import load_vocoder
 
     vocoder = load_vocoder(path)
@@ -114,6 +139,8 @@ def run_vocoder(path: str, notes, frontend: FrontendConfig, label: str, unseen_p
     row = {"inverse": label, "path": str(path), "weights_mb": vocoder.num_weight_bytes / 2**20}
     audio = vocoder.to_audio(notes.log_mel_db)
     row.update(score(audio, notes, frontend, unseen_pitch))
+    if f0:
+        row["f0_error_cents"] = f0_error_cents(audio, notes, frontend)
     row["speed_b1"] = speed(vocoder.to_audio, notes.log_mel_db, frontend, 1, repeats=3)
     row["speed_b16"] = speed(vocoder.to_audio, notes.log_mel_db, frontend, 16)
     return row
@@ -133,6 +160,39 @@ def run_griffin_lim(notes, frontend: FrontendConfig, count: int, unseen_pitch: i
     row.update(score(audio, subset, frontend, first))
     row.update(speed_b1=len(keep) * frontend.duration / seconds, speed_b16=None, notes=len(keep))
     return row
+
+
+def run_diagnosis(path: str, notes, frontend: FrontendConfig, unseen_pitch: int, iterations: int = 16) -> list[dict]:
+    """Where the vocoder's error is: its magnitude with the note's own phase, and with Griffin-Lim from its phase."""
+    import librosa
+    from keras import ops
+
+    from keras_timbre.vocoder import load_vocoder
+
+    vocoder = load_vocoder(path)
+    features = notes.log_mel_db
+    magnitude, phase = vocoder.head.spectrum(vocoder.backbone(features), features)
+    magnitude = np.swapaxes(np.asarray(ops.convert_to_numpy(magnitude)), 1, 2)  # (notes, bins, frames)
+    phase = np.swapaxes(np.asarray(ops.convert_to_numpy(phase)), 1, 2)
+    stft = dict(n_fft=frontend.n_fft, hop_length=frontend.hop_length)
+
+    def inverse(spectrum):
+        return librosa.istft(spectrum, hop_length=frontend.hop_length, length=frontend.num_samples)
+
+    frames = magnitude.shape[-1]
+    own_phase = np.angle(librosa.stft(notes.waveforms, **stft))[..., :frames]
+    rows = [("vocoder magnitude + the note's own phase", inverse(magnitude * np.exp(1j * own_phase)))]
+    estimate = magnitude * np.exp(1j * phase)
+    for _ in range(iterations):
+        rebuilt = librosa.stft(inverse(estimate), **stft)[..., :frames]
+        estimate = magnitude * np.exp(1j * np.angle(rebuilt))
+    rows.append((f"vocoder magnitude + {iterations} it. Griffin-Lim from its phase", inverse(estimate)))
+    out = []
+    for label, audio in rows:
+        audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+        row = {"inverse": label, "path": str(path), "weights_mb": vocoder.num_weight_bytes / 2**20}
+        out.append({**row, **score(audio, notes, frontend, unseen_pitch), "speed_b1": float("nan"), "speed_b16": None})
+    return out
 
 
 def environment() -> dict:
@@ -164,17 +224,23 @@ def write_markdown(rows: list[dict]) -> None:
         "Per kind: unseen pitches / unseen instruments.",
         "",
         "| when | inverse | steps | notes | mel LSD (dB) | per kind | MR-STFT (dB) | per kind | x real time b1 | b16 "
-        "| backend, CPUs | MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| f0 error (cents) | backend, CPUs | MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b16 = "-" if r.get("speed_b16") is None else f"{r['speed_b16']:.0f}"
+        b1 = "-" if not np.isfinite(r["speed_b1"]) else f"{r['speed_b1']:.1f}"
         lines.append(
             f"| {r['time']} | {r['inverse']} | {r.get('steps', '-')} | {r['notes']} | {r['mel_lsd_db']:.2f} | "
-            f"{_pair(r, 'mel_lsd_db')} | {r['mr_stft_db']:.2f} | {_pair(r, 'mr_stft_db')} | {r['speed_b1']:.1f} "
-            f"| {b16} | {r['backend']}, {r['cpus']} ({r['cpu_flags']}) | {r['weights_mb']:.1f} |"
+            f"{_pair(r, 'mel_lsd_db')} | {r['mr_stft_db']:.2f} | {_pair(r, 'mr_stft_db')} | {b1} "
+            f"| {b16} | {_cents(r)} | {r['backend']}, {r['cpus']} ({r['cpu_flags']}) | {r['weights_mb']:.1f} |"
         )
     (RESULTS / "vocoder.md").write_text("\n".join(lines) + "\n")
+
+
+def _cents(row: dict) -> str:
+    value = row.get("f0_error_cents")
+    return "-" if value is None or not np.isfinite(value) else f"{value:.0f}"
 
 
 def _pair(row: dict, key: str) -> str:
@@ -191,15 +257,23 @@ def main(argv=None) -> int:
     parser.add_argument("--notes", type=int, default=20)
     parser.add_argument("--griffin-lim", action="store_true", help="also score librosa's NNLS Griffin-Lim")
     parser.add_argument("--griffin-lim-notes", type=int, default=8, help="notes Griffin-Lim voices (slow)")
+    parser.add_argument(
+        "--diagnose", action="store_true", help="also the vocoder's magnitude with the true phase and with Griffin-Lim"
+    )
+    parser.add_argument("--f0", action="store_true", help="also the median f0 error in cents (pYIN, slow)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     frontend = FrontendConfig()
     notes, unseen_pitch = held_out(Path(args.data), args.notes, frontend)
     env, rows = environment(), []
     if args.vocoder:
-        row = run_vocoder(args.vocoder, notes, frontend, args.label or str(args.vocoder), unseen_pitch)
+        row = run_vocoder(args.vocoder, notes, frontend, args.label or str(args.vocoder), unseen_pitch, args.f0)
         row["steps"] = _steps(Path(args.vocoder))
         rows.append({**env, "notes": len(notes), **row})
+        if args.diagnose:
+            steps = row["steps"]
+            diagnosis = run_diagnosis(args.vocoder, notes, frontend, unseen_pitch)
+            rows += [{**env, "notes": len(notes), **r, "steps": steps} for r in diagnosis]
     if args.griffin_lim:
         count = min(args.griffin_lim_notes, len(notes))
         rows.append({**env, **run_griffin_lim(notes, frontend, count, unseen_pitch)})

@@ -285,9 +285,11 @@ def test_ablation_summary_over_seeds():
 def test_shown_notes_are_the_held_out_notes_with_their_own_labels(tmp_path, notes_dir, streamed):
     # The projector's notes come from the validation set already read: each spectrogram must
     # belong to the record it is labelled with.
-    from keras_timbre.training.data import split_records, training_data
+    from keras_timbre.data.split import split_data
+    from keras_timbre.training.data import training_data
 
-    train_records, val_records, _ = split_records(notes_dir, 0.5, 0)
+    split = split_data(notes_dir, 0.5, 0)
+    train_records, val_records = split.train, split.val
     cache = tmp_path / "cache" if streamed else None
     data = training_data(train_records, val_records, TINY_FRONTEND, batch_size=4, seed=0, cache=cache)
     assert {r.note_str for r in data.shown_records} == {r.note_str for r in val_records}

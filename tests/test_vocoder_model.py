@@ -9,6 +9,7 @@ import pytest
 from keras_timbre.audio.frontend import FrontendConfig, numpy_log_mel
 from keras_timbre.vocoder import FrontendMismatchError, Vocoder, load_vocoder
 from keras_timbre.vocoder import losses
+from keras_timbre.vocoder.load import save_for_inference
 from keras_timbre.vocoder.layers import ConvNeXtBlock, ISTFTHead, VocosBackbone, hann_window, overlap_add_istft
 from testing import TINY_FRONTEND, LayerTestCase, to_numpy
 
@@ -143,13 +144,20 @@ def test_to_audio_and_a_save_load_round_trip_give_identical_audio(tmp_path):
     assert isinstance(loaded, Vocoder) and loaded.frontend == FRONTEND
     assert loaded.get_config() == model.get_config()
     np.testing.assert_array_equal(loaded.to_audio(features), audio)
+    # The copy that ships: no optimizer state, a smaller file, the same audio.
+    model.compile()
+    model.fit(features, np.zeros((3, FRONTEND.num_samples), np.float32), epochs=1, verbose=0)
+    model.save(tmp_path / "trained.keras")
+    shipped = save_for_inference(tmp_path / "trained.keras", tmp_path / "shipped.keras")
+    assert shipped.stat().st_size < 0.6 * (tmp_path / "trained.keras").stat().st_size
+    np.testing.assert_array_equal(load_vocoder(shipped).to_audio(features), model.to_audio(features))
 
 
 def test_a_mismatched_frontend_is_a_one_line_error():
     model = tiny_vocoder()
     with pytest.raises(FrontendMismatchError, match="32 mels"):
         model.to_audio(np.zeros((1, 128, FRAMES), np.float32))
-    with pytest.raises(FrontendMismatchError, match="n_mels: run has 32, run has 128") as caught:
+    with pytest.raises(FrontendMismatchError, match="n_mels: vocoder has 32, run has 128") as caught:
         model.check_frontend(FrontendConfig())
     assert "\n" not in str(caught.value)
     model.check_frontend(FRONTEND)  # the same features pass

@@ -57,6 +57,11 @@ def register(subparsers) -> None:
         help="Adam (default: %(default)s)",
     )
     parser.add_argument(
+        "--lr-halving-epochs",
+        type=positive_float,
+        help="halve the learning rate every N epochs, smoothly (default: constant)",
+    )
+    parser.add_argument(
         "--channels", type=positive_int, default=defaults.DEFAULT_CHANNELS, help="backbone width (default: %(default)s)"
     )
     parser.add_argument(
@@ -100,6 +105,7 @@ def _train_vocoder(args) -> int:
             batch_size=args.batch_size,
             crop_frames=args.crop_frames,
             learning_rate=args.learning_rate,
+            lr_halving_epochs=args.lr_halving_epochs,
             channels=args.channels,
             num_blocks=args.blocks,
             frontend=frontend_from_arguments(args),

@@ -190,6 +190,7 @@ class VocosBackbone(keras.layers.Layer):
         self.frontend = FrontendConfig.from_dict(dict(frontend)).to_dict()
         self.intermediate = int(intermediate) if intermediate else 3 * self.channels
         self.kernel_size = int(kernel_size)
+        self._floor_db = FrontendConfig.from_dict(self.frontend).floor_db
 
     def build(self, input_shape):
         dtype = self.dtype_policy
@@ -215,9 +216,8 @@ class VocosBackbone(keras.layers.Layer):
         self.output_norm.build(hidden_shape)
 
     def call(self, log_mel_db):
-        floor_db = FrontendConfig.from_dict(self.frontend).floor_db
         # dB to about [0, 5]: the floor at 0, a loud note near 5.
-        x = (ops.minimum(ops.cast(log_mel_db, self.compute_dtype), MAX_DB) - floor_db) / 20.0
+        x = (ops.minimum(ops.cast(log_mel_db, self.compute_dtype), MAX_DB) - self._floor_db) / 20.0
         x = self.input_norm(self.embed(ops.transpose(x, (0, 2, 1))))
         for block in self.blocks:
             x = block(x)
@@ -274,7 +274,8 @@ class ISTFTHead(keras.layers.Layer):
         self.magnitude.build(hidden_shape)
         self.phase.build(hidden_shape)
 
-    def call(self, hidden, log_mel_db):
+    def spectrum(self, hidden, log_mel_db):
+        """`(magnitude, phase)`, each float32 `(batch, T, 1 + n_fft // 2)`: the STFT the head inverts."""
         correction = ops.cast(self.magnitude(hidden), "float32")
         phase = ops.cast(self.phase(hidden), "float32")
         if self.use_prior:
@@ -282,7 +283,10 @@ class ISTFTHead(keras.layers.Layer):
             linear = ops.matmul(ops.transpose(power, (0, 2, 1)), ops.convert_to_tensor(self._inverse))
             prior = ops.log(ops.sqrt(ops.maximum(linear, 0.0)) + PRIOR_FLOOR)
             correction = correction + prior
-        magnitude = ops.exp(ops.minimum(correction, MAX_LOG_MAGNITUDE))
+        return ops.exp(ops.minimum(correction, MAX_LOG_MAGNITUDE)), phase
+
+    def call(self, hidden, log_mel_db):
+        magnitude, phase = self.spectrum(hidden, log_mel_db)
         audio = overlap_add_istft(
             magnitude * ops.cos(phase), magnitude * ops.sin(phase), self.n_fft, self.hop, self._window
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keras_timbre import atomic
 from keras_timbre.vocoder.model import Vocoder
 
 # Where the shipped default lives in the installed package.
@@ -56,3 +57,20 @@ def load_vocoder(path: str | os.PathLike | None = None) -> Vocoder:
     if not isinstance(model, Vocoder):
         raise ValueError(f"{file} holds a {type(model).__name__}, not a keras_timbre Vocoder")
     return model
+
+
+def save_for_inference(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Writes the vocoder of `source` (file or run directory) to `target` without its optimizer state, atomically.
+
+    A run's `model.keras` holds Adam's two moments beside the weights (about
+    3x the size); the copy that ships (`PRETRAINED`) holds the weights only.
+
+    Example:
+    >>> save_for_inference("/work/vocoder-runs/default", "keras_timbre/pretrained/vocoder.keras")  # doctest: +SKIP
+    PosixPath('keras_timbre/pretrained/vocoder.keras')
+    """
+    model = load_vocoder(source)
+    target = Path(target)
+    with atomic.atomic_path(target) as tmp:
+        model.save(tmp)
+    return target

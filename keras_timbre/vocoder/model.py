@@ -175,11 +175,24 @@ class Vocoder(keras.Model):
         return features
 
     def check_frontend(self, frontend: FrontendConfig | dict, what: str = "run") -> None:
-        """Raises a one-line `FrontendMismatchError` if `frontend` differs from the vocoder's."""
-        try:
-            self.frontend.check_matches(as_frontend(frontend), what)
-        except ValueError as error:
-            raise FrontendMismatchError(f"this vocoder cannot voice the {what}'s features: {error}") from None
+        """Raises a one-line `FrontendMismatchError` naming each field where `frontend` differs from the vocoder's.
+
+        Example:
+        >>> Vocoder(FrontendConfig(n_mels=16, duration=0.1), channels=4, num_blocks=1).check_frontend(
+        ...     FrontendConfig(n_mels=32, duration=0.1))
+        Traceback (most recent call last):
+        ...
+        keras_timbre.vocoder.model.FrontendMismatchError: this vocoder cannot voice the run's features: \
+n_mels: vocoder has 16, run has 32
+        """
+        other = as_frontend(frontend)
+        diffs = [
+            f"{key}: vocoder has {value!r}, {what} has {getattr(other, key)!r}"
+            for key, value in self.frontend.to_dict().items()
+            if getattr(other, key) != value
+        ]
+        if diffs:
+            raise FrontendMismatchError(f"this vocoder cannot voice the {what}'s features: " + "; ".join(diffs))
 
     def to_audio(self, log_mel_db: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """Audio `(notes, n_frames * hop)` float32 for dB log-mel `(notes, n_mels, n_frames)`.

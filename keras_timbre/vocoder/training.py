@@ -202,6 +202,7 @@ def train_vocoder(
     batch_size: int = DEFAULT_BATCH_SIZE,
     crop_frames: int = DEFAULT_CROP_FRAMES,
     learning_rate: float = DEFAULT_LEARNING_RATE,
+    lr_halving_epochs: float | None = None,
     channels: int = DEFAULT_CHANNELS,
     num_blocks: int = DEFAULT_BLOCKS,
     model_kwargs: dict[str, Any] | None = None,
@@ -224,6 +225,8 @@ def train_vocoder(
         batch_size: Crops per batch.
         crop_frames: Feature frames per crop (`crop_frames * hop` samples).
         learning_rate: Adam learning rate (gradients clipped at norm 1).
+        lr_halving_epochs: Halve the learning rate every this many epochs
+            (smoothly, per step); None keeps it constant.
         channels: Backbone width.
         num_blocks: ConvNeXt blocks.
         model_kwargs: More `Vocoder` arguments (e.g. `mel_weight`, `use_prior`).
@@ -246,12 +249,15 @@ def train_vocoder(
     """
     if min(epochs, steps_per_epoch, batch_size, crop_frames) < 1:
         raise ValueError("epochs, steps_per_epoch, batch_size and crop_frames must all be >= 1")
+    if lr_halving_epochs is not None and not lr_halving_epochs > 0:
+        raise ValueError(f"lr_halving_epochs must be > 0, got {lr_halving_epochs}")
     out, frontend, started = Path(out), frontend or FrontendConfig(), time.perf_counter()
     data_path = resolve_data(data).resolve()
     runs.check_run_directory(out, data_path)
     hyperparameters = {
         **dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_frames=crop_frames),
         **dict(learning_rate=learning_rate, max_notes=max_notes, audio_every=audio_every),
+        **({} if lr_halving_epochs is None else {"lr_halving_epochs": float(lr_halving_epochs)}),
         "model": {"channels": channels, "num_blocks": num_blocks, **(model_kwargs or {})},
     }
     with lock_run(out):
@@ -329,7 +335,12 @@ def _fit(out: Path, config: dict, state: RunState, frontend: FrontendConfig, spl
 def _new_model(frontend: FrontendConfig, settings: dict) -> Vocoder:
     model_settings = dict(settings["model"])
     model = Vocoder(frontend, **model_settings)
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"], clipnorm=1.0))
+    learning_rate = settings["learning_rate"]
+    if settings.get("lr_halving_epochs"):
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=settings["lr_halving_epochs"] * settings["steps_per_epoch"], decay_rate=0.5
+        )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0))
     return model
 
 
