@@ -17,7 +17,7 @@ audio is analysed again and compared with the real note:
 predicted STFT magnitude with the real note's phase, and with 16 iterations
 of Griffin-Lim started from its predicted phase (not timed).
 
-The held-out notes are those `keras_timbre.vocoder.training.vocoder_split`
+The held-out notes are those `keras_timbre.training.vocoder.vocoder_split`
 keeps out of training: half from held-out pitches of trained instruments,
 half from instruments never trained on (each list spread evenly).
 
@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 from keras_timbre.analysis.metrics import lsd_db  # noqa: E402
 from keras_timbre.audio.frontend import FrontendConfig, numpy_log_mel  # noqa: E402
 from keras_timbre.data.readers import read_notes  # noqa: E402
-from keras_timbre.vocoder.training import load_notes, vocoder_split  # noqa: E402
+from keras_timbre.training.vocoder import load_notes, vocoder_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "nsynth-mini"
@@ -147,7 +147,7 @@ def run_vocoder(path: str, notes, frontend: FrontendConfig, label: str, unseen_p
 
 
 def run_griffin_lim(notes, frontend: FrontendConfig, count: int, unseen_pitch: int) -> dict:
-    from keras_timbre.audio.vocoder import mel_to_audio
+    from keras_timbre.audio.griffin_lim import mel_to_audio
 
     # Half from each kind of held-out note, as the vocoder's rows.
     keep = list(range(min(count - count // 2, unseen_pitch))) + list(range(unseen_pitch, len(notes)))[: count // 2]

@@ -55,7 +55,7 @@ _EXPORTS = {
     "FeatureStats": ("keras_timbre.audio.stats", "FeatureStats"),
     "FrontendConfig": ("keras_timbre.audio.frontend", "FrontendConfig"),
     "log_mel": ("keras_timbre.audio.frontend", "log_mel"),
-    "mel_to_audio": ("keras_timbre.audio.vocoder", "mel_to_audio"),
+    "mel_to_audio": ("keras_timbre.audio.griffin_lim", "mel_to_audio"),
     "VARIANTS": ("keras_timbre.models.variants", "VARIANTS"),
     "TimbreVAE": ("keras_timbre.models.timbre_vae", "TimbreVAE"),
     "load_run": ("keras_timbre.training.run", "load_run"),
@@ -103,7 +103,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from keras_timbre.audio.stats import FeatureStats
     from keras_timbre.audio.frontend import FrontendConfig
     from keras_timbre.audio.frontend import log_mel
-    from keras_timbre.audio.vocoder import mel_to_audio
+    from keras_timbre.audio.griffin_lim import mel_to_audio
     from keras_timbre.models.variants import VARIANTS
     from keras_timbre.models.timbre_vae import TimbreVAE
     from keras_timbre.training.run import load_run

@@ -16,7 +16,7 @@ from keras_timbre.export import saved_model as export
 from keras_timbre.export import signatures
 from keras_timbre.training import run as runs
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.vocoder import tf_mel_to_audio
+from keras_timbre.audio.griffin_lim import tf_mel_to_audio
 from keras_timbre.audio.frontend import tf_log_mel
 from keras_timbre.models.timbre_vae import TimbreVAE
 from tests.testing import TINY_FRONTEND

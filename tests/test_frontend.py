@@ -10,7 +10,7 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.frontend import librosa_log_mel
 from keras_timbre.audio.frontend import numpy_log_mel
 from keras_timbre.audio.frontend import log_mel
-from keras_timbre.audio.vocoder import mel_to_audio
+from keras_timbre.audio.griffin_lim import mel_to_audio
 from keras_timbre.audio.frontend import tf_log_mel
 from tests.testing import TINY_FRONTEND
 

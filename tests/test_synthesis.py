@@ -219,7 +219,7 @@ def served(run, tmp_path_factory):
 def test_export_has_the_conditioned_signatures(run, served):
     import tensorflow as tf
 
-    from keras_timbre.audio.vocoder import mel_to_audio
+    from keras_timbre.audio.griffin_lim import mel_to_audio
     from keras_timbre.export import read_export_metadata, signatures
     from keras_timbre.export.saved_model import float32_copy
 

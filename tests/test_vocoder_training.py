@@ -14,7 +14,7 @@ from keras_timbre.data.readers import read_notes
 from keras_timbre.data.synthetic import make_synthetic_dataset
 from keras_timbre.training.lock import lock_run
 from keras_timbre.vocoder import load_vocoder
-from keras_timbre.vocoder.training import AUDIO_CHECKS_FILE, crop_batch, load_notes, train_vocoder, vocoder_split
+from keras_timbre.training.vocoder import AUDIO_CHECKS_FILE, crop_batch, load_notes, train_vocoder, vocoder_split
 
 FRONTEND = FrontendConfig(n_mels=32, duration=1.0)  # 64 frames at hop 250; the CLI's --n-mels 32 --duration 1.0
 TINY = dict(

@@ -1,4 +1,4 @@
-"""`keras-timbre train-vocoder`: a thin argparse wrapper over `keras_timbre.vocoder.training.train_vocoder`.
+"""`keras-timbre train-vocoder`: a thin argparse wrapper over `keras_timbre.training.vocoder.train_vocoder`.
 
 Errors (missing data, a resume with other settings, a locked run directory)
 exit with status 2 and one line, as `keras-timbre train`'s do.
@@ -17,7 +17,7 @@ from keras_timbre.cli.arguments import (
 
 
 def register(subparsers) -> None:
-    from keras_timbre.vocoder import training as defaults
+    from keras_timbre.training import vocoder as defaults
 
     parser = subparsers.add_parser(
         "train-vocoder",
@@ -93,7 +93,7 @@ def _train_vocoder(args) -> int:
     import sys
 
     from keras_timbre.training.lock import RunLockedError
-    from keras_timbre.vocoder.training import set_threads, train_vocoder
+    from keras_timbre.training.vocoder import set_threads, train_vocoder
 
     set_threads(args.threads)
     try:

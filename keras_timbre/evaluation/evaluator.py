@@ -36,7 +36,7 @@ from keras_timbre.outputs import check_output_file
 from keras_timbre.models.inference import latent_means, reconstruct_db
 from keras_timbre.training import run as runs
 from keras_timbre.analysis import plots
-from keras_timbre.audio.vocoder import write_wav
+from keras_timbre.audio.griffin_lim import write_wav
 from keras_timbre.data import read_notes
 
 METRIC_KEYS = (

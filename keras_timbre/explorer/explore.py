@@ -10,7 +10,7 @@ from disk with no server and no network.
 What is precomputed, and why it stays fast (1,100 notes):
 
 - every note's original audio (decoded and re-encoded as MP3) and its
-  reconstruction, inverted with the original's phase (`audio.vocoder.borrowed_phase_audio`);
+  reconstruction, inverted with the original's phase (`audio.griffin_lim.borrowed_phase_audio`);
 - morphs only between `morph_notes` notes picked from different families
   (all pairs, `morph_steps` points each, Griffin-Lim), so their number is
   bounded whatever the number of notes.
@@ -34,7 +34,7 @@ import numpy as np
 
 from keras_timbre import atomic
 from keras_timbre.outputs import check_output_file
-from keras_timbre.audio import vocoder
+from keras_timbre.audio import griffin_lim
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.explorer import media
 from keras_timbre.evaluation.evaluator import held_out_notes
@@ -164,7 +164,7 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
     for start in range(0, len(records), AUDIO_CHUNK):
         chunk = slice(start, start + AUDIO_CHUNK)
         waveforms = np.stack([load_audio(r.path, frontend.sample_rate, frontend.num_samples) for r in records[chunk]])
-        recon_audio = vocoder.borrowed_phase_audio(reconstruction[chunk], waveforms, frontend)
+        recon_audio = griffin_lim.borrowed_phase_audio(reconstruction[chunk], waveforms, frontend)
         media_lists["audio"] += media.mp3_base64_many(waveforms, frontend.sample_rate)
         media_lists["recon_audio"] += media.mp3_base64_many(recon_audio, frontend.sample_rate)
         media_lists["thumb"] += [media.thumbnail_base64(s, floor) for s in log_mel_db[chunk]]
@@ -184,7 +184,7 @@ def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n
     if run.model.is_conditioned:  # a morph of timbres at one pitch
         labels = (int(np.clip(MORPH_PITCH, *run.model.pitch_range)), run.model.default_velocity)
     decoded = decode_db(run.model, z, run.stats, *labels)
-    audio = _in_chunks(lambda part: vocoder.griffin_lim_audio(part, run.frontend, n_iter), decoded)
+    audio = _in_chunks(lambda part: griffin_lim.griffin_lim_audio(part, run.frontend, n_iter), decoded)
     rate, floor = run.frontend.sample_rate, run.frontend.floor_db
     return [
         {

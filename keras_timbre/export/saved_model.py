@@ -4,7 +4,7 @@ The exported graph holds the whole inference path: the log-mel frontend
 (`audio.frontend.tf_log_mel`, with the run's `FrontendConfig`), the run's
 per-mel-bin normalisation (`FeatureStats`, baked in as constants), the VAE,
 and on the way out the inverse normalisation and a Griffin-Lim vocoder written
-with `tf.signal` (`audio.vocoder.tf_mel_to_audio`). A client sends float32
+with `tf.signal` (`audio.griffin_lim.tf_mel_to_audio`). A client sends float32
 samples at the run's sample rate; no Python feature code is needed on its side.
 
 Signatures (every input and output is named):

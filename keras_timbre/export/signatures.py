@@ -15,7 +15,7 @@ Every request is checked before the model runs (an empty batch, no samples,
 NaN or Inf: an `InvalidArgumentError` naming the input), and finite input
 always gives finite output: a waveform peak above `MAX_AMPLITUDE` is scaled
 down to it, a latent is clipped to +-`LATENT_LIMIT`, and Griffin-Lim caps the
-level it is given (`audio.vocoder.MAX_DB`). Real audio (peak 1) and real
+level it is given (`audio.griffin_lim.MAX_DB`). Real audio (peak 1) and real
 latents (a standard-normal prior) are far inside these bounds. A conditioned
 model's pitch (and a `source_pitch`) must be a whole MIDI number in its
 trained `pitch_range` and its velocity one of its trained `velocities`, one
@@ -32,7 +32,7 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import fit_to_length
 from keras_timbre.audio.frontend import tf_log_mel
-from keras_timbre.audio.vocoder import tf_mel_to_audio
+from keras_timbre.audio.griffin_lim import tf_mel_to_audio
 from keras_timbre.synthesis.audio_files import pitch_rule
 from keras_timbre.synthesis.audio_files import velocity_rule
 

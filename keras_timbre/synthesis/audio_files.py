@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_timbre import atomic
 from keras_timbre.data.labels import is_whole
-from keras_timbre.audio.vocoder import write_wav
+from keras_timbre.audio.griffin_lim import write_wav
 from keras_timbre.outputs import check_output_file, check_output_folder
 from keras_timbre.models.inference import decode_db, latent_means, reconstruct_db
 from keras_timbre.training import run as runs

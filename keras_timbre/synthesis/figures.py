@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_timbre.analysis import plots
-from keras_timbre.audio.vocoder import griffin_lim_audio
+from keras_timbre.audio.griffin_lim import griffin_lim_audio
 from keras_timbre.audio.io import write_audio
 from keras_timbre.models.inference import decode_db, latent_means
 

@@ -31,7 +31,7 @@ import numpy as np
 from keras_timbre import atomic
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.vocoder import griffin_lim_audio
+from keras_timbre.audio.griffin_lim import griffin_lim_audio
 from keras_timbre.models.inference import latent_means, reconstruct_db
 
 RUN_NAME = "timbre"

@@ -37,7 +37,7 @@ from keras_timbre.audio.frontend import FrontendConfig, mel_filters
 MAX_LOG_MAGNITUDE = 7.0
 # Smallest magnitude of the pseudo-inverse prior (its log is the head's starting point).
 PRIOR_FLOOR = 1e-5
-# Highest dB value the vocoder reads (as `keras_timbre.audio.vocoder.MAX_DB`).
+# Highest dB value the vocoder reads (as `keras_timbre.audio.griffin_lim.MAX_DB`).
 MAX_DB = 120.0
 
 

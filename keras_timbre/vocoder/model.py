@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from keras_timbre.audio.frontend import FrontendConfig
-from keras_timbre.audio.vocoder import peak_limit
+from keras_timbre.audio.griffin_lim import peak_limit
 from keras_timbre.vocoder import losses
 from keras_timbre.vocoder.layers import ISTFTHead, VocosBackbone
 
@@ -38,6 +38,8 @@ DEFAULT_STFT_WEIGHT = 1.0
 DEFAULT_LEARNING_RATE = 1e-3
 # XLA on TensorFlow's CPU: 1.74 s a training step instead of 0.45 (batch 16 of 1 s crops, one core).
 JIT_COMPILE = {"tensorflow": False}
+# The vocoder is convolutional over frames: a note's length does not change what a frame means.
+NOTE_LENGTH_FIELDS = ("duration",)
 
 
 class FrontendMismatchError(ValueError):
@@ -189,7 +191,7 @@ n_mels: vocoder has 16, run has 32
         diffs = [
             f"{key}: vocoder has {value!r}, {what} has {getattr(other, key)!r}"
             for key, value in self.frontend.to_dict().items()
-            if getattr(other, key) != value
+            if key not in NOTE_LENGTH_FIELDS and getattr(other, key) != value
         ]
         if diffs:
             raise FrontendMismatchError(f"this vocoder cannot voice the {what}'s features: " + "; ".join(diffs))
@@ -198,7 +200,7 @@ n_mels: vocoder has 16, run has 32
         """Audio `(notes, n_frames * hop)` float32 for dB log-mel `(notes, n_mels, n_frames)`.
 
         Every waveform is peak-limited to [-1, 1], as the Griffin-Lim inverses'
-        (`keras_timbre.audio.vocoder.peak_limit`).
+        (`keras_timbre.audio.griffin_lim.peak_limit`).
         """
         features = self.check_features(log_mel_db)
         if len(features) == 0:

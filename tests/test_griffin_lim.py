@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 
-from keras_timbre.audio import vocoder
+from keras_timbre.audio import griffin_lim
 from keras_timbre.audio.frontend import tf_log_mel
-from keras_timbre.audio.vocoder import mel_to_audio, tf_mel_to_audio
+from keras_timbre.audio.griffin_lim import mel_to_audio, tf_mel_to_audio
 from tests.testing import TINY_FRONTEND
 
 CONFIG = TINY_FRONTEND  # features (32, 64)
@@ -38,8 +38,8 @@ def test_both_vocoders_share_the_db_to_power_step():
     log_mel_db = np.random.default_rng(0).uniform(CONFIG.floor_db, 20.0, (2, *CONFIG.feature_shape))
     log_mel_db[:, :, :5] = CONFIG.floor_db  # silence before the onset
     log_mel_db = log_mel_db.astype(np.float32)
-    in_numpy = vocoder.mel_power_frames(log_mel_db, CONFIG.floor_db)
-    in_graph = vocoder.mel_power_frames(tf.constant(log_mel_db), CONFIG.floor_db, tnp).numpy()
+    in_numpy = griffin_lim.mel_power_frames(log_mel_db, CONFIG.floor_db)
+    in_graph = griffin_lim.mel_power_frames(tf.constant(log_mel_db), CONFIG.floor_db, tnp).numpy()
     np.testing.assert_allclose(in_graph, in_numpy, rtol=1e-6)
     assert in_numpy.shape == (2, CONFIG.n_mels, CONFIG.n_frames + 1)  # the frame centred framing drops, back
     np.testing.assert_array_equal(in_numpy[..., -1], in_numpy[..., -2])
@@ -51,8 +51,8 @@ def test_absurd_levels_are_a_gain_that_peak_limiting_undoes():
     target = tf_log_mel(harmonic_note()[None], CONFIG).numpy()
     loud = target + 1e6  # 1e6 dB above: 10 ** (dB / 10) is inf in float32
     loud[target <= CONFIG.floor_db + 1e-3] = CONFIG.floor_db  # keep the silence silent
-    power = vocoder.mel_power_frames(loud, CONFIG.floor_db)
-    assert np.isfinite(power).all() and power.max() == pytest.approx(10 ** (vocoder.MAX_DB / 10), rel=1e-4)
+    power = griffin_lim.mel_power_frames(loud, CONFIG.floor_db)
+    assert np.isfinite(power).all() and power.max() == pytest.approx(10 ** (griffin_lim.MAX_DB / 10), rel=1e-4)
     for audio in (tf_mel_to_audio(loud, CONFIG, n_iter=4).numpy()[0], mel_to_audio(loud[0], CONFIG, n_iter=4)):
         assert np.isfinite(audio).all()
         assert np.abs(audio).max() == pytest.approx(1.0, abs=1e-6)  # limited to full scale, not silenced
@@ -61,7 +61,7 @@ def test_absurd_levels_are_a_gain_that_peak_limiting_undoes():
 def test_peak_limit_is_nan_safe_and_leaves_quiet_audio_alone():
     audio = np.array([[0.5, -0.25, 0.0], [4.0, np.nan, -2.0], [np.inf, 1.0, -1.0]], np.float32)
     for xp, values in ((np, audio), (tnp, tf.constant(audio))):
-        limited = np.asarray(vocoder.peak_limit(values, xp))
+        limited = np.asarray(griffin_lim.peak_limit(values, xp))
         np.testing.assert_allclose(limited, [[0.5, -0.25, 0.0], [1.0, 0.0, -0.5], [0.0, 1.0, -1.0]])
 
 
