@@ -9,9 +9,10 @@ Example:
 >>> import keras_timbre
 >>> run = keras_timbre.train("runs/demo", epochs=2)  # doctest: +SKIP
 >>> metrics = keras_timbre.evaluate("runs/demo")  # doctest: +SKIP
+>>> audio = keras_timbre.load_vocoder().to_audio(log_mel_db)  # the shipped vocoder  # doctest: +SKIP
 
-Importing the package registers its Keras classes (the layers and
-`TimbreVAE`), so a user script can load a saved model directly:
+Importing the package registers its Keras classes (the layers, the models and
+the `Vocoder`), so a user script can load a saved model directly:
 
 >>> import keras
 >>> model = keras.saving.load_model("runs/demo/model.keras", safe_mode=True)  # doctest: +SKIP
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 # keras.saving.load_model cannot find them.
 with _startup.command_line_interrupts():  # seconds of imports: Ctrl-C is "Interrupted.", exit 130, on the CLI
     from keras_timbre import models as _models  # noqa: E402, F401
+    from keras_timbre import vocoder as _vocoder  # noqa: E402, F401
 
 # Public name -> (module, attribute or None for the module itself). Imported on
 # first use, so that `import keras_timbre` loads only Keras and the models.
@@ -60,6 +62,7 @@ _EXPORTS = {
     "TimbreVAE": ("keras_timbre.models.timbre_vae", "TimbreVAE"),
     "load_run": ("keras_timbre.training.run", "load_run"),
     "train": ("keras_timbre.training.trainer", "train"),
+    "load_vocoder": ("keras_timbre.vocoder.load", "load_vocoder"),
     "TimbreHyperModel": ("keras_timbre.tuning.hypermodel", "TimbreHyperModel"),
     "run_search": ("keras_timbre.tuning.search", "run_search"),
 }
@@ -108,5 +111,6 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from keras_timbre.models.timbre_vae import TimbreVAE
     from keras_timbre.training.run import load_run
     from keras_timbre.training.trainer import train
+    from keras_timbre.vocoder.load import load_vocoder
     from keras_timbre.tuning.hypermodel import TimbreHyperModel
     from keras_timbre.tuning.search import run_search

@@ -60,6 +60,8 @@ PUBLIC_NAMES_V0_1 = [
     "split_notes",
     "train",
 ]
+# Names added since, each by the issue that asked for it; nothing of 0.1's is removed.
+PUBLIC_NAMES_ADDED = ["load_vocoder"]  # issue 22: the shipped vocoder
 
 
 def write_keras_archive(archive: dict, path: Path) -> Path:
@@ -199,9 +201,9 @@ def test_a_user_script_loads_a_model_after_import_keras_timbre(tmp_path, v0_1_mo
     _assert_matches_fixture({k: np.array(v) for k, v in report["outputs"].items()}, expected)
 
 
-def test_public_names_are_unchanged():
-    assert keras_timbre.__all__ == sorted(PUBLIC_NAMES_V0_1)
-    for name in PUBLIC_NAMES_V0_1:
+def test_public_names_are_0_1s_and_those_added_since():
+    assert keras_timbre.__all__ == sorted(PUBLIC_NAMES_V0_1 + PUBLIC_NAMES_ADDED)
+    for name in PUBLIC_NAMES_V0_1 + PUBLIC_NAMES_ADDED:
         assert getattr(keras_timbre, name) is not None, name
 
 

@@ -92,7 +92,7 @@ def test_synthesize_like_and_random_write_a_note_and_its_spectrogram(run, wavs, 
 
 def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_path, monkeypatch):
     rendered = {}
-    monkeypatch.setattr(audio_files, "write_wav", lambda path, db, *a, **k: rendered.setdefault("db", db))
+    monkeypatch.setattr(audio_files, "write_wavs", lambda renderer, paths, db: rendered.setdefault("db", db[0]))
     pitch = run.model.pitch_range[1]
     audio_files.synthesize_file(run, tmp_path / "s.wav", pitch, like=wavs[1])
     code = audio_files.note_codes(run, [wavs[1]], audio_files.read_log_mel(run, wavs[1])[None])
@@ -308,3 +308,56 @@ def test_export_library_and_cli_share_the_pitch_and_velocity_rules(run, served):
                     not audio_files.allowed_pitch(pitch, (low, high))
                     and f"{source}: not one the model" in error.message
                 )
+
+
+# ---------------------------------------------------------------------------- the renderer (--vocoder)
+@pytest.fixture(scope="module")
+def vocoder_path(tmp_path_factory):
+    """A tiny untrained vocoder of the run's features (what renders is what is tested, not how well)."""
+    from keras_timbre.vocoder import Vocoder
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("vocoder") / "tiny.keras"
+    Vocoder(FRONTEND, channels=8, num_blocks=1).save(path)
+    return path
+
+
+def test_synthesize_and_transfer_render_with_the_chosen_vocoder(run, wavs, tmp_path, vocoder_path, monkeypatch):
+    from keras_timbre.vocoder.render import renderer_for
+
+    rendered = {}
+    original = audio_files.write_wavs
+    monkeypatch.setattr(audio_files, "write_wavs", lambda r, p, db: rendered.update(db=db) or original(r, p, db))
+    low = run.model.pitch_range[0]
+    out = tmp_path / "voiced.wav"
+    assert (
+        main(
+            ["synthesize", str(run.path), "--like", wavs[0], "--pitch", str(low), "--out", str(out)]
+            + ["--vocoder", str(vocoder_path)]
+        )
+        == 0
+    )
+    expected = renderer_for(FRONTEND, vocoder_path).to_audio(rendered["db"])[0]
+    np.testing.assert_allclose(sf.read(str(out), dtype="float32")[0], expected, atol=1e-4)
+    moved = tmp_path / "moved.wav"
+    assert (
+        main(
+            ["transfer", str(run.path), wavs[0], "--pitch", str(low), "--out", str(moved)]
+            + ["--vocoder", str(vocoder_path)]
+        )
+        == 0
+    )
+    expected = renderer_for(FRONTEND, vocoder_path).to_audio(rendered["db"])[0]
+    np.testing.assert_allclose(sf.read(str(moved), dtype="float32")[0], expected, atol=1e-4)
+
+
+def test_a_vocoder_of_other_features_is_one_error_line(run, wavs, tmp_path, capsys):
+    from keras_timbre.vocoder import Vocoder
+
+    other = tmp_path / "other.keras"
+    Vocoder(FrontendConfig(n_mels=16, duration=0.5, n_fft=512, hop_length=250), channels=4, num_blocks=1).save(other)
+    out = tmp_path / "x.wav"
+    argv = ["synthesize", str(run.path), "--like", wavs[0], "--pitch", str(run.model.pitch_range[0]), "--out", str(out)]
+    assert main(argv + ["--vocoder", str(other)]) == 2
+    assert "n_mels: vocoder has 16, run has 32" in one_error_line(capsys, "synthesize")
+    assert not out.exists()

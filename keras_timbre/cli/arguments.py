@@ -217,3 +217,10 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace an existing --out (the new output is written beside it and renamed over it when complete)",
     )
+
+
+def add_vocoder_option(parser: argparse.ArgumentParser) -> None:
+    """--vocoder: what renders the command's audio (keras_timbre.vocoder.render.renderer_for)."""
+    from keras_timbre.vocoder.render import CHOICES_HELP, DEFAULT
+
+    parser.add_argument("--vocoder", default=DEFAULT, metavar="PATH|griffin-lim", help=CHOICES_HELP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_timbre.cli.arguments import add_overwrite_option, positive_int
+from keras_timbre.cli.arguments import add_overwrite_option, add_vocoder_option, positive_int
 
 
 def register(subparsers) -> None:
@@ -34,8 +34,9 @@ def register(subparsers) -> None:
         "--griffin-lim-iters",
         type=positive_int,
         default=explore.DEFAULT_GRIFFIN_LIM_ITERS,
-        help="Griffin-Lim iterations of the morphs' audio (default: %(default)s)",
+        help="Griffin-Lim iterations, where Griffin-Lim renders the audio (default: %(default)s)",
     )
+    add_vocoder_option(parser)
     parser.add_argument("--max-notes", type=positive_int, help="map only the first this many notes")
     parser.set_defaults(func=_explore)
 
@@ -52,6 +53,7 @@ def _explore(args: argparse.Namespace) -> int:
         griffin_lim_iters=args.griffin_lim_iters,
         max_notes=args.max_notes,
         overwrite=args.overwrite,
+        vocoder=args.vocoder,
     )
     print(summary.describe())
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_timbre.cli.arguments import add_overwrite_option, positive_int, seed, temperature
+from keras_timbre.cli.arguments import add_overwrite_option, add_vocoder_option, positive_int, seed, temperature
 
 
 def add_condition_options(parser: argparse.ArgumentParser, pitch_required: bool = True) -> None:
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         help="synthesise a note at a pitch from a conditioned run (WAV + spectrogram PNG)",
         description="Render a timbre code at --pitch and --velocity through a pitch-conditioned run "
         "(train --variant hierarchical): the code of an example note (--like) or a random one (--random). "
-        "Writes --out (Griffin-Lim) and a PNG of the same name.",
+        "Writes --out (rendered by --vocoder) and a PNG of the same name.",
     )
     synthesize.add_argument("run", help="run directory of a hierarchical model")
     code = synthesize.add_mutually_exclusive_group(required=True)
@@ -47,21 +47,27 @@ def register(subparsers) -> None:
     )
     synthesize.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
     add_overwrite_option(synthesize)
-    synthesize.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
+    add_vocoder_option(synthesize)
+    synthesize.add_argument(
+        "--griffin-lim-iters", type=positive_int, default=64, help="where Griffin-Lim renders (default: %(default)s)"
+    )
     synthesize.set_defaults(func=_synthesize)
 
     transfer = subparsers.add_parser(
         "transfer",
         help="re-render a note at another pitch through a conditioned run (WAV + side-by-side PNG)",
         description="Encode a note's timbre and synthesise it at --pitch (train --variant hierarchical). "
-        "Writes --out (Griffin-Lim) and a PNG of the input beside the output.",
+        "Writes --out (rendered by --vocoder) and a PNG of the input beside the output.",
     )
     transfer.add_argument("run", help="run directory of a hierarchical model")
     transfer.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     add_condition_options(transfer)
     transfer.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
     add_overwrite_option(transfer)
-    transfer.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
+    add_vocoder_option(transfer)
+    transfer.add_argument(
+        "--griffin-lim-iters", type=positive_int, default=64, help="where Griffin-Lim renders (default: %(default)s)"
+    )
     transfer.set_defaults(func=_transfer)
 
 
@@ -78,6 +84,7 @@ def _synthesize(args) -> int:
         seed=args.seed,
         griffin_lim_iters=args.griffin_lim_iters,
         overwrite=args.overwrite,
+        vocoder=args.vocoder,
     )
     print(f"Wrote {wav} and {png}")
     return 0
@@ -94,6 +101,7 @@ def _transfer(args) -> int:
         velocity=args.velocity,
         griffin_lim_iters=args.griffin_lim_iters,
         overwrite=args.overwrite,
+        vocoder=args.vocoder,
     )
     print(f"Wrote {wav} and {png}")
     return 0

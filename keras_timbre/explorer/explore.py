@@ -10,10 +10,13 @@ from disk with no server and no network.
 What is precomputed, and why it stays fast (1,100 notes):
 
 - every note's original audio (decoded and re-encoded as MP3) and its
-  reconstruction, inverted with the original's phase (`audio.griffin_lim.borrowed_phase_audio`);
+  reconstruction, rendered by `vocoder` (`keras_timbre.vocoder.render`: the
+  shipped vocoder where it fits the run's features, else batched Griffin-Lim);
 - morphs only between `morph_notes` notes picked from different families
-  (all pairs, `morph_steps` points each, Griffin-Lim), so their number is
-  bounded whatever the number of notes.
+  (all pairs, `morph_steps` points each, the same renderer), so their number
+  is bounded whatever the number of notes.
+
+The page's title names the renderer.
 
 Example:
 >>> summary = build_explorer("runs/demo", "explore.html")  # doctest: +SKIP
@@ -34,7 +37,6 @@ import numpy as np
 
 from keras_timbre import atomic
 from keras_timbre.outputs import check_output_file
-from keras_timbre.audio import griffin_lim
 from keras_timbre.data.split import diverse_notes
 from keras_timbre.explorer import media
 from keras_timbre.evaluation.evaluator import held_out_notes
@@ -43,6 +45,7 @@ from keras_timbre.explorer.page import render_page
 from keras_timbre.models.inference import decode_db, latent_means, reconstruct_db
 from keras_timbre.training import run as runs
 from keras_timbre.audio.io import load_audio
+from keras_timbre.vocoder.render import Renderer, renderer_for
 
 DEFAULT_MORPH_NOTES = 8
 DEFAULT_MORPH_STEPS = 5
@@ -83,6 +86,7 @@ def build_explorer(
     max_notes: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> ExplorerSummary:
     """Writes the explorer page for a run's held-out notes (or every note of `data`).
 
@@ -92,10 +96,11 @@ def build_explorer(
         data: Map every note of this directory instead of the run's validation split.
         morph_notes: Notes (from different families first) between which all morphs are precomputed.
         morph_steps: Points per morph, both ends included.
-        griffin_lim_iters: Griffin-Lim iterations for the morphs' audio.
+        griffin_lim_iters: Griffin-Lim iterations, where Griffin-Lim renders the audio.
         max_notes: Keep only the first this many notes.
         seed: Seed of the t-SNE map.
         overwrite: Replace an existing `out` (see `keras_timbre.outputs`).
+        vocoder: What renders the reconstructions and morphs (`keras_timbre.vocoder.render.renderer_for`).
 
     Returns:
         An `ExplorerSummary`.
@@ -103,11 +108,13 @@ def build_explorer(
     Raises:
         OutputPathError: `out` exists (without `overwrite`), is a directory or is not .html.
         ValueError: no notes, or an argument out of range (the message names it).
+        FrontendMismatchError: `vocoder` was trained on other features than the run's.
     """
     out = check_output_file(out, overwrite=overwrite, suffixes=HTML_SUFFIXES)
     _check_arguments(morph_notes, morph_steps, griffin_lim_iters, max_notes)
     if not isinstance(run, runs.Run):
         run = runs.load_run(run)
+    renderer = renderer_for(run.frontend, vocoder, griffin_lim_iters, fast=True)
     timer = _StageTimer()
     records, log_mel_db = held_out_notes(run, data)
     records, log_mel_db = list(records)[:max_notes], log_mel_db[:max_notes]
@@ -120,12 +127,12 @@ def build_explorer(
     timer.lap("model")
     maps = note_maps(z_mean, seed)
     timer.lap("maps")
-    notes = _note_media(run, records, log_mel_db, reconstruction)
+    notes = _note_media(run, records, log_mel_db, reconstruction, renderer)
     timer.lap("note audio")
     anchors = diverse_notes(records, min(morph_notes, len(records)))
-    morphs = _morphs(run, z_mean, anchors, morph_steps, griffin_lim_iters)
+    morphs = _morphs(run, z_mean, anchors, morph_steps, renderer)
     timer.lap("morphs")
-    payload = _payload(run, records, maps, notes, anchors, morphs)
+    payload = _payload(run, records, maps, notes, anchors, morphs, renderer)
     atomic.write_text(out, render_page(payload))
     timer.lap("page")
     clips = 2 * len(records) + sum(len(m["clips"]) for m in morphs)
@@ -156,7 +163,9 @@ class _StageTimer:
         self._last = now
 
 
-def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: np.ndarray) -> dict[str, list]:
+def _note_media(
+    run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: np.ndarray, renderer: Renderer
+) -> dict[str, list]:
     """Per note: MP3 of the original and of the reconstruction, and both spectrogram thumbnails."""
 
     frontend, floor = run.frontend, run.frontend.floor_db
@@ -164,7 +173,7 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
     for start in range(0, len(records), AUDIO_CHUNK):
         chunk = slice(start, start + AUDIO_CHUNK)
         waveforms = np.stack([load_audio(r.path, frontend.sample_rate, frontend.num_samples) for r in records[chunk]])
-        recon_audio = griffin_lim.borrowed_phase_audio(reconstruction[chunk], waveforms, frontend)
+        recon_audio = renderer.to_audio(reconstruction[chunk])
         media_lists["audio"] += media.mp3_base64_many(waveforms, frontend.sample_rate)
         media_lists["recon_audio"] += media.mp3_base64_many(recon_audio, frontend.sample_rate)
         media_lists["thumb"] += [media.thumbnail_base64(s, floor) for s in log_mel_db[chunk]]
@@ -172,7 +181,7 @@ def _note_media(run: runs.Run, records, log_mel_db: np.ndarray, reconstruction: 
     return media_lists
 
 
-def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n_iter: int) -> list[dict[str, Any]]:
+def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, renderer: Renderer) -> list[dict]:
     """Decoded lines between every pair of anchor notes: `{"a", "b", "clips", "thumbs"}` each."""
 
     pairs = list(itertools.combinations(anchors, 2))
@@ -184,7 +193,7 @@ def _morphs(run: runs.Run, z_mean: np.ndarray, anchors: list[int], steps: int, n
     if run.model.is_conditioned:  # a morph of timbres at one pitch
         labels = (int(np.clip(MORPH_PITCH, *run.model.pitch_range)), run.model.default_velocity)
     decoded = decode_db(run.model, z, run.stats, *labels)
-    audio = _in_chunks(lambda part: griffin_lim.griffin_lim_audio(part, run.frontend, n_iter), decoded)
+    audio = _in_chunks(renderer.to_audio, decoded)
     rate, floor = run.frontend.sample_rate, run.frontend.floor_db
     return [
         {
@@ -202,10 +211,10 @@ def _in_chunks(function, array: np.ndarray) -> np.ndarray:
     return np.concatenate([function(array[i : i + AUDIO_CHUNK]) for i in range(0, len(array), AUDIO_CHUNK)])
 
 
-def _payload(run: runs.Run, records, maps, notes, anchors, morphs) -> dict[str, Any]:
+def _payload(run: runs.Run, records, maps, notes, anchors, morphs, renderer: Renderer) -> dict[str, Any]:
     """Everything the page's script reads, as JSON-ready values."""
     return {
-        "title": f"{run.path.name}: {run.variant}, {len(records)} notes",
+        "title": f"{run.path.name}: {run.variant}, {len(records)} notes, audio by {renderer.name}",
         "notes": [
             {
                 "name": Path(r.path).name if "#" not in r.path else r.note_str,

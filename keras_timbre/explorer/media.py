@@ -1,7 +1,6 @@
 """Sound and pictures for the explorer page: compressed clips and spectrogram thumbnails.
 
-The clips come from the fast inverses of `keras_timbre.audio.griffin_lim`
-(`borrowed_phase_audio` for reconstructions, `griffin_lim_audio` for morphs).
+The clips come from the run's renderer (`keras_timbre.vocoder.render`).
 
 Clips are MP3 (libsndfile's LAME encoder): every browser plays it, and a 4 s
 note at 16 kHz takes about 6 KB.

@@ -2,7 +2,9 @@
 pitch-conditioned run (variant "hierarchical") synthesise and transfer.
 
 Each checks its outputs before loading anything, reads the files through the
-run's frontend, and writes Griffin-Lim WAVs and a figure. A pitch or velocity
+run's frontend, and writes WAVs and a figure. The WAVs are rendered by
+`vocoder` (`keras_timbre.vocoder.render.renderer_for`: by default the shipped
+vocoder where it fits the run's features, else Griffin-Lim of `n_iter`). A pitch or velocity
 the run was not trained on, or a paper-variant run given a pitch, is a
 `ConditioningError` (a ValueError) naming the argument and what is allowed.
 
@@ -28,7 +30,6 @@ import numpy as np
 
 from keras_timbre import atomic
 from keras_timbre.data.labels import is_whole
-from keras_timbre.audio.griffin_lim import write_wav
 from keras_timbre.outputs import check_output_file, check_output_folder
 from keras_timbre.models.inference import decode_db, latent_means, reconstruct_db
 from keras_timbre.training import run as runs
@@ -37,6 +38,7 @@ from keras_timbre.audio.frontend import log_mel
 from keras_timbre.data import load_audio
 from keras_timbre.data.labels import estimate_pitch
 from keras_timbre.data.readers import NoteRecord
+from keras_timbre.vocoder.render import renderer_for, write_wavs
 
 MIN_STEPS = 2
 STEPS_RULE = "must be >= 2 (both ends, A and B)"
@@ -60,8 +62,9 @@ def reconstruct_file(
     out: str | os.PathLike,
     n_iter: int = 64,
     overwrite: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
-    """Reconstructs one audio file: writes `out` (WAV, Griffin-Lim) and a side-by-side PNG next to it.
+    """Reconstructs one audio file: writes `out` (WAV, rendered by `vocoder`) and a side-by-side PNG next to it.
 
     `out` and the PNG must not exist unless `overwrite` (see `keras_timbre.outputs`).
 
@@ -71,14 +74,16 @@ def reconstruct_file(
         ValueError: `audio_path` is not decodable audio (the message names it).
         ConditioningError: for a conditioned run, the note's pitch or velocity
             (from its name, or its pitch by pYIN) is not one the run was trained on.
+        FrontendMismatchError: `vocoder` was trained on other features than the run's.
     """
 
     out, figure = _output_pair(out, overwrite)
     audio_path = existing_file(audio_path)
     run = _loaded(run)
+    renderer = renderer_for(run.frontend, vocoder, n_iter)
     target = read_log_mel(run, audio_path)[None]
     recon = reconstruct_db(run.model, target, run.stats, records=note_records(run, [audio_path], velocity_used=True))
-    write_wav(out, recon[0], run.frontend, n_iter=n_iter)
+    write_wavs(renderer, [out], recon)
     plots.plot_reconstructions(
         figure, target, {f"{run.variant} reconstruction": recon}, run.frontend, titles=[audio_path.name], zoom=True
     )
@@ -95,6 +100,7 @@ def interpolate(
     pitch: int | None = None,
     velocity: int | None = None,
     overwrite: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> list[Path]:
     """A timbre morph: decodes `steps` points on the line between the latent means of A and B.
 
@@ -119,6 +125,7 @@ def interpolate(
     )
     audio_a, audio_b = existing_file(audio_a), existing_file(audio_b)
     run = _loaded(run)
+    renderer = renderer_for(run.frontend, vocoder, n_iter)
     condition = _line_condition(run, pitch, velocity)
     names = (audio_a.name, audio_b.name)
     z_mean = note_codes(run, (audio_a, audio_b), np.stack([read_log_mel(run, audio_a), read_log_mel(run, audio_b)]))
@@ -127,8 +134,7 @@ def interpolate(
     wavs = [f"step_{i:02d}.wav" for i in range(steps)]
     with atomic.atomic_directory(out_dir, replace=True) as tmp:
         plots.plot_interpolation(tmp / "strip.png", decoded, run.frontend, alphas, names)
-        for name, spectrogram in zip(wavs, decoded):
-            write_wav(tmp / name, spectrogram, run.frontend, n_iter=n_iter)
+        write_wavs(renderer, [tmp / name for name in wavs], decoded)
     return [out_dir / "strip.png"] + [out_dir / name for name in wavs]
 
 
@@ -162,8 +168,9 @@ def synthesize_file(
     seed: int = 0,
     griffin_lim_iters: int = 64,
     overwrite: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
-    """Synthesises one note of a conditioned run at `pitch`: writes `out` (WAV, Griffin-Lim) and a PNG beside it.
+    """Synthesises one note of a conditioned run at `pitch`: writes `out` (WAV, by `vocoder`) and a PNG beside it.
 
     The timbre code is the posterior mean of audio file `like`, or without it
     a draw from N(0, I) seeded by `seed`. Every latent group sits at its prior
@@ -179,14 +186,16 @@ def synthesize_file(
         like: An audio file whose code to use; None draws a random code.
         temperature: Scale of the latent groups' prior std, from 0 to `MAX_TEMPERATURE`.
         seed: Seed of the random code (ignored with `like`).
-        griffin_lim_iters: Griffin-Lim iterations of the WAV.
+        griffin_lim_iters: Griffin-Lim iterations of the WAV, where Griffin-Lim renders it.
         overwrite: Replace an existing `out` and PNG (see `keras_timbre.outputs`).
+        vocoder: What renders the WAV (`keras_timbre.vocoder.render.renderer_for`).
 
     Returns:
         `(wav, png)` paths.
 
     Raises:
         OutputPathError: `out` or the PNG beside it cannot be written (checked first).
+        FrontendMismatchError: `vocoder` was trained on other features than the run's.
         FileNotFoundError: `like` does not exist.
         ValueError: `like` is not decodable audio (the message names it), or `temperature` out of range.
         ConditioningError: a paper-variant run, or a pitch or velocity the run was not trained on.
@@ -195,6 +204,7 @@ def synthesize_file(
     like = None if like is None else existing_file(like)
     temperature = check_temperature(temperature)
     run = _loaded(run)
+    renderer = renderer_for(run.frontend, vocoder, griffin_lim_iters)
     pitch, velocity = check_condition(run, pitch, velocity)
     if like is None:
         target = None
@@ -205,7 +215,7 @@ def synthesize_file(
         code = note_codes(run, [like], target)
         label = like.name
     synthesized = decode_db(run.model, code, run.stats, pitch, velocity, temperature)
-    write_wav(out, synthesized[0], run.frontend, n_iter=griffin_lim_iters)
+    write_wavs(renderer, [out], synthesized)
     _plot_rendering(figure, run, synthesized, target, label, f"pitch {pitch}, velocity {velocity}")
     return out, figure
 
@@ -219,6 +229,7 @@ def transfer_file(
     temperature: float = 0.0,
     griffin_lim_iters: int = 64,
     overwrite: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
     """Re-renders one note at another `pitch`: its code's mean, synthesised there; WAV + input-beside-output PNG.
 
@@ -231,14 +242,16 @@ def transfer_file(
         out: The output WAV; the PNG gets the same name.
         velocity: One of the run's `velocities`; None: the model's `default_velocity`.
         temperature: Scale of the latent groups' prior std, from 0 to `MAX_TEMPERATURE` (see `synthesize_file`).
-        griffin_lim_iters: Griffin-Lim iterations of the WAV.
+        griffin_lim_iters: Griffin-Lim iterations of the WAV, where Griffin-Lim renders it.
         overwrite: Replace an existing `out` and PNG (see `keras_timbre.outputs`).
+        vocoder: What renders the WAV (`keras_timbre.vocoder.render.renderer_for`).
 
     Returns:
         `(wav, png)` paths.
 
     Raises:
         OutputPathError: `out` or the PNG beside it cannot be written (checked first).
+        FrontendMismatchError: `vocoder` was trained on other features than the run's.
         FileNotFoundError: `audio_path` does not exist.
         ValueError: `audio_path` is not decodable audio (the message names it), or `temperature` out of range.
         ConditioningError: a paper-variant run, or a pitch or velocity the run was not trained on.
@@ -252,6 +265,7 @@ def transfer_file(
         temperature=temperature,
         griffin_lim_iters=griffin_lim_iters,
         overwrite=overwrite,
+        vocoder=vocoder,
     )
 
 

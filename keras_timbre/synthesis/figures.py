@@ -1,6 +1,6 @@
 """Look and listen: what a pitch-conditioned run synthesises from its timbre code alone.
 
-Three figures, each with Griffin-Lim audio of every panel:
+Three figures, each with audio of every panel (the run's renderer, `keras_timbre.vocoder.render`):
 
 - a pitch ladder: one instrument's mean training code rendered across pitches,
   beside its real notes where they exist;
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_timbre.analysis import plots
-from keras_timbre.audio.griffin_lim import griffin_lim_audio
+from keras_timbre.vocoder.render import renderer_for
 from keras_timbre.audio.io import write_audio
 from keras_timbre.models.inference import decode_db, latent_means
 
@@ -103,9 +103,10 @@ def _figure(run, out: Path, name: str, cells, row_labels, column_labels, title: 
     path = plots.plot_spectrogram_grid(
         out / "figures" / f"{name}.png", cells, run.frontend, row_labels, column_labels, title
     )
+    renderer = renderer_for(run.frontend, n_iter=32, fast=True)
     for r, row in enumerate(cells):
         shown = [(c, cell) for c, cell in enumerate(row) if cell is not None]
-        audio = griffin_lim_audio(np.stack([cell for _, cell in shown]), run.frontend, n_iter=32)
+        audio = renderer.to_audio(np.stack([cell for _, cell in shown]))
         for (c, _), clip in zip(shown, audio):
             label = (
                 f"{row_labels[r]}_{column_labels[c]}".replace(" ", "_")

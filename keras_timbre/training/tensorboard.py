@@ -31,8 +31,8 @@ import numpy as np
 from keras_timbre import atomic
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
-from keras_timbre.audio.griffin_lim import griffin_lim_audio
 from keras_timbre.models.inference import latent_means, reconstruct_db
+from keras_timbre.vocoder.render import renderer_for
 
 RUN_NAME = "timbre"
 CONFIG_FILE = "projector_config.pbtxt"
@@ -116,10 +116,12 @@ class TimbreProjector(keras.callbacks.Callback):
         log_mel_db: Held-out notes, `(N, mels, frames)` in dB.
         records: The N notes' `NoteRecord`s (labels for the projector's metadata).
         stats: The run's feature statistics (model input normalisation).
-        frontend: The run's frontend (Griffin-Lim settings, silence floor).
+        frontend: The run's frontend (silence floor; what the renderer must fit).
         every: Log every this many epochs (and after the last epoch).
         audio_notes: Notes whose reconstruction is logged as image and audio.
-        griffin_lim_iters: Griffin-Lim iterations for the audio.
+        griffin_lim_iters: Griffin-Lim iterations, where Griffin-Lim renders the audio.
+        vocoder: What renders the audio (`keras_timbre.vocoder.render.renderer_for`; default: the shipped
+            vocoder where it fits the run's features, else Griffin-Lim).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class TimbreProjector(keras.callbacks.Callback):
         every: int = 5,
         audio_notes: int = 3,
         griffin_lim_iters: int = 16,
+        vocoder: str | os.PathLike | None = None,
     ):
         super().__init__()
         if len(records) != len(log_mel_db):
@@ -142,7 +145,8 @@ class TimbreProjector(keras.callbacks.Callback):
         self.log_mel_db = np.asarray(log_mel_db, np.float32)
         self.records = list(records)
         self.stats, self.frontend = stats, frontend
-        self.every, self.audio_notes, self.griffin_lim_iters = every, audio_notes, griffin_lim_iters
+        self.every, self.audio_notes = every, audio_notes
+        self.renderer = renderer_for(frontend, vocoder, griffin_lim_iters, fast=True)
         self._writer = None
 
     def _summary_writer(self):
@@ -172,13 +176,13 @@ class TimbreProjector(keras.callbacks.Callback):
         shown = self.log_mel_db[: self.audio_notes]
         reconstruction = reconstruct_db(self.model, shown, self.stats, records=self.records[: self.audio_notes])
         rate = self.frontend.sample_rate
-        audio = griffin_lim_audio(reconstruction, self.frontend, n_iter=self.griffin_lim_iters)
+        audio = self.renderer.to_audio(reconstruction)
         images = spectrogram_images(shown, reconstruction, self.frontend.floor_db)
         writer = self._summary_writer()
         with writer.as_default(step=epoch):
             tf.summary.image(IMAGE_TAG, images, max_outputs=len(shown))
             tf.summary.audio(AUDIO_TAG, audio[..., None], rate, max_outputs=len(shown))
             if epoch <= self.every:  # the inputs do not change: once is enough
-                inputs = griffin_lim_audio(shown, self.frontend, n_iter=self.griffin_lim_iters)
+                inputs = self.renderer.to_audio(shown)
                 tf.summary.audio(INPUT_AUDIO_TAG, inputs[..., None], rate, max_outputs=len(shown))
         writer.flush()

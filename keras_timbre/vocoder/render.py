@@ -30,6 +30,7 @@ import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.griffin_lim import griffin_lim_audio, mel_to_audio
+from keras_timbre.audio.io import write_audio
 from keras_timbre.vocoder.load import PRETRAINED, load_vocoder
 from keras_timbre.vocoder.model import FrontendMismatchError, Vocoder
 
@@ -125,3 +126,9 @@ def _load(path: Path) -> Vocoder:
     if key not in _loaded:
         _loaded[key] = load_vocoder(path)
     return _loaded[key]
+
+
+def write_wavs(renderer: Renderer, paths, log_mel_db: np.ndarray) -> list[Path]:
+    """Each of `log_mel_db (notes, n_mels, n_frames)` rendered in one batch and written atomically to its path."""
+    audio = renderer.to_audio(log_mel_db)
+    return [write_audio(Path(path), clip, renderer.frontend) for path, clip in zip(paths, audio)]

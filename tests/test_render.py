@@ -1,0 +1,98 @@
+"""renderer_for: what turns a run's log-mel into what a user hears (keras_timbre.vocoder.render)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import soundfile
+
+from keras_timbre.audio.frontend import FrontendConfig, numpy_log_mel
+from keras_timbre.audio.griffin_lim import griffin_lim_audio, mel_to_audio
+from keras_timbre.vocoder import FrontendMismatchError, Vocoder
+from keras_timbre.vocoder.load import PRETRAINED
+from keras_timbre.vocoder.render import GriffinLimRenderer, VocoderRenderer, renderer_for, write_wavs
+from testing import TINY_FRONTEND
+
+FRONTEND = TINY_FRONTEND
+
+
+def features(count: int = 2, frontend: FrontendConfig = FRONTEND) -> np.ndarray:
+    t = np.arange(frontend.num_samples) / frontend.sample_rate
+    notes = [0.3 * np.sin(2 * np.pi * f0 * t) * np.exp(-2 * t) for f0 in (220.0, 330.0, 440.0)[:count]]
+    return np.stack([numpy_log_mel(np.float32(note), frontend) for note in notes])
+
+
+@pytest.fixture(scope="module")
+def vocoder_file(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("vocoder") / "tiny.keras"
+    Vocoder(FRONTEND, channels=8, num_blocks=1).save(path)
+    return path
+
+
+def test_griffin_lim_is_librosa_nnls_per_note_or_batched(monkeypatch):
+    log_mel_db = features()
+    calls = []
+
+    def spy(note, frontend, n_iter):  # librosa's own phase draw is unseeded: check what is asked of it
+        calls.append((note.shape, frontend, n_iter))
+        return mel_to_audio(note, frontend, n_iter=n_iter)
+
+    monkeypatch.setattr("keras_timbre.vocoder.render.mel_to_audio", spy)
+    slow = renderer_for(FRONTEND, "griffin-lim", n_iter=4)
+    assert isinstance(slow, GriffinLimRenderer) and slow.name == "Griffin-Lim (4 it.)"
+    assert slow.to_audio(log_mel_db).shape == (2, FRONTEND.num_samples)
+    assert calls == [(FRONTEND.feature_shape, FRONTEND, 4)] * 2
+    fast = renderer_for(FRONTEND, "griffin-lim", n_iter=4, fast=True)  # seeded: the same numbers
+    np.testing.assert_allclose(fast.to_audio(log_mel_db), griffin_lim_audio(log_mel_db, FRONTEND, n_iter=4))
+    assert slow.to_audio(log_mel_db[:0]).shape == (0, FRONTEND.num_samples)
+
+
+def test_a_vocoder_path_renders_with_that_vocoder(vocoder_file):
+    renderer = renderer_for(FRONTEND, vocoder_file)
+    assert isinstance(renderer, VocoderRenderer) and str(vocoder_file) in renderer.name
+    log_mel_db = features()
+    audio = renderer.to_audio(log_mel_db)
+    assert audio.shape == (2, FRONTEND.num_samples) and audio.dtype == np.float32
+    np.testing.assert_allclose(audio, renderer.vocoder.to_audio(log_mel_db)[:, : FRONTEND.num_samples], atol=1e-6)
+
+
+def test_a_longer_note_is_voiced_by_a_vocoder_of_the_same_features(vocoder_file):
+    # The note's length is not a property of the features: a 2 s run is voiced by a vocoder trained on 1 s.
+    longer = dataclasses.replace(FRONTEND, duration=2.0)
+    audio = renderer_for(longer, vocoder_file).to_audio(features(1, longer))
+    assert audio.shape == (1, longer.num_samples)
+
+
+def test_a_vocoder_of_other_features_is_refused_naming_the_field(vocoder_file):
+    other = dataclasses.replace(FRONTEND, n_mels=16)
+    with pytest.raises(FrontendMismatchError, match="n_mels: vocoder has 32, run has 16"):
+        renderer_for(other, vocoder_file)
+
+
+def test_a_missing_vocoder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.keras"):
+        renderer_for(FRONTEND, tmp_path / "nowhere.keras")
+
+
+def test_default_is_the_shipped_vocoder_where_it_fits_else_griffin_lim():
+    assert isinstance(renderer_for(FRONTEND), GriffinLimRenderer)  # the tests' tiny features: no vocoder fits
+    assert PRETRAINED.is_file(), "the package ships its default vocoder"
+    shipped = renderer_for(FrontendConfig())
+    assert isinstance(shipped, VocoderRenderer) and shipped.name == "vocoder (shipped default)"
+    assert renderer_for(FrontendConfig(), "default").vocoder is shipped.vocoder  # loaded once
+
+
+def test_write_wavs_writes_each_note_at_the_frontends_rate(tmp_path, vocoder_file):
+    renderer = renderer_for(FRONTEND, vocoder_file)
+    log_mel_db = features()
+    paths = write_wavs(renderer, [tmp_path / "a.wav", tmp_path / "b.wav"], log_mel_db)
+    expected = renderer.to_audio(log_mel_db)
+    for path, clip in zip(paths, expected):
+        audio, rate = soundfile.read(path, dtype="float32")
+        assert rate == FRONTEND.sample_rate
+        np.testing.assert_allclose(audio, clip, atol=1e-4)  # 16-bit PCM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]  # no temporaries left
