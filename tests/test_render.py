@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import numpy as np
 import pytest
 import soundfile
 
 from keras_timbre.audio.frontend import FrontendConfig, numpy_log_mel
 from keras_timbre.audio.griffin_lim import griffin_lim_audio, mel_to_audio
-from keras_timbre.vocoder import FrontendMismatchError, Vocoder
+from keras_timbre.vocoder import FrontendMismatchError
 from keras_timbre.vocoder.load import PRETRAINED
 from keras_timbre.vocoder.render import GriffinLimRenderer, VocoderRenderer, renderer_for, write_wavs
-from testing import TINY_FRONTEND
+from testing import TINY_FRONTEND, save_tiny_vocoder
 
 FRONTEND = TINY_FRONTEND
 
@@ -27,10 +26,7 @@ def features(count: int = 2, frontend: FrontendConfig = FRONTEND) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def vocoder_file(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("vocoder") / "tiny.keras"
-    Vocoder(FRONTEND, channels=8, num_blocks=1).save(path)
-    return path
+    return save_tiny_vocoder(tmp_path_factory.mktemp("vocoder") / "tiny.keras", FRONTEND)
 
 
 def test_griffin_lim_is_librosa_nnls_per_note_or_batched(monkeypatch):

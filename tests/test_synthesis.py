@@ -15,6 +15,7 @@ from keras_timbre.models.inference import decode_db
 from keras_timbre.models.timbre_vae import TimbreVAE
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
+from testing import save_tiny_vocoder
 
 FRONTEND = FrontendConfig(n_mels=32, duration=0.5, n_fft=512, hop_length=250)  # features (32, 32), 8000 samples
 GL = ["--griffin-lim-iters", "2"]
@@ -314,12 +315,7 @@ def test_export_library_and_cli_share_the_pitch_and_velocity_rules(run, served):
 @pytest.fixture(scope="module")
 def vocoder_path(tmp_path_factory):
     """A tiny untrained vocoder of the run's features (what renders is what is tested, not how well)."""
-    from keras_timbre.vocoder import Vocoder
-
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("vocoder") / "tiny.keras"
-    Vocoder(FRONTEND, channels=8, num_blocks=1).save(path)
-    return path
+    return save_tiny_vocoder(tmp_path_factory.mktemp("vocoder") / "tiny.keras", FRONTEND)
 
 
 def test_synthesize_and_transfer_render_with_the_chosen_vocoder(run, wavs, tmp_path, vocoder_path, monkeypatch):
@@ -352,10 +348,9 @@ def test_synthesize_and_transfer_render_with_the_chosen_vocoder(run, wavs, tmp_p
 
 
 def test_a_vocoder_of_other_features_is_one_error_line(run, wavs, tmp_path, capsys):
-    from keras_timbre.vocoder import Vocoder
-
-    other = tmp_path / "other.keras"
-    Vocoder(FrontendConfig(n_mels=16, duration=0.5, n_fft=512, hop_length=250), channels=4, num_blocks=1).save(other)
+    other = save_tiny_vocoder(
+        tmp_path / "other.keras", FrontendConfig(n_mels=16, duration=0.5, n_fft=512, hop_length=250)
+    )
     out = tmp_path / "x.wav"
     argv = ["synthesize", str(run.path), "--like", wavs[0], "--pitch", str(run.model.pitch_range[0]), "--out", str(out)]
     assert main(argv + ["--vocoder", str(other)]) == 2

@@ -35,6 +35,15 @@ TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=25
 TINY_TRAIN_ARGS = ["--n-mels", "32", "--duration", "1.0", "--latent-dim", "4", "--batch-size", "4"]
 
 
+def save_tiny_vocoder(path, frontend: FrontendConfig = None, channels: int = 8):
+    """An untrained one-block `Vocoder` of `frontend`'s features saved at `path`: what renders, not how well."""
+    from keras_timbre.vocoder import Vocoder
+
+    keras.utils.set_random_seed(0)
+    Vocoder(frontend or TINY_FRONTEND, channels=channels, num_blocks=1).save(path)
+    return path
+
+
 def to_numpy(x) -> np.ndarray:
     """Any backend tensor (or array) as a numpy array."""
     return np.asarray(ops.convert_to_numpy(x))
