@@ -7,7 +7,14 @@ line; so does a run directory locked by another `train` (naming its PID).
 
 from __future__ import annotations
 
-from keras_timbre.cli.arguments import add_training_options, positive_int, seed, training_kwargs, variant
+from keras_timbre.cli.arguments import (
+    add_training_options,
+    add_vocoder_option,
+    positive_int,
+    seed,
+    training_kwargs,
+    variant,
+)
 from keras_timbre.models.variants import ALL_VARIANTS
 
 
@@ -62,6 +69,7 @@ def register(subparsers) -> None:
         help="draw reconstructions every N epochs (default: %(default)s)",
     )
     add_training_options(train, DEFAULT_EPOCHS)
+    add_vocoder_option(train)  # TensorBoard's audio
     train.set_defaults(func=_train)
 
 
@@ -82,6 +90,7 @@ def _train(args) -> int:
             distribute=args.distribute,
             cache=args.cache,
             figure_every=args.figure_every,
+            vocoder=args.vocoder,
             **training_kwargs(args),
         )
     except RunLockedError as error:

@@ -37,6 +37,7 @@ from keras_timbre.models.variants import VARIANTS, check_variant
 from keras_timbre.outputs import check_output_folder
 from keras_timbre.training.trainer import train
 from keras_timbre.analysis import plots
+from keras_timbre.vocoder.render import renderer_for, write_wavs
 
 TABLE_METRICS = (
     ("lsd_db", "LSD (dB) ↓"),
@@ -208,7 +209,8 @@ def write_ablation_media(out: Path, loaded: dict[str, runs.Run]) -> None:
         if run.model.is_conditioned:
             train_records, train_db, _, _ = evaluation.run_split(run)
             write_synthesis_figures(run, out / variant, train_records, train_db, records, log_mel_db)
+    renderer = renderer_for(first.frontend)
     for i, note in enumerate(titles):
         sounds = {"input": targets[i], **{variant: recon[i] for variant, recon in recons.items()}}
-        for name, spectrogram in sounds.items():
-            evaluation.write_wav(out / "audio" / f"{note}_{name.replace('+', '_')}.wav", spectrogram, first.frontend)
+        paths = [out / "audio" / f"{note}_{name.replace('+', '_')}.wav" for name in sounds]
+        write_wavs(renderer, paths, np.stack(list(sounds.values())))

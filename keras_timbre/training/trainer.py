@@ -46,6 +46,7 @@ from keras_timbre.models.training_defaults import default_optimizer
 from keras_timbre.models.variants import build_model
 from keras_timbre.training import callbacks
 from keras_timbre.training.tensorboard import TimbreProjector
+from keras_timbre.vocoder.render import renderer_for
 
 DEFAULT_EPOCHS = 12
 DEFAULT_BATCH_SIZE = 16
@@ -75,6 +76,7 @@ def train(
     callbacks: list | None = None,
     verbose: int | str = "auto",
     restart: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> runs.Run:
     """Trains one TimbreVAE variant and writes the run directory `out`.
 
@@ -115,6 +117,8 @@ def train(
             run are checked and its model is built, remove what the earlier
             run wrote in `out` (`keras_timbre.training.resume.clear_run`:
             only in a run directory, only the run's own files).
+        vocoder: What renders TensorBoard's audio (`keras_timbre.vocoder.render.renderer_for`; default:
+            the shipped vocoder where it fits the run's features, else Griffin-Lim). Not a setting of the run.
 
     Returns:
         The finished run (`keras_timbre.training.run.Run`).
@@ -128,6 +132,7 @@ def train(
     out, frontend, started = Path(out), frontend or FrontendConfig(), time.perf_counter()
     split_seed = seed if split_seed is None else split_seed
     data_path = resolve_data(data).resolve()
+    renderer_for(frontend, vocoder)  # a vocoder that cannot voice the run is refused before any work
     runs.check_run_directory(out, data_path)  # before the lock: a folder that is not a run gets nothing
     hyperparameters = {
         **dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, beta=beta),
@@ -135,11 +140,8 @@ def train(
         **dict(max_per_instrument=max_per_instrument, precision=resolve_precision(precision), **(model_kwargs or {})),
     }
     with lock_run(out):
-        notes_split = split_data(data_path, val_fraction, split_seed, max_per_instrument)  # data/, asked once
-        train_records, val_records = notes_split.train, notes_split.val
-        config = runs.run_config(
-            variant, hyperparameters, str(data_path), notes_split.summary(), seed, notes_split.fingerprint
-        )
+        split = split_data(data_path, val_fraction, split_seed, max_per_instrument)  # data/, asked once
+        config = runs.run_config(variant, hyperparameters, str(data_path), split.summary(), seed, split.fingerprint)
         config.update({} if cache is None else {"feature_cache": str(cache)})
         # --restart clears the old run only once the new one's data, model and settings are known good (_fit).
         state = RunState(out, restart=runs.is_run_directory(out)) if restart else read_state(out, config, frontend)
@@ -148,11 +150,11 @@ def train(
             return runs.load_run(out)
         keras.utils.set_random_seed(seed)
         model_type = model_class(variant)
-        model_settings = {**hyperparameters, **model_type.settings_from_notes(train_records, frontend)}
-        notes = training_data(train_records, val_records, frontend, batch_size, seed, state.stats, cache, model_type)
+        model_settings = {**hyperparameters, **model_type.settings_from_notes(split.train, frontend)}
+        notes = training_data(split.train, split.val, frontend, batch_size, seed, state.stats, cache, model_type)
         config["split"].update(notes.counts)  # notes read, skipped files left out
         _announce(variant, out, data_path, frontend, config, state.done, cache)
-        extra = _callbacks(out, notes, frontend, figure_every, epochs, warmup_epochs) + list(callbacks or [])
+        extra = _callbacks(out, notes, frontend, (figure_every, epochs, warmup_epochs), vocoder) + list(callbacks or [])
         model = _fit(out, variant, config, state, notes, frontend, seed, model_settings, distribute, extra, verbose)
     _plot_history(out)
     print(f"Trained {variant} in {time.perf_counter() - started:.0f} s; model at {out / runs.MODEL_FILE}")
@@ -202,12 +204,14 @@ def _new_model(variant: str, frontend: FrontendConfig, seed: int, hyperparameter
     return model
 
 
-def _callbacks(
-    out: Path, notes: TrainingData, frontend: FrontendConfig, figure_every: int, epochs: int, warmup_epochs: int
-) -> list:
-    """The built-in callbacks; CSVLogger before EpochCheckpoint, so a checkpoint's epoch is always in history.csv."""
+def _callbacks(out: Path, notes: TrainingData, frontend: FrontendConfig, schedule: tuple, vocoder) -> list:
+    """The built-in callbacks; CSVLogger before EpochCheckpoint, so a checkpoint's epoch is always in history.csv.
+
+    `schedule` is `(figure_every, epochs, warmup_epochs)`.
+    """
     import keras
 
+    figure_every, epochs, warmup_epochs = schedule
     return [
         notes.order,
         callbacks.BetaWarmup(warmup_epochs=warmup_epochs),
@@ -225,15 +229,16 @@ def _callbacks(
             epochs,
             records=notes.figure_records,
         ),
-    ] + _projector(out, notes, frontend, figure_every)
+    ] + _projector(out, notes, frontend, figure_every, vocoder)
 
 
-def _projector(out: Path, notes: TrainingData, frontend: FrontendConfig, every: int) -> list:
+def _projector(out: Path, notes: TrainingData, frontend: FrontendConfig, every: int, vocoder) -> list:
     """TensorBoard's projector, images and audio of the shown notes (none if no note was read)."""
 
     if notes.shown_db is None:
         return []
-    return [TimbreProjector(out / "logs", notes.shown_db, notes.shown_records, notes.stats, frontend, every=every)]
+    shown = (notes.shown_db, notes.shown_records, notes.stats)
+    return [TimbreProjector(out / "logs", *shown, frontend, every=every, vocoder=vocoder)]
 
 
 def _plot_history(out: Path) -> None:
