@@ -1,17 +1,22 @@
-"""evaluate / reconstruct / interpolate: which notes are scored and how they are labelled, output paths, --steps."""
+"""evaluate / reconstruct / interpolate: which notes are scored and how they are labelled, output paths, --steps,
+the audio metrics and what renders them (--vocoder)."""
 
 import json
+import math
 import os
 
+import numpy as np
 import pytest
 
 from keras_timbre.cli import main
+from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.evaluation import evaluator
 from keras_timbre.synthesis import audio_files
 from keras_timbre.training import run as runs
 from keras_timbre.training import trainer
 from keras_timbre.outputs import OutputPathError
+from keras_timbre.vocoder.render import GriffinLimRenderer
 from tests.testing import TINY_FRONTEND
 
 # One epoch of a tiny model on 32 x 64 features; half of each instrument's pitches held out.
@@ -224,3 +229,104 @@ def test_paper_variants_get_the_code_metrics_without_sampling(run_dir):
     assert metrics["novel_pitch_lsd_db"] == metrics["novel_pitch_lsd_db"]  # scored with the decoded partner code
     assert 0.0 <= metrics["family_probe_unseen_accuracy"] <= 1.0
     assert metrics["mfcc_pitch_probe_transfer_accuracy"] == metrics["mfcc_pitch_probe_transfer_accuracy"]
+
+
+# ---------------------------------------------------------------------------- the audio metrics, --vocoder
+
+AUDIO_KEYS = ("audio_mel_lsd_db", "audio_mr_stft_db", "audio_f0_error_cents")
+
+
+def tiny_vocoder(path, frontend=TINY_FRONTEND):
+    from keras_timbre.vocoder.model import Vocoder
+
+    Vocoder(frontend, channels=8, num_blocks=1).save(path)
+    return path
+
+
+def rendered_by(monkeypatch):
+    """The names of the renderers that write evaluation WAVs, as they are called."""
+    names = []
+    write = evaluator.write_wavs
+
+    def record(renderer, paths, log_mel_db):
+        names.append(renderer.name)
+        return write(renderer, paths, log_mel_db)
+
+    monkeypatch.setattr(evaluator, "write_wavs", record)
+    return names
+
+
+def test_evaluate_scores_the_reconstructions_as_audio(run_dir, tmp_path, capsys, monkeypatch):
+    wav_renderers = rendered_by(monkeypatch)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(run_dir), "--vocoder", "griffin-lim", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["audio_renderer"] == "Griffin-Lim (64 it.)" and wav_renderers == [metrics["audio_renderer"]]
+    assert (metrics["audio_notes"], metrics["audio_f0_notes"]) == (10, evaluator.F0_NOTES)
+    assert all(math.isfinite(metrics[key]) for key in AUDIO_KEYS), metrics
+    # A one-epoch model's notes, heard: several dB from the real ones, on the order of its log-mel LSD.
+    assert 1.0 < metrics["audio_mel_lsd_db"] < 60.0 and metrics["audio_mel_lsd_db"] > 0.5 * metrics["lsd_db"]
+    assert 1.0 < metrics["audio_mr_stft_db"] < 100.0
+    assert 0.0 <= metrics["audio_f0_error_cents"] <= 2400.0  # pYIN searches an octave either side of the label
+    printed = capsys.readouterr().out
+    assert '"audio_mr_stft_db"' in printed and "(audio: Griffin-Lim (64 it.))" in printed
+
+
+def test_a_perfect_model_heard_through_the_same_renderer_scores_better(run_dir, notes_dir):
+    run = runs.load_run(run_dir)
+    records, log_mel_db = evaluator.held_out_notes(run)
+    renderer = GriffinLimRenderer(run.frontend, n_iter=32)
+    model = evaluator.compute_metrics(run, records, log_mel_db, renderer=renderer)
+    truth = evaluator.audio_scores(run.frontend, records, log_mel_db, renderer)
+    assert truth["audio_notes"] == model["audio_notes"] == len(records)
+    for key in ("audio_mel_lsd_db", "audio_mr_stft_db"):
+        assert 0.0 < truth[key] < model[key], key
+    # The real notes' own audio scores zero: the waveforms are the ones the features were computed from.
+    real, kept = evaluator.note_waveforms(records, run.frontend)
+    assert kept == list(range(len(records)))
+    assert np.allclose(audio_metrics_of(real, real, run.frontend), 0.0)
+
+
+def audio_metrics_of(audio, real, frontend):
+    from keras_timbre.analysis import audio_metrics
+
+    return (
+        audio_metrics.reanalysed_lsd_db(audio, real, frontend),
+        audio_metrics.mr_stft_distance_db(audio, real),
+    )
+
+
+def test_the_audio_metrics_bound_their_notes(run_dir):
+    run = runs.load_run(run_dir)
+    records, log_mel_db = evaluator.held_out_notes(run)
+    scores = evaluator.audio_scores(run.frontend, records, log_mel_db, GriffinLimRenderer(run.frontend, 2), 3, 2)
+    assert (scores["audio_notes"], scores["audio_f0_notes"]) == (3, 2)
+    assert evaluator._spread(10, 3) == [0, 4, 9] and evaluator._spread(2, 3) == [0, 1]
+
+
+def test_the_default_renderer_falls_back_to_griffin_lim_for_features_the_shipped_vocoder_cannot_voice(run_dir):
+    metrics = evaluator.evaluate(run_dir, out=run_dir / "default.json", write_media=False)
+    assert metrics["audio_renderer"].startswith("Griffin-Lim")
+    assert all(math.isfinite(metrics[key]) for key in AUDIO_KEYS)
+
+
+def test_evaluate_renders_with_a_vocoder_path(run_dir, tmp_path, monkeypatch):
+    wav_renderers = rendered_by(monkeypatch)
+    vocoder = tiny_vocoder(tmp_path / "voc.keras")
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(run_dir), "--vocoder", str(vocoder), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["audio_renderer"] == f"vocoder ({vocoder})" and wav_renderers == [metrics["audio_renderer"]]
+    assert math.isfinite(metrics["audio_mel_lsd_db"]) and math.isfinite(metrics["audio_mr_stft_db"])
+    assert metrics["audio_mel_lsd_db"] > 0.0 and "audio_f0_error_cents" in metrics  # untrained: maybe unvoiced
+
+
+def test_a_vocoder_for_other_features_is_one_line_and_exit_2(run_dir, tmp_path, capsys):
+    other = FrontendConfig(n_mels=16, duration=1.0, n_fft=512, hop_length=250)
+    vocoder = tiny_vocoder(tmp_path / "voc16.keras", other)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(run_dir), "--vocoder", str(vocoder), "--out", str(out)]) == 2
+    assert "n_mels: vocoder has 16, run has 32" in one_error_line(capsys, "evaluate")
+    assert main(["evaluate", str(run_dir), "--vocoder", str(tmp_path / "none.keras"), "--out", str(out)]) == 2
+    assert f"no vocoder at {tmp_path / 'none.keras'}" in one_error_line(capsys, "evaluate")
+    assert not out.exists()

@@ -3,9 +3,10 @@
 (`synthesize` and `transfer`, for pitch-conditioned runs, are in `cli.synthesize`.)
 
 Thin argparse wrappers over `keras_timbre.evaluation`. Errors (missing run or
-data, unknown variant, frontend mismatch, non-audio input, an --out that
-cannot be written, checked before any work) reach the dispatcher as
-FileNotFoundError/ValueError and exit with status 2 and one clear line.
+data, unknown variant, frontend mismatch, a --vocoder trained on other
+features, non-audio input, an --out that cannot be written, checked before
+any work) reach the dispatcher as FileNotFoundError/ValueError and exit with
+status 2 and one clear line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from keras_timbre.cli.arguments import (
     add_overwrite_option,
     add_training_options,
+    add_vocoder_option,
     positive_int,
     seed,
     training_kwargs,
@@ -43,7 +45,8 @@ def register(subparsers) -> None:
         "evaluate",
         help="metrics of a run on held-out notes (writes metrics.json, figures, audio)",
         description="Evaluate a run on held-out notes: by default its own validation split (pitches held out "
-        "per instrument), or every note of --data DIR. See docs/evaluation.md for the metrics.",
+        "per instrument), or every note of --data DIR. The reconstructions are rendered by --vocoder and "
+        "scored against the real notes' audio too. See docs/evaluation.md for the metrics.",
     )
     evaluate.add_argument("run", help="run directory written by `keras-timbre train`")
     evaluate.add_argument(
@@ -51,6 +54,7 @@ def register(subparsers) -> None:
     )
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/metrics.json, replaced by each evaluation)")
     add_overwrite_option(evaluate)
+    add_vocoder_option(evaluate)  # renders the audio metrics' audio and RUN/audio/*.wav
     evaluate.set_defaults(func=_evaluate)
 
     reconstruct = subparsers.add_parser(
@@ -107,8 +111,8 @@ def register(subparsers) -> None:
 def _evaluate(args) -> int:
     from keras_timbre.evaluation.evaluator import METRIC_KEYS, evaluate
 
-    result = evaluate(args.run, data=args.data, out=args.out, overwrite=args.overwrite)
-    print(json.dumps({key: result[key] for key in METRIC_KEYS}, indent=2))
+    result = evaluate(args.run, data=args.data, out=args.out, overwrite=args.overwrite, vocoder=args.vocoder)
+    print(json.dumps({key: result[key] for key in (*METRIC_KEYS, "audio_renderer")}, indent=2))
     return 0
 
 

@@ -6,14 +6,22 @@ instrument, re-derived from `config.json`): "held-out notes of DATA". With
 The printed summary, `metrics.json` (`scored`, `held_out`) and the figure
 titles say which. `docs/evaluation.md` defines each metric.
 
+The reconstructions are also heard: rendered by `vocoder`
+(`keras_timbre.vocoder.render.renderer_for`: by default the shipped vocoder
+where it fits the run's features, else Griffin-Lim) and scored against the
+real notes' waveforms (`keras_timbre.analysis.audio_metrics`) on at most
+`AUDIO_METRIC_NOTES` notes, f0 on at most `F0_NOTES` pitched ones.
+
 Besides `metrics.json`, evaluation draws a reconstruction grid and the latent
-PCA into `RUN/figures/` and writes input/reconstruction audio (Griffin-Lim)
-into `RUN/audio/`.
+PCA into `RUN/figures/` and writes input/reconstruction audio (the same
+renderer) into `RUN/audio/`.
 
 Example:
 >>> metrics = evaluate("runs/demo")  # doctest: +SKIP
 >>> round(metrics["lsd_db"], 1), metrics["scored"]  # doctest: +SKIP
 (6.3, 'held-out notes of data/nsynth-mini')
+>>> metrics["audio_renderer"]  # doctest: +SKIP
+'vocoder (shipped default)'
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from keras_timbre import atomic
-from keras_timbre.analysis import metrics
+from keras_timbre.analysis import audio_metrics, metrics
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.locate import check_data_dir
 from keras_timbre.data.split import DEFAULT_VAL_FRACTION, diverse_notes, load_log_mel, load_split
@@ -36,8 +44,10 @@ from keras_timbre.outputs import check_output_file
 from keras_timbre.models.inference import latent_means, reconstruct_db
 from keras_timbre.training import run as runs
 from keras_timbre.analysis import plots
-from keras_timbre.audio.griffin_lim import write_wav
 from keras_timbre.data import read_notes
+from keras_timbre.data.pipeline import waveform_dataset
+from keras_timbre.data.skips import SkipReport
+from keras_timbre.vocoder.render import Renderer, renderer_for, write_wavs
 
 METRIC_KEYS = (
     "lsd_db",
@@ -50,9 +60,18 @@ METRIC_KEYS = (
     "family_probe_accuracy",
     "pitch_probe_accuracy",
     "skip_reliance",
+    "audio_mel_lsd_db",
+    "audio_mr_stft_db",
+    "audio_f0_error_cents",
 )
 AUDIO_NOTES = 2
 FIGURE_NOTES = 3
+# The audio metrics' bounds: on one core librosa's Griffin-Lim renders about 4 s of audio a second, the
+# shipped vocoder 100-240 (benchmarks/results/vocoder.md), pYIN analyses about 40, so the audio metrics
+# of 4 s notes take about 5 s with the vocoder and 40 s with Griffin-Lim, however many notes are held out.
+AUDIO_METRIC_NOTES = 32
+F0_NOTES = 8
+F0_SECONDS = 3.0  # NSynth notes are held for 3 s, then released: the pitch is in the held part
 
 
 def evaluate(
@@ -62,6 +81,7 @@ def evaluate(
     batch_size: int = 32,
     write_media: bool = True,
     overwrite: bool = False,
+    vocoder: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluates a run on its held-out notes (or every note of `data`) and writes the metrics as JSON.
 
@@ -74,12 +94,17 @@ def evaluate(
         batch_size: Notes per model call.
         write_media: Also write a reconstruction grid, the latent PCA and audio.
         overwrite: Replace an existing `out` (a given one; see `keras_timbre.outputs`).
+        vocoder: What renders the audio metrics' and the WAVs' audio: None or "default",
+            "griffin-lim", or a vocoder path (`keras_timbre.vocoder.render.renderer_for`).
 
     Returns:
         The metrics dict (also written to `out`).
 
     Raises:
         OutputPathError: `out` cannot be written (checked before any work).
+        FileNotFoundError: no vocoder at the path `vocoder`.
+        FrontendMismatchError: the vocoder `vocoder` was trained on other features than the run's
+            (a ValueError naming each field; checked before the notes are read).
     """
     if out is None:
         run_path = run.path if isinstance(run, runs.Run) else Path(run)
@@ -88,12 +113,13 @@ def evaluate(
         out = check_output_file(out, overwrite=overwrite)
     if not isinstance(run, runs.Run):
         run = runs.load_run(run)
+    renderer = renderer_for(run.frontend, vocoder)
     started = time.perf_counter()
     notes = notes_to_score(run, data)
     if len(notes.records) == 0:
         raise ValueError(f"No {notes.label} to evaluate for {run.path}")
-    print(f"Evaluating {run.variant} on {len(notes.records)} {notes.label} ...")
-    result = compute_metrics(run, notes.records, notes.log_mel_db, batch_size)
+    print(f"Evaluating {run.variant} on {len(notes.records)} {notes.label} (audio: {renderer.name}) ...")
+    result = compute_metrics(run, notes.records, notes.log_mel_db, batch_size, renderer)
     if notes.train_records:
         result.update(
             code_metrics(run, notes.train_records, notes.train_db, notes.records, notes.log_mel_db, batch_size)
@@ -102,7 +128,7 @@ def evaluate(
     result.update(held_out=notes.held_out, scored=notes.label)
     atomic.write_json(out, result)
     if write_media:
-        write_examples(run, notes)
+        write_examples(run, notes, renderer)
     print(f"Evaluated in {time.perf_counter() - started:.0f} s; metrics at {out}")
     return result
 
@@ -163,8 +189,13 @@ def held_out_notes(run: runs.Run, data: str | os.PathLike | None = None):
     return notes.records, notes.log_mel_db
 
 
-def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: int = 32) -> dict[str, Any]:
-    """Every metric of `run` on `log_mel_db` (notes, mels, frames) in dB with labels from `records`."""
+def compute_metrics(
+    run: runs.Run, records, log_mel_db: np.ndarray, batch_size: int = 32, renderer: Renderer | None = None
+) -> dict[str, Any]:
+    """Every metric of `run` on `log_mel_db` (notes, mels, frames) in dB with labels from `records`.
+
+    With a `renderer`, also the audio metrics of the reconstructions (`audio_scores`).
+    """
     if len(records) == 0:
         raise ValueError("No notes to evaluate")
     model, stats, floor = run.model, run.stats, run.frontend.floor_db
@@ -190,11 +221,94 @@ def compute_metrics(run: runs.Run, records, log_mel_db: np.ndarray, batch_size: 
     )
     # decode(z) alone: what sampling or interpolating in z gives, whatever the skips did.
     result.update({f"decode_code_{name}": value for name, value in decoded_z.items()})
+    if renderer is not None:
+        result.update(audio_scores(run.frontend, records, reconstruction, renderer))
     return result
 
 
-def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
-    """Reconstruction grid, latent PCA and a few WAVs (input, reconstruction), titled with what the notes are."""
+def audio_scores(
+    frontend: FrontendConfig,
+    records,
+    reconstruction_db: np.ndarray,
+    renderer: Renderer,
+    count: int = AUDIO_METRIC_NOTES,
+    f0_notes: int = F0_NOTES,
+) -> dict[str, Any]:
+    """The reconstructions, rendered, against the real notes' waveforms: `audio_*` metrics.
+
+    At most `count` notes, spread evenly over `records`, are rendered; f0 is
+    scored on at most `f0_notes` of them with a known pitch, on their first
+    `F0_SECONDS`, pYIN searching an octave either side of the labelled pitch.
+
+    Returns:
+        `audio_mel_lsd_db`, `audio_mr_stft_db`, `audio_f0_error_cents` (NaN
+        without a pitched note voiced in both), `audio_notes`, `audio_f0_notes`
+        and `audio_renderer` (the renderer's name).
+    """
+    chosen = _spread(len(records), count)
+    real, kept = note_waveforms([records[i] for i in chosen], frontend)
+    chosen = [chosen[i] for i in kept]
+    result: dict[str, Any] = {"audio_renderer": renderer.name, "audio_notes": len(chosen), "audio_f0_notes": 0}
+    if not chosen:
+        return {**result, **{key: float("nan") for key in METRIC_KEYS if key.startswith("audio_")}}
+    audio = renderer.to_audio(reconstruction_db[chosen])
+    cents, pitched = pitched_f0_error(audio, real, [records[i] for i in chosen], frontend, f0_notes)
+    result.update(
+        audio_mel_lsd_db=audio_metrics.reanalysed_lsd_db(audio, real, frontend),
+        audio_mr_stft_db=audio_metrics.mr_stft_distance_db(audio, real),
+        audio_f0_error_cents=cents,
+        audio_f0_notes=pitched,
+    )
+    return result
+
+
+def pitched_f0_error(audio: np.ndarray, real: np.ndarray, records, frontend: FrontendConfig, count: int = F0_NOTES):
+    """`(f0 error in cents, notes scored)` on up to `count` notes with a known pitch, spread evenly."""
+    rate = frontend.sample_rate
+    # pYIN wants two periods of fmin in its frame, and fmax at most Nyquist.
+    lowest = 2.0 * rate / audio_metrics.F0_FRAME_LENGTH * 1.01
+    candidates = []
+    for i, record in enumerate(records):
+        hz = 440.0 * 2.0 ** ((record.pitch - 69) / 12.0)
+        low, high = max(hz / 2, lowest), min(hz * 2, rate / 2)
+        if record.pitch >= 0 and low < high:
+            candidates.append((i, low, high))
+    picked = [candidates[i] for i in _spread(len(candidates), count)]
+    if not picked:
+        return float("nan"), 0
+    index, low, high = (list(column) for column in zip(*picked))
+    held = slice(0, int(F0_SECONDS * rate))
+    cents = audio_metrics.f0_error_cents(audio[index, held], real[index, held], rate, low, high)
+    return cents, len(picked)
+
+
+def note_waveforms(records, frontend: FrontendConfig) -> tuple[np.ndarray, list[int]]:
+    """`(waveforms (N, num_samples), indices into records)` of the notes, read as training reads them.
+
+    A note that cannot be read is left out (the indices say which were read). Quietly: the notes were
+    read once already for their log-mel, and what reading them skipped or changed was reported then.
+    """
+    found = {}
+    for waveform, index in waveform_dataset(list(records), frontend, SkipReport(verbose=False)).as_numpy_iterator():
+        found[int(index)] = waveform
+    kept = sorted(found)
+    if not kept:
+        return np.zeros((0, frontend.num_samples), np.float32), []
+    return np.stack([found[i] for i in kept]).astype(np.float32), kept
+
+
+def _spread(total: int, count: int) -> list[int]:
+    """Up to `count` indices of `range(total)`, evenly spread, first and last included."""
+    if total <= count:
+        return list(range(total))
+    return [int(i) for i in np.linspace(0, total - 1, count).round()]
+
+
+def write_examples(run: runs.Run, notes: ScoredNotes, renderer: Renderer | None = None) -> None:
+    """Reconstruction grid, latent PCA and a few WAVs (input, reconstruction), titled with what the notes are.
+
+    The WAVs are rendered by `renderer` (by default `renderer_for(run.frontend)`).
+    """
 
     records = notes.records
     shown = diverse_notes(records, FIGURE_NOTES)
@@ -219,6 +333,11 @@ def write_examples(run: runs.Run, notes: ScoredNotes) -> None:
     if len(z_mean) >= 3:
         title = f"{run.variant}: latent means of {notes.label} (PCA)"
         plots.plot_latent_pca(run.path / "figures" / "latent_pca.png", z_mean, [r.family for r in records], title)
+    paths, spectrograms = [], []
     for i, target, output in list(zip(shown, chosen, recon))[:AUDIO_NOTES]:
         for kind, spectrogram in (("input", target), ("reconstruction", output)):
-            write_wav(run.path / "audio" / f"{records[i].note_str}_{kind}.wav", spectrogram, run.frontend)
+            paths.append(run.path / "audio" / f"{records[i].note_str}_{kind}.wav")
+            spectrograms.append(spectrogram)
+    if renderer is None:
+        renderer = renderer_for(run.frontend)
+    write_wavs(renderer, paths, np.stack(spectrograms))
