@@ -92,3 +92,21 @@ def test_write_wavs_writes_each_note_at_the_frontends_rate(tmp_path, vocoder_fil
         assert rate == FRONTEND.sample_rate
         np.testing.assert_allclose(audio, clip, atol=1e-4)  # 16-bit PCM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]  # no temporaries left
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_default_vocoder_and_its_provenance(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q"]
+    result = subprocess.run(command + ["-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("keras_timbre-*.whl")
+    sizes = {info.filename: info.file_size for info in zipfile.ZipFile(wheel).infolist()}
+    assert sizes["keras_timbre/pretrained/vocoder.keras"] == PRETRAINED.stat().st_size
+    assert sizes["keras_timbre/pretrained/vocoder.keras"] < 10 * 2**20  # the budget: about 10 MB at most
+    assert "keras_timbre/pretrained/README.md" in sizes  # how it was made, and NSynth's licence

@@ -318,7 +318,7 @@ def vocoder_path(tmp_path_factory):
     return save_tiny_vocoder(tmp_path_factory.mktemp("vocoder") / "tiny.keras", FRONTEND)
 
 
-def test_synthesize_and_transfer_render_with_the_chosen_vocoder(run, wavs, tmp_path, vocoder_path, monkeypatch):
+def test_every_command_renders_with_the_chosen_vocoder(run, wavs, tmp_path, vocoder_path, monkeypatch):
     from keras_timbre.vocoder.render import renderer_for
 
     rendered = {}
@@ -345,6 +345,15 @@ def test_synthesize_and_transfer_render_with_the_chosen_vocoder(run, wavs, tmp_p
     )
     expected = renderer_for(FRONTEND, vocoder_path).to_audio(rendered["db"])[0]
     np.testing.assert_allclose(sf.read(str(moved), dtype="float32")[0], expected, atol=1e-4)
+    remade = tmp_path / "remade.wav"
+    assert main(["reconstruct", str(run.path), wavs[0], "--out", str(remade), "--vocoder", str(vocoder_path)]) == 0
+    expected = renderer_for(FRONTEND, vocoder_path).to_audio(rendered["db"])[0]
+    np.testing.assert_allclose(sf.read(str(remade), dtype="float32")[0], expected, atol=1e-4)
+    morph = tmp_path / "morph"
+    argv = ["interpolate", str(run.path), wavs[0], wavs[1], "--steps", "2", "--pitch", str(low), "--out", str(morph)]
+    assert main(argv + ["--vocoder", str(vocoder_path)]) == 0
+    expected = renderer_for(FRONTEND, vocoder_path).to_audio(rendered["db"])[1]
+    np.testing.assert_allclose(sf.read(str(morph / "step_01.wav"), dtype="float32")[0], expected, atol=1e-4)
 
 
 def test_a_vocoder_of_other_features_is_one_error_line(run, wavs, tmp_path, capsys):

@@ -60,14 +60,17 @@ def register(subparsers) -> None:
     reconstruct = subparsers.add_parser(
         "reconstruct",
         help="reconstruct one audio file through a run's model (WAV + side-by-side PNG)",
-        description="Encode and decode one note; write the reconstruction as WAV (Griffin-Lim) and a "
+        description="Encode and decode one note; write the reconstruction as WAV (rendered by --vocoder) and a "
         "side-by-side spectrogram PNG next to it.",
     )
     reconstruct.add_argument("run", help="run directory")
     reconstruct.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     reconstruct.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
     add_overwrite_option(reconstruct)
-    reconstruct.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
+    add_vocoder_option(reconstruct)
+    reconstruct.add_argument(
+        "--griffin-lim-iters", type=positive_int, default=64, help="where Griffin-Lim renders (default: %(default)s)"
+    )
     reconstruct.set_defaults(func=_reconstruct)
 
     interpolate = subparsers.add_parser(
@@ -84,7 +87,10 @@ def register(subparsers) -> None:
     )
     interpolate.add_argument("--out", required=True, help="output directory (new, empty, or an earlier morph)")
     add_overwrite_option(interpolate)
-    interpolate.add_argument("--griffin-lim-iters", type=positive_int, default=64, help="(default: %(default)s)")
+    add_vocoder_option(interpolate)
+    interpolate.add_argument(
+        "--griffin-lim-iters", type=positive_int, default=64, help="where Griffin-Lim renders (default: %(default)s)"
+    )
     add_condition_options(interpolate, pitch_required=False)
     interpolate.set_defaults(func=_interpolate)
 
@@ -119,7 +125,9 @@ def _evaluate(args) -> int:
 def _reconstruct(args) -> int:
     from keras_timbre.synthesis.audio_files import reconstruct_file
 
-    wav, png = reconstruct_file(args.run, args.audio, args.out, n_iter=args.griffin_lim_iters, overwrite=args.overwrite)
+    wav, png = reconstruct_file(
+        args.run, args.audio, args.out, n_iter=args.griffin_lim_iters, overwrite=args.overwrite, vocoder=args.vocoder
+    )
     print(f"Wrote {wav} and {png}")
     return 0
 
@@ -137,6 +145,7 @@ def _interpolate(args) -> int:
         pitch=args.pitch,
         velocity=args.velocity,
         overwrite=args.overwrite,
+        vocoder=args.vocoder,
     )
     print(f"Wrote {len(written)} files to {args.out} (strip.png, step_*.wav)")
     return 0
