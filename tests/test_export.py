@@ -14,12 +14,17 @@ import tensorflow as tf
 
 from keras_timbre.export import saved_model as export
 from keras_timbre.export import signatures
+from keras_timbre.export.version_folder import weights_fingerprint
 from keras_timbre.training import run as runs
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.griffin_lim import tf_mel_to_audio
 from keras_timbre.audio.frontend import tf_log_mel
+from keras_timbre.audio.frontend import FrontendConfig
+from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
 from keras_timbre.models.timbre_vae import TimbreVAE
-from tests.testing import TINY_FRONTEND
+from keras_timbre.vocoder import FrontendMismatchError
+from keras_timbre.vocoder.load import load_vocoder
+from tests.testing import TINY_FRONTEND, save_tiny_vocoder
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = TINY_FRONTEND  # features (32, 64)
@@ -94,21 +99,26 @@ def test_saved_model_cli_lists_named_typed_signatures(trained):
     assert set(export.SIGNATURES) <= set(blocks)
 
     def io(block):
-        found = {}
-        for part in block.split("puts['")[1:]:
-            name = part.split("']", 1)[0]
-            dtype = part.split("dtype: ", 1)[1].split()[0]
-            shape = part.split("shape: ", 1)[1].split("\n")[0]
-            found[name] = (dtype, shape)
-        return found
+        """(inputs, outputs) of a signature: {name: (dtype, shape)} each (`reconstruct` has both a `waveform`)."""
+        found = []
+        for side in block.split("The given SavedModel SignatureDef contains the following output(s):"):
+            found.append({})
+            for part in side.split("puts['")[1:]:
+                name = part.split("']", 1)[0]
+                dtype = part.split("dtype: ", 1)[1].split()[0]
+                shape = part.split("shape: ", 1)[1].split("\n")[0]
+                found[-1][name] = (dtype, shape)
+        return tuple(found)
 
     waveform_in = {"waveform": ("DT_FLOAT", "(-1, -1)")}
+    waveform_out = {"waveform": ("DT_FLOAT", "(-1, 16000)")}
     latents = {"z_mean": ("DT_FLOAT", "(-1, 4)"), "z_log_var": ("DT_FLOAT", "(-1, 4)")}
+    log_mel = {"log_mel": ("DT_FLOAT", "(-1, 32, 64)")}
     for name in ("serving_default", "reconstruct"):
-        assert io(blocks[name]) == {**waveform_in, "log_mel": ("DT_FLOAT", "(-1, 32, 64)"), **latents}
-    assert io(blocks["encode"]) == {**waveform_in, **latents}
-    assert io(blocks["decode"]) == {"z": ("DT_FLOAT", "(-1, 4)"), "log_mel": ("DT_FLOAT", "(-1, 32, 64)")}
-    assert io(blocks["synthesize"]) == {"z": ("DT_FLOAT", "(-1, 4)"), "waveform": ("DT_FLOAT", "(-1, 16000)")}
+        assert io(blocks[name]) == (waveform_in, {**log_mel, **latents, **waveform_out})
+    assert io(blocks["encode"]) == (waveform_in, latents)
+    assert io(blocks["decode"]) == ({"z": ("DT_FLOAT", "(-1, 4)")}, log_mel)
+    assert io(blocks["synthesize"]) == ({"z": ("DT_FLOAT", "(-1, 4)")}, waveform_out)
     assert "tensorflow/serving/predict" in blocks["encode"]
 
 
@@ -149,6 +159,7 @@ def test_batched_request_matches_single_requests(served, batch):
 
 
 def test_synthesize_is_griffin_lim_of_decode(served):
+    # The tiny frontend is not the shipped vocoder's: the default renderer is Griffin-Lim, as before the vocoder.
     z = np.random.default_rng(1).normal(size=(2, LATENT_DIM)).astype(np.float32)
     audio = call(served, "synthesize", z=z)["waveform"]
     assert audio.shape == (2, CONFIG.num_samples)
@@ -156,6 +167,9 @@ def test_synthesize_is_griffin_lim_of_decode(served):
     expected = tf_mel_to_audio(call(served, "decode", z=z)["log_mel"], CONFIG, n_iter=4).numpy()
     np.testing.assert_allclose(audio, expected, atol=1e-4)
     np.testing.assert_array_equal(audio, call(served, "synthesize", z=z)["waveform"])  # deterministic
+    reconstructed = call(served, "reconstruct", waveform=np.stack(harmonic_notes((16000,) * 2)))
+    expected = tf_mel_to_audio(reconstructed["log_mel"], CONFIG, n_iter=4).numpy()
+    np.testing.assert_allclose(reconstructed["waveform"], expected, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -196,8 +210,11 @@ def test_absurd_amplitude_gives_finite_embeddings(served):
     np.testing.assert_allclose(absurd["z_mean"], at_limit["z_mean"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("renderer", ["served", "voiced"])
 @pytest.mark.parametrize("scale", [1e5, 3e38])
-def test_huge_latents_give_finite_peak_limited_audio(served, scale):
+def test_huge_latents_give_finite_peak_limited_audio(request, renderer, scale):
+    served = request.getfixturevalue(renderer)  # Griffin-Lim's export, then the vocoder's
+    served = served[1] if isinstance(served, tuple) else served
     z = (np.sign(np.random.default_rng(3).normal(size=(2, LATENT_DIM))) * scale).astype(np.float32)
     log_mel = call(served, "decode", z=z)["log_mel"]
     assert np.isfinite(log_mel).all()
@@ -271,8 +288,13 @@ def test_cli_exports_and_refuses_to_overwrite(trained, tmp_path, capsys):
     from keras_timbre.cli import main
 
     out = tmp_path / "timbre" / "3"
-    assert main(["export", str(trained[0]), "--out", str(out), "--griffin-lim-iters", "2"]) == 0
-    assert "serving_default, reconstruct, encode, decode, synthesize" in capsys.readouterr().out
+    assert (
+        main(["export", str(trained[0]), "--out", str(out), "--griffin-lim-iters", "2", "--vocoder", "griffin-lim"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "serving_default, reconstruct, encode, decode, synthesize" in printed
+    assert "rendered in the graph by Griffin-Lim (2 it.)" in printed
     assert export.read_export_metadata(out)["griffin_lim_iters"] == 2
     umask = os.umask(0)
     os.umask(umask)
@@ -283,6 +305,98 @@ def test_cli_exports_and_refuses_to_overwrite(trained, tmp_path, capsys):
     assert main(["export", str(trained[0]), "--out", str(out)]) == 2
     assert "already holds a different model" in capsys.readouterr().err
     assert export.read_export_metadata(out)["fingerprint"] == "another model"  # untouched
+
+
+# ---------------------------------------------------------------------------- the renderer (vocoder=)
+
+
+@pytest.fixture(scope="module")
+def vocoder_path(tmp_path_factory):
+    """A tiny untrained vocoder of the run's features: what renders is tested, not how well."""
+    return save_tiny_vocoder(tmp_path_factory.mktemp("vocoder") / "tiny.keras", CONFIG)
+
+
+@pytest.fixture(scope="module")
+def voiced(trained, vocoder_path):
+    """(folder, loaded SavedModel): the run exported with `vocoder_path` rendering its waveforms."""
+    saved = export.export_run(trained[0], trained[3].parents[1] / "voiced" / "1", vocoder=vocoder_path)
+    return saved, tf.saved_model.load(str(saved))
+
+
+def test_waveforms_are_the_vocoders_rendering(voiced, vocoder_path, served):
+    saved, loaded = voiced
+    vocoder = load_vocoder(vocoder_path)
+    notes = np.stack(harmonic_notes((16000,) * 3))
+    got = call(loaded, "reconstruct", waveform=notes)
+    assert got["waveform"].shape == (3, CONFIG.num_samples)
+    expected = vocoder.to_audio(got["log_mel"])
+    assert np.abs(expected).max() > 1e-3  # an untrained vocoder still makes sound to compare
+    np.testing.assert_allclose(got["waveform"], expected, atol=1e-4)
+    # The renderer changes the waveform only: the same log-mel as Griffin-Lim's export.
+    np.testing.assert_allclose(got["log_mel"], call(served, "reconstruct", waveform=notes)["log_mel"], atol=1e-4)
+    z = np.random.default_rng(4).normal(size=(2, LATENT_DIM)).astype(np.float32)
+    audio = call(loaded, "synthesize", z=z)["waveform"]
+    np.testing.assert_allclose(audio, vocoder.to_audio(call(loaded, "decode", z=z)["log_mel"]), atol=1e-4)
+    record = export.read_export_metadata(saved)
+    assert (record["waveform_renderer"], record["renderer"]) == ("vocoder", f"vocoder ({vocoder_path})")
+    assert record["vocoder_fingerprint"] == weights_fingerprint(vocoder) and record["griffin_lim_iters"] is None
+
+
+def test_griffin_lim_choice_is_the_export_of_before(trained, voiced):
+    run_dir, _, _, saved = trained
+    # The shipped vocoder does not voice the tiny frontend: the default fell back to Griffin-Lim ...
+    record = export.read_export_metadata(saved)
+    assert (record["waveform_renderer"], record["renderer"], record["vocoder_fingerprint"]) == (
+        "griffin-lim",
+        "Griffin-Lim (4 it.)",
+        None,
+    )
+    # ... so choosing Griffin-Lim is the same export (a no-op), and not the vocoder's.
+    before = (saved / "saved_model.pb").stat().st_mtime_ns
+    assert export.export_run(run_dir, saved, griffin_lim_iters=4, vocoder="griffin-lim") == saved
+    assert (saved / "saved_model.pb").stat().st_mtime_ns == before
+    with pytest.raises(export.ExportExistsError, match="waveform_renderer=vocoder"):
+        export.export_run(run_dir, voiced[0], griffin_lim_iters=4, vocoder="griffin-lim")
+
+
+def test_a_vocoder_of_other_features_is_refused_naming_the_field(trained, tmp_path, capsys):
+    from keras_timbre.cli import main
+
+    other = save_tiny_vocoder(tmp_path / "other.keras", FrontendConfig(n_mels=16, duration=1.0, n_fft=512))
+    out = tmp_path / "timbre" / "1"
+    with pytest.raises(FrontendMismatchError, match="n_mels: vocoder has 16, run has 32"):
+        export.export_run(trained[0], out, vocoder=other)
+    with pytest.raises(FrontendMismatchError, match="n_mels: vocoder has 16, run has 32"):
+        export.export_saved_model(trained[1], out, CONFIG, trained[2], vocoder=other)
+    assert main(["export", str(trained[0]), "--out", str(out), "--vocoder", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("keras-timbre export: error: "), err
+    assert "n_mels: vocoder has 16, run has 32" in err and "hop_length" not in err
+    assert not out.parent.exists()
+
+
+def test_conditioned_waveforms_are_the_vocoders_rendering(vocoder_path, tmp_path):
+    keras.utils.set_random_seed(0)
+    velocities = (75, 100)
+    model = HierarchicalTimbreVAE(
+        input_shape=(32, 64, 1), latent_dim=LATENT_DIM, filters=(4, 8), pitch_range=(40, 50), velocities=velocities
+    )
+    stats = FeatureStats(mean=np.full(32, -40.0, np.float32), std=np.full(32, 20.0, np.float32))
+    saved = export.export_saved_model(model, tmp_path / "hier" / "1", CONFIG, stats, vocoder=vocoder_path)
+    loaded, vocoder = tf.saved_model.load(str(saved)), load_vocoder(vocoder_path)
+    notes = np.stack(harmonic_notes((16000,) * 3))
+    pitch, velocity = np.array([40.0, 43.0, 46.0], np.float32), np.array([75.0, 100.0, 100.0], np.float32)
+    code = np.random.default_rng(5).normal(size=(3, LATENT_DIM)).astype(np.float32)
+    requests = {
+        "reconstruct": dict(waveform=notes, pitch=pitch, velocity=velocity),
+        "synthesize": dict(code=code, pitch=pitch, velocity=velocity),
+        "transfer": dict(waveform=notes, source_pitch=pitch, pitch=pitch[::-1].copy()),
+    }
+    for name, inputs in requests.items():
+        got = call(loaded, name, **inputs)
+        assert got["waveform"].shape == (3, CONFIG.num_samples), name
+        np.testing.assert_allclose(got["waveform"], vocoder.to_audio(got["log_mel"]), atol=1e-4, err_msg=name)
+    assert export.read_export_metadata(saved)["waveform_renderer"] == "vocoder"
 
 
 # ---------------------------------------------------------------------------- serving requests

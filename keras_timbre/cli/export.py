@@ -6,6 +6,8 @@ import argparse
 import datetime
 import sys
 
+from keras_timbre.cli.arguments import add_vocoder_option
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,15 +17,21 @@ def register(subparsers) -> None:
             "Writes a TF Serving-ready SavedModel of RUN to the version folder --out "
             "(e.g. exported/timbre/1). The log-mel frontend and the run's normalisation "
             "run inside the graph; signatures: serving_default/reconstruct, encode, decode, "
-            "synthesize. Runs under the TensorFlow backend whatever backend trained RUN."
+            "synthesize. The waveform outputs are rendered in the graph by --vocoder (the shipped "
+            "vocoder where it fits RUN's features, else Griffin-Lim). Runs under the TensorFlow "
+            "backend whatever backend trained RUN."
         ),
     )
     parser.add_argument("run", help="run directory (model.keras, frontend.json, stats.npz)")
     parser.add_argument("--out", required=True, help="numeric version folder to write, e.g. exported/timbre/1")
     parser.add_argument("--overwrite", action="store_true", help="replace a different model already in --out")
     parser.add_argument(
-        "--griffin-lim-iters", type=int, default=None, help="Griffin-Lim iterations of `synthesize` (default 32)"
+        "--griffin-lim-iters",
+        type=int,
+        default=None,
+        help="Griffin-Lim iterations of the waveform outputs, where Griffin-Lim renders them (default 32)",
     )
+    add_vocoder_option(parser)  # a vocoder of other features: one line, exit 2 (a ValueError, cli.main)
     parser.set_defaults(func=run_export)
 
 
@@ -35,7 +43,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise ValueError(f"--griffin-lim-iters must be >= 0, got {iters}")
     started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     try:
-        path = export.export_run(args.run, args.out, overwrite=args.overwrite, griffin_lim_iters=iters)
+        path = export.export_run(
+            args.run, args.out, overwrite=args.overwrite, griffin_lim_iters=iters, vocoder=args.vocoder
+        )
     except export.ExportExistsError as error:
         print(f"keras-timbre export: error: {error}", file=sys.stderr)
         return 2
@@ -48,4 +58,5 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"SavedModel at {path} (fingerprint {fingerprint})")
     signatures = metadata.get("signatures", export.SIGNATURES)
     print(f"Signatures: {', '.join(signatures)}. Inspect: saved_model_cli show --dir {path} --all")
+    print(f"Waveform outputs rendered in the graph by {metadata.get('renderer', 'Griffin-Lim')}")
     return 0

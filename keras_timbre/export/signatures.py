@@ -11,11 +11,18 @@ variants, `ServingGraph`) or, for a pitch-conditioned model (variant
 input note's pitch too.
 Needs the TensorFlow backend.
 
+Every `waveform` output (`reconstruct`, `synthesize`, `transfer`) is rendered in
+the graph from the signature's dB log-mel by a trained `keras_timbre.vocoder.Vocoder`
+when the export is given one (its Keras layers traced into the graph, its
+weights saved with the model's), else by Griffin-Lim (`audio.griffin_lim.tf_mel_to_audio`);
+either way `num_samples` long and peak-limited to [-1, 1] (`ServingGraph.render`).
+
 Every request is checked before the model runs (an empty batch, no samples,
 NaN or Inf: an `InvalidArgumentError` naming the input), and finite input
 always gives finite output: a waveform peak above `MAX_AMPLITUDE` is scaled
-down to it, a latent is clipped to +-`LATENT_LIMIT`, and Griffin-Lim caps the
-level it is given (`audio.griffin_lim.MAX_DB`). Real audio (peak 1) and real
+down to it, a latent is clipped to +-`LATENT_LIMIT`, and both renderers cap the
+level they are given (`audio.griffin_lim.MAX_DB`, `vocoder.layers.MAX_DB`) and
+zero any non-finite sample before the peak limit. Real audio (peak 1) and real
 latents (a standard-normal prior) are far inside these bounds. A conditioned
 model's pitch (and a `source_pitch`) must be a whole MIDI number in its
 trained `pitch_range` and its velocity one of its trained `velocities`, one
@@ -32,6 +39,8 @@ from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import fit_to_length
 from keras_timbre.audio.frontend import tf_log_mel
+from keras_timbre.audio.griffin_lim import MAX_DB
+from keras_timbre.audio.griffin_lim import peak_limit
 from keras_timbre.audio.griffin_lim import tf_mel_to_audio
 from keras_timbre.synthesis.audio_files import pitch_rule
 from keras_timbre.synthesis.audio_files import velocity_rule
@@ -48,19 +57,29 @@ MAX_AMPLITUDE = 1e6
 LATENT_LIMIT = 1e3
 
 
-def build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int):
-    """`(archive, latent_shape)`: the model's serving endpoints, ready for `archive.write_out`."""
+def build_archive(model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int, vocoder=None):
+    """`(archive, latent_shape)`: the model's serving endpoints, ready for `archive.write_out`.
+
+    Args:
+        model: The timbre model (float32).
+        frontend: The run's frontend.
+        stats: The run's normalisation.
+        griffin_lim_iters: Iterations of the in-graph Griffin-Lim, where it renders.
+        vocoder: A `keras_timbre.vocoder.Vocoder` of the run's features to render the
+            waveform outputs, or None for Griffin-Lim.
+    """
     import keras
     import tensorflow as tf
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("build_archive needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
     graph_class = ConditionedServingGraph if model.is_conditioned else ServingGraph
-    graph = graph_class(model, frontend, stats, griffin_lim_iters)
+    graph = graph_class(model, frontend, stats, griffin_lim_iters, vocoder)
     archive = keras.export.ExportArchive()
     # A conditioned model's own default save signature traces its call on a plain tensor, which it refuses
     # (it takes a dict); its built layers hold all its variables, and tracking them does not trace the model.
-    for resource in [layer for layer in model.layers if layer.built] if model.is_conditioned else [model]:
+    resources = [layer for layer in model.layers if layer.built] if model.is_conditioned else [model]
+    for resource in resources + ([] if vocoder is None else [vocoder]):
         archive.track(resource)
     for name, fn, specs in graph.endpoints(tf):
         archive.add_endpoint(name, fn, input_signature=specs)
@@ -132,12 +151,13 @@ def bounded_latent(z):
 class ServingGraph:
     """The signature functions of one model, frontend and normalisation (built under TensorFlow)."""
 
-    def __init__(self, model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int):
+    def __init__(self, model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int, vocoder=None):
         import tensorflow as tf
 
         self.model = model
         self.frontend = frontend
         self.griffin_lim_iters = griffin_lim_iters
+        self.vocoder = vocoder
         self.latent_shape = latent_shape_of(model, frontend)
         self.mean = tf.constant(stats.mean[:, None])
         self.std = tf.constant(stats.std[:, None])
@@ -167,9 +187,10 @@ class ServingGraph:
         return normalised[..., 0] * self.std + self.mean
 
     def reconstruct(self, waveform):
-        return self.in_chunks(
+        outputs = self.in_chunks(
             self._reconstruct_rows, ("log_mel", "z_mean", "z_log_var"), self.checked_waveform(waveform)
         )
+        return {**outputs, "waveform": self.render(outputs["log_mel"])}
 
     def encode(self, waveform):
         return self.in_chunks(self._encode_rows, ("z_mean", "z_log_var"), self.checked_waveform(waveform))
@@ -178,8 +199,28 @@ class ServingGraph:
         return {"log_mel": self._decode_db(z)}
 
     def synthesize(self, z):
+        return {"waveform": self.render(self._decode_db(z))}
 
-        return {"waveform": tf_mel_to_audio(self._decode_db(z), self.frontend, n_iter=self.griffin_lim_iters)}
+    def render(self, log_mel_db):
+        """Waveforms `[batch, num_samples]`, peak-limited, of dB log-mel: the vocoder's if given, else Griffin-Lim.
+
+        The whole batch at once, after any `in_chunks`: Griffin-Lim's initial
+        phase depends on a note's row in the batch, so this keeps `synthesize`'s
+        Griffin-Lim audio what it was before the vocoder.
+        """
+        import tensorflow as tf
+        import tensorflow.experimental.numpy as tnp
+
+        if self.vocoder is None:
+            return tf_mel_to_audio(log_mel_db, self.frontend, n_iter=self.griffin_lim_iters)
+        # A note louder than MAX_DB is lowered as a whole, as Griffin-Lim's input is: a uniform gain the peak
+        # limit undoes, which keeps the vocoder's activations finite for absurd latents (z = 3e38 is tested).
+        # Real notes (full scale is ~40 dB) are untouched, so this is `Vocoder.to_audio` for them.
+        excess = tf.maximum(tf.reduce_max(log_mel_db, axis=[1, 2], keepdims=True) - MAX_DB, 0.0)
+        # As `Vocoder.to_audio`, then fitted to the note as `vocoder.render.VocoderRenderer` does: the vocoder
+        # makes n_frames * hop samples, which may differ from the run's duration * sample_rate.
+        audio = fit_to_length(self.vocoder(log_mel_db - excess, training=False), self.frontend.num_samples)
+        return peak_limit(audio, tnp)
 
     def _decode_db(self, z):
         z = bounded_latent(checked_input(z, "z", [None, *self.latent_shape]))
@@ -237,8 +278,8 @@ class ConditionedServingGraph(ServingGraph):
     model was trained on it, else the closest velocity it was trained on.
     """
 
-    def __init__(self, model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int):
-        super().__init__(model, frontend, stats, griffin_lim_iters)
+    def __init__(self, model, frontend: FrontendConfig, stats: FeatureStats, griffin_lim_iters: int, vocoder=None):
+        super().__init__(model, frontend, stats, griffin_lim_iters, vocoder)
         self.pitch_range = tuple(float(p) for p in model.pitch_range)
         self.velocities = tuple(float(v) for v in model.velocities)
         self.transfer_velocity = float(model.default_velocity)
@@ -259,27 +300,27 @@ class ConditionedServingGraph(ServingGraph):
     def reconstruct(self, waveform, pitch, velocity):
         waveform = self.checked_waveform(waveform)
         pitch, velocity = self.checked_pitch(pitch, waveform), self.checked_velocity(velocity, waveform)
-        return self.in_chunks(self._reconstruct_rows, ("log_mel", "z_mean", "z_log_var"), waveform, pitch, velocity)
+        keys = ("log_mel", "z_mean", "z_log_var")
+        outputs = self.in_chunks(self._reconstruct_rows, keys, waveform, pitch, velocity)
+        return {**outputs, "waveform": self.render(outputs["log_mel"])}
 
     def synthesize(self, code, pitch, velocity):
-
         code = bounded_latent(checked_input(code, "code", [None, *self.latent_shape]))
         pitch, velocity = self.checked_pitch(pitch, code), self.checked_velocity(velocity, code)
         log_mel = self.to_db(self.model.synthesize(code, pitch, velocity))
-        return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
+        return {"waveform": self.render(log_mel), "log_mel": log_mel}
 
     def encode(self, waveform, pitch):
         waveform = self.checked_waveform(waveform)
         return self.in_chunks(self._encode_rows, ("z_mean", "z_log_var"), waveform, self.checked_pitch(pitch, waveform))
 
     def transfer(self, waveform, source_pitch, pitch):
-
         waveform = self.checked_waveform(waveform)
         source_pitch, pitch = self.checked_pitch(source_pitch, waveform, "source_pitch"), self.checked_pitch(
             pitch, waveform
         )
         log_mel = self.in_chunks(self._transfer_rows, ("log_mel",), waveform, source_pitch, pitch)["log_mel"]
-        return {"waveform": tf_mel_to_audio(log_mel, self.frontend, n_iter=self.griffin_lim_iters), "log_mel": log_mel}
+        return {"waveform": self.render(log_mel), "log_mel": log_mel}
 
     def checked_pitch(self, pitch, notes, name: str = "pitch"):
         """`pitch` checked: one finite value per row of `notes`, each `audio_files.allowed_pitch`."""

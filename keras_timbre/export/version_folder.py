@@ -36,15 +36,25 @@ def model_fingerprint(model, frontend: FrontendConfig, stats: FeatureStats) -> s
 
     It depends on values only, not on the backend the model was loaded in.
     """
+    digest = _weights_digest(model)
+    digest.update(json.dumps(frontend.to_dict(), sort_keys=True).encode())
+    digest.update(stats.mean.tobytes())
+    digest.update(stats.std.tobytes())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over a Keras model's class and weights (the vocoder an export renders with): equal values, equal ones."""
+    return _weights_digest(model).hexdigest()
+
+
+def _weights_digest(model):
     digest = hashlib.sha256()
     digest.update(type(model).__name__.encode())
     for weight in model.weights:
         digest.update(weight.path.encode())
         digest.update(np.ascontiguousarray(np.asarray(weight.numpy(), np.float32)).tobytes())
-    digest.update(json.dumps(frontend.to_dict(), sort_keys=True).encode())
-    digest.update(stats.mean.tobytes())
-    digest.update(stats.std.tobytes())
-    return digest.hexdigest()
+    return digest
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
