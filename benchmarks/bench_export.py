@@ -43,6 +43,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from keras_timbre.export import saved_model as export  # noqa: E402
 from keras_timbre.export import signatures  # noqa: E402
 from keras_timbre.audio.stats import FeatureStats  # noqa: E402
@@ -311,22 +313,8 @@ def interleaved(calls: dict, repeats: int, warmup: int = 2) -> dict:
 
 
 def environment() -> dict:
-    """CPU model and flags (AVX-512 or not), the cores this process may use, the thread settings."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    wanted = ("avx", "avx2", "fma")
-    return {
-        "cpus": sorted(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "cpu_flags": ",".join(f for f in wanted if f in flags)
-        + ("; AVX-512" if "avx512f" in flags else "; no AVX-512"),
-        "threads": {k: os.environ.get(k, "") for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")},
-        "machine": platform.machine(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "time": time.strftime("%Y-%m-%d %H:%M"),
-    }
+    """`machine.environment()` with the TensorFlow and Keras versions."""
+    return {**machine.environment(), "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
 def waveform_report(result: dict) -> str:
@@ -339,7 +327,7 @@ def waveform_report(result: dict) -> str:
         f"Model: {result['model']}. Audio: {result['audio']}, {result['note_seconds']:g} s each at "
         f"{result['frontend']['sample_rate']} Hz; batch {batch} = {audio_seconds:g} s of audio a request.",
         f"Machine: {env['cpu_model']} ({env['cpu_flags']}), {env['machine']}; this process pinned to CPU(s) "
-        f"{env['cpus']} (`taskset`), `{threads}`; TensorFlow {env['tensorflow']}, Keras {env['keras']}, no GPU; "
+        f"{env['cpu_list']} (`taskset`), `{threads}`; TensorFlow {env['tensorflow']}, Keras {env['keras']}, no GPU; "
         f"load average {env['load_average'][0]:.1f} before, {env['load_average'][1]:.1f} after (the 2-core "
         f"machine is shared). Medians (and best) of {result['repeats']} calls after 2 warm-up rounds, the "
         "exports' calls interleaved round by round, through `tf.saved_model.load`; "

@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, wherever it runs from
 
 import numpy as np  # noqa: E402
+
+import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from keras_timbre.analysis import audio_metrics  # noqa: E402
 from keras_timbre.audio.frontend import FrontendConfig  # noqa: E402
@@ -279,21 +280,7 @@ def timing_rows(notes: Notes, args) -> list[dict]:
 
 
 def environment() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    wanted = ("avx", "avx2", "fma")
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "cpu_flags": ",".join(f for f in wanted if f in flags) + ("" if "avx512f" in flags else "; no AVX-512"),
-        "threads": {
-            k: os.environ.get(k, "")
-            for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "XLA_FLAGS")
-        },
-        "machine": platform.machine(),
-        "time": time.strftime("%Y-%m-%d %H:%M"),
-    }
+    return machine.environment()
 
 
 def versions() -> dict:
