@@ -113,3 +113,31 @@ def test_the_command_trains_and_refuses_a_locked_or_foreign_folder(notes_dir, tm
     assert main(args[:4] + [str(foreign)] + args[5:]) == 2
     assert "not a keras-timbre run directory" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+
+
+def test_a_fine_tuning_run_starts_from_the_given_weights(notes_dir, tmp_path):
+    source = train_vocoder(notes_dir, tmp_path / "source", **{**TINY, "epochs": 1})
+    calls = []
+
+    class FirstWeights(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            calls.append([w.copy() for w in self.model.get_weights()])
+
+    tuned = train_vocoder(
+        notes_dir,
+        tmp_path / "tuned",
+        **{**TINY, "epochs": 1, "learning_rate": 1e-4},
+        init_from=source,
+        callbacks=[FirstWeights()],
+    )
+    for start, expected in zip(calls[0], load_vocoder(source).get_weights()):
+        np.testing.assert_array_equal(start, expected)  # not the seed's initialisation
+    recorded = json.loads((tuned / "config.json").read_text())["hyperparameters"]["init_from"]
+    assert recorded["path"] == str(source.resolve()) and len(recorded["weights_crc32"]) == 8
+    # Other starting weights are another run: refused on resume, naming the setting.
+    train_vocoder(notes_dir, source, **TINY)  # the source trains on: its weights change
+    with pytest.raises(ValueError, match="init_from"):
+        train_vocoder(notes_dir, tuned, **{**TINY, "learning_rate": 1e-4}, init_from=source)
+    with pytest.raises(ValueError, match="8 channels and 1 blocks; this run asks for 16"):
+        train_vocoder(notes_dir, tmp_path / "wider", **{**TINY, "channels": 16}, init_from=source)
+    keras.backend.clear_session()

@@ -85,6 +85,11 @@ def register(subparsers) -> None:
         "--threads", type=positive_int, help="TensorFlow intra- and inter-op threads (default: TensorFlow's choice)"
     )
     parser.add_argument("--restart", action="store_true", help="train from scratch instead of resuming")
+    parser.add_argument(
+        "--init-from",
+        metavar="VOC",
+        help="start from this vocoder's weights (a .keras file or a train-vocoder run): a fine-tuning run",
+    )
     add_frontend_arguments(parser)
     parser.set_defaults(func=_train_vocoder)
 
@@ -114,6 +119,7 @@ def _train_vocoder(args) -> int:
             max_notes=args.max_notes,
             audio_every=args.audio_every,
             restart=args.restart,
+            init_from=args.init_from,
         )
     except RunLockedError as error:
         print(f"keras-timbre train-vocoder: error: {error}", file=sys.stderr)

@@ -46,6 +46,7 @@ from keras_timbre.data.split import DEFAULT_VAL_FRACTION, split_notes
 from keras_timbre.training import run as runs
 from keras_timbre.training.lock import lock_run
 from keras_timbre.training.resume import EpochCheckpoint, RunState, clear_run, read_state
+from keras_timbre.vocoder.load import load_vocoder
 from keras_timbre.vocoder.model import DEFAULT_BLOCKS, DEFAULT_CHANNELS, DEFAULT_LEARNING_RATE, Vocoder
 
 VARIANT = "vocoder"
@@ -214,6 +215,7 @@ def train_vocoder(
     restart: bool = False,
     callbacks: list | None = None,
     verbose: int | str = "auto",
+    init_from: str | os.PathLike | None = None,
 ) -> Path:
     """Trains a `Vocoder` on crops of the notes of `data` into the run directory `out`.
 
@@ -239,6 +241,9 @@ def train_vocoder(
         restart: Train from scratch, clearing the run in `out` once the new one is checked.
         callbacks: Extra Keras callbacks.
         verbose: `fit` verbosity (a progress bar by default).
+        init_from: Start from this vocoder's weights (a `.keras` file or a run directory) instead of
+            `seed`'s: a fine-tuning run, e.g. at a lower learning rate. Its weights' fingerprint is a
+            setting of the run; the optimizer starts afresh.
 
     Returns:
         The run directory.
@@ -259,6 +264,7 @@ def train_vocoder(
         **dict(learning_rate=learning_rate, max_notes=max_notes, audio_every=audio_every),
         **({} if lr_halving_epochs is None else {"lr_halving_epochs": float(lr_halving_epochs)}),
         "model": {"channels": channels, "num_blocks": num_blocks, **(model_kwargs or {})},
+        **({} if init_from is None else {"init_from": _init_weights(init_from)}),
     }
     with lock_run(out):
         train_records, held_pitch, held_instrument, fingerprint = _split(data_path, val_fraction, seed, max_notes)
@@ -332,9 +338,26 @@ def _fit(out: Path, config: dict, state: RunState, frontend: FrontendConfig, spl
     )
 
 
+def _init_weights(source: str | os.PathLike) -> dict:
+    """What a fine-tuning run starts from: the vocoder's path and a fingerprint of its weights."""
+    weights = load_vocoder(source).get_weights()
+    crc = 0
+    for array in weights:
+        crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
+    return {"path": str(Path(source).resolve()), "weights_crc32": f"{crc:08x}"}
+
+
 def _new_model(frontend: FrontendConfig, settings: dict) -> Vocoder:
     model_settings = dict(settings["model"])
     model = Vocoder(frontend, **model_settings)
+    if settings.get("init_from"):
+        source = load_vocoder(settings["init_from"]["path"])
+        if (source.channels, source.num_blocks) != (model.channels, model.num_blocks):
+            raise ValueError(
+                f"--init-from {settings['init_from']['path']} has {source.channels} channels and "
+                f"{source.num_blocks} blocks; this run asks for {model.channels} and {model.num_blocks}"
+            )
+        model.set_weights(source.get_weights())
     learning_rate = settings["learning_rate"]
     if settings.get("lr_halving_epochs"):
         learning_rate = keras.optimizers.schedules.ExponentialDecay(
