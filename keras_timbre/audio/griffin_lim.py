@@ -26,12 +26,10 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from keras_timbre.audio.frontend import FrontendConfig, fit_to_length, mel_filters
-from keras_timbre.audio.io import write_audio
 
 # Fast Griffin-Lim momentum (Perraudin et al., 2013), librosa's default.
 GRIFFIN_LIM_MOMENTUM = 0.99
@@ -223,8 +221,3 @@ def griffin_lim_audio(log_mel_db: np.ndarray, config: FrontendConfig, n_iter: in
         random_state=0,
     )
     return peak_limit(audio).astype(np.float32)
-
-
-def write_wav(path: Path, log_mel_db: np.ndarray, frontend: FrontendConfig, n_iter: int = 64) -> Path:
-    """Griffin-Lim audio of one log-mel (dB), written atomically as WAV."""
-    return write_audio(path, mel_to_audio(log_mel_db, frontend, n_iter=n_iter), frontend)

@@ -3,7 +3,9 @@
 - `keras_timbre.vocoder.layers`: `ConvNeXtBlock`, `VocosBackbone`, `ISTFTHead`, `overlap_add_istft`.
 - `keras_timbre.vocoder.losses`: multi-resolution STFT and mel L1 losses.
 - `keras_timbre.vocoder.model`: `Vocoder` (`to_audio`).
-- `keras_timbre.vocoder.training`: `train_vocoder` (a resumable run directory).
+- `keras_timbre.vocoder.render`: `renderer_for`, what every listening path uses.
+
+Training is `keras_timbre.training.vocoder.train_vocoder` (a resumable run directory).
 - `keras_timbre.vocoder.load`: `load_vocoder`.
 """
 
