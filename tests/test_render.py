@@ -110,3 +110,14 @@ def test_the_wheel_ships_the_default_vocoder_and_its_provenance(tmp_path):
     assert sizes["keras_timbre/pretrained/vocoder.keras"] == PRETRAINED.stat().st_size
     assert sizes["keras_timbre/pretrained/vocoder.keras"] < 10 * 2**20  # the budget: about 10 MB at most
     assert "keras_timbre/pretrained/README.md" in sizes  # how it was made, and NSynth's licence
+
+
+def test_a_replaced_vocoder_file_is_loaded_again(tmp_path):
+    import os
+
+    path = save_tiny_vocoder(tmp_path / "voc.keras", FRONTEND)
+    first = renderer_for(FRONTEND, path).vocoder
+    assert renderer_for(FRONTEND, path).vocoder is first  # one load per file version
+    save_tiny_vocoder(path, FRONTEND, channels=4)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # coarse file clocks
+    assert renderer_for(FRONTEND, path).vocoder.channels == 4

@@ -31,7 +31,7 @@ import numpy as np
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.griffin_lim import griffin_lim_audio, mel_to_audio
 from keras_timbre.audio.io import write_audio
-from keras_timbre.vocoder.load import PRETRAINED, load_vocoder
+from keras_timbre.vocoder.load import PRETRAINED, load_vocoder, vocoder_file
 from keras_timbre.vocoder.model import FrontendMismatchError, Vocoder
 
 GRIFFIN_LIM = "griffin-lim"
@@ -40,7 +40,7 @@ CHOICES_HELP = (
     "'default' (the shipped vocoder where it fits the run's features, else Griffin-Lim), "
     "'griffin-lim', or a vocoder PATH (a .keras file or a train-vocoder run)"
 )
-_loaded: dict[Path, Vocoder] = {}
+_loaded: dict[tuple[Path, int], Vocoder] = {}
 
 
 @dataclass
@@ -79,11 +79,9 @@ class VocoderRenderer:
 
     def to_audio(self, log_mel_db: np.ndarray) -> np.ndarray:
         """Audio `(notes, num_samples)` float32 for dB log-mel `(notes, n_mels, n_frames)`."""
-        audio = self.vocoder.to_audio(log_mel_db)
-        samples = self.frontend.num_samples
-        if audio.shape[1] >= samples:
-            return audio[:, :samples]
-        return np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
+        import librosa
+
+        return librosa.util.fix_length(self.vocoder.to_audio(log_mel_db), size=self.frontend.num_samples)
 
 
 Renderer = GriffinLimRenderer | VocoderRenderer
@@ -121,10 +119,12 @@ def renderer_for(
 
 
 def _load(path: Path) -> Vocoder:
-    # One load per process: the explorer and evaluation render many batches.
-    key = path.resolve()
+    # One load per file version: the explorer and evaluation render many batches, and a vocoder
+    # still training in the same process (a notebook) is reloaded once its file is replaced.
+    file = vocoder_file(path).resolve()
+    key = (file, file.stat().st_mtime_ns)
     if key not in _loaded:
-        _loaded[key] = load_vocoder(path)
+        _loaded[key] = load_vocoder(file)
     return _loaded[key]
 
 
