@@ -6,11 +6,18 @@ message names the output and the system's reason:
 
 >>> str(OutputWriteError("runs/main/model.keras", OSError(28, "No space left on device")))
 'cannot write runs/main/model.keras: No space left on device'
+
+The trained runs shipped inside the package (`PRESETS_ROOT/NAME/`, see
+`keras_timbre.training.presets`) are read-only to every write here: a path
+inside one is refused with an `OutputWriteError` before anything is written.
+Only shipping a preset writes one, by building the whole folder and
+renaming it into place (`atomic_directory(PRESETS_ROOT / NAME)`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,6 +35,38 @@ class OutputWriteError(OSError):
 
     def __str__(self) -> str:
         return f"cannot write {self.path}: {self.strerror}"
+
+
+# Where the package's shipped presets live: one folder per preset (keras_timbre.training.presets).
+PRESETS_ROOT = Path(__file__).resolve().parent / "pretrained"
+
+
+def preset_folder(path: str | os.PathLike) -> Path | None:
+    """The shipped preset folder (`PRESETS_ROOT/NAME`) that `path` is or lies inside, else None.
+
+    Example:
+    >>> preset_folder(PRESETS_ROOT / "nsynth-mini" / "figures" / "a.png") == PRESETS_ROOT / "nsynth-mini"
+    True
+    >>> preset_folder(PRESETS_ROOT / "vocoder.keras") is None  # the root's own files are not a preset's
+    True
+    """
+    root = PRESETS_ROOT.resolve()
+    try:
+        parts = Path(path).resolve().relative_to(root).parts
+    except ValueError:
+        return None
+    return PRESETS_ROOT / parts[0] if len(parts) >= 2 or (parts and Path(path).is_dir()) else None
+
+
+def check_not_in_preset(path: str | os.PathLike) -> None:
+    """Raises `OutputWriteError` if `path` lies inside a shipped preset folder (they are read-only)."""
+    folder = preset_folder(path)
+    if folder is not None and Path(path).resolve() != folder.resolve():
+        reason = (
+            f"it lies inside the shipped preset {folder.name}, which is read-only "
+            "(only `keras-timbre ship-preset` replaces it); write it elsewhere"
+        )
+        raise OutputWriteError(path, PermissionError(errno.EACCES, reason))
 
 
 @contextlib.contextmanager
@@ -56,6 +95,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     ...     model.save(tmp)
     """
     path = Path(path)
+    check_not_in_preset(path)
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # Keep the real suffix: keras.saving and soundfile pick the format from it.
@@ -94,6 +134,7 @@ def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator
     ['a.txt']
     """
     path = Path(path)
+    check_not_in_preset(path)
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))

@@ -23,10 +23,10 @@ def no_loading(monkeypatch):
 @pytest.mark.parametrize(
     "flag, value, rule",
     [
-        ("--temperature", "inf", "must be a number from 0 to 2"),
-        ("--temperature", "1e308", "must be a number from 0 to 2"),
-        ("--temperature", "-1", "must be a number from 0 to 2"),
-        ("--temperature", "nan", "must be a number from 0 to 2"),
+        ("--temperature", "inf", "must be a number from 0 to 1"),
+        ("--temperature", "1e308", "must be a number from 0 to 1"),
+        ("--temperature", "-1", "must be a number from 0 to 1"),
+        ("--temperature", "nan", "must be a number from 0 to 1"),
         ("--temperature", "warm", "must be a number"),
         ("--seed", "-1", f"must be an integer from 0 to {MAX_SEED}"),
         ("--seed", str(MAX_SEED + 1), f"must be an integer from 0 to {MAX_SEED}"),
@@ -62,4 +62,4 @@ def test_the_ranges_are_closed_and_good_values_reach_the_command(tmp_path, monke
         assert (seen["temperature"], seen["seed"]) == (float(value), int(seed))
     with pytest.raises(SystemExit):
         main(argv + ["--temperature", str(audio_files.MAX_TEMPERATURE * 1.001)])
-    assert "argument --temperature: must be a number from 0 to 2" in capsys.readouterr().err
+    assert "argument --temperature: must be a number from 0 to 1" in capsys.readouterr().err

@@ -186,9 +186,17 @@ def test_ablation_reuses_only_held_out_metrics(tmp_path):
 
     path = tmp_path / "metrics.json"
     assert ablation._finished_metrics(path) is None
-    code = {key: 0.5 for key, _ in ablation.CODE_METRICS if key != "sample_pitch_accuracy"}
+    code = {key: 0.5 for key, _ in ablation.CODE_METRICS if key not in ablation.CONDITIONED_CODE_METRICS}
+    conditioned = {key: 0.5 for key in ablation.CONDITIONED_CODE_METRICS}
+    assert {"sample_pitch_accuracy", "transfer_pitch_accuracy", "rerender_t1_lsd_db"} <= set(conditioned)
+    assert {"copy_family_fd", "real_family_fd", "family_judge_real_accuracy"} <= set(code)
+    hierarchical = {"notes": 10, "lsd_db": 5.0, "group_kl_nats": [1.0], **code}
+    old_code = {key: 0.5 for key in ("novel_pitch_lsd_db", "pitch_probe_transfer_accuracy")}
     for record, reused in (
         ({"notes": 10, "lsd_db": 5.0, "held_out": True, **code}, True),
+        ({**hierarchical, **conditioned}, True),
+        (hierarchical, False),  # a conditioned run written before the judged renderings existed
+        ({"notes": 10, "lsd_db": 5.0, **old_code, "sample_pitch_accuracy": 0.9}, False),  # before the judges
         ({"notes": 10, "lsd_db": 5.0, **code}, True),  # written before `held_out` was recorded: always the split
         ({"notes": 10, "lsd_db": 5.0, "held_out": True}, False),  # written before the code metrics existed
         ({"notes": 20, "lsd_db": 4.0, "held_out": False, **code}, False),  # `evaluate --data`: other notes
@@ -218,14 +226,59 @@ def test_a_hierarchical_run_keeps_its_training_pitches_and_scores_its_code(hiera
     for key in ("decode_code_lsd_db", "novel_pitch_lsd_db", "pitch_shift_lsd_db", "sample_pitch_accuracy"):
         assert metrics[key] == metrics[key], key  # computed, not NaN
     assert 0.0 <= metrics["sample_pitch_accuracy"] <= 1.0
+    check_judged_metrics(metrics, conditioned=True)
     assert len(metrics["group_kl_nats"]) == len(metrics["group_active_units"]) == 2
     assert all(0 <= au <= dims for au, dims in zip(metrics["group_active_units"], metrics["group_dims"]))
     assert metrics["novel_pitch_notes"] + metrics["novel_pitch_unscored"] == metrics["notes"]
 
 
+ACCURACIES = (
+    "pitch_judge_real_accuracy",
+    "family_judge_real_accuracy",
+    "copy_pitch_accuracy",
+    "copy_family_accuracy",
+    "pitch_shift_pitch_accuracy",
+    "pitch_shift_family_accuracy",
+)
+CONDITIONED_ACCURACIES = (
+    "sample_pitch_accuracy",
+    "sample_pitch_accuracy_t05",
+    "sample_pitch_accuracy_t0",
+    "transfer_family_accuracy",
+    "transfer_pitch_accuracy",
+)
+DISTANCES = ("real_family_fd", "copy_family_fd", "pitch_shift_family_fd")
+CONDITIONED_DISTANCES = ("sample_family_fd", "sample_family_fd_t05", "sample_family_fd_t0", "rerender_t1_lsd_db")
+
+
+def check_judged_metrics(metrics, conditioned: bool):
+    """The judges' keys: accuracies in [0, 1], distances finite and >= 0; a paper variant has no renderings."""
+    from keras_timbre.evaluation.ablation import CONDITIONED_CODE_METRICS
+
+    accuracies = ACCURACIES + (CONDITIONED_ACCURACIES if conditioned else ())
+    distances = DISTANCES + (CONDITIONED_DISTANCES if conditioned else ())
+    for key in accuracies:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    for key in distances:
+        assert math.isfinite(metrics[key]) and metrics[key] >= 0.0, key
+    assert metrics["pitch_classifier_real_accuracy"] == metrics["pitch_judge_real_accuracy"]
+    # The copy is a training note itself, of the held-out note's instrument: the family judge was fit on it.
+    assert metrics["copy_family_accuracy"] == 1.0
+    if not conditioned:
+        assert not CONDITIONED_CODE_METRICS & set(metrics)
+        return
+    assert CONDITIONED_CODE_METRICS <= set(metrics)
+    assert metrics["sample_family_fd"] > 0.0
+    assert 0 <= metrics["sample_beyond_range_notes"] <= metrics["notes"]
+    assert math.isfinite(metrics["sample_max_db"]) and metrics["rerender_t1_harmonic_contrast_ratio"] > 0.0
+    # 10 instruments of 2 pitches, one held out each: every held-out note has 3 other training pitches to go to.
+    assert metrics["transfer_renders"] == 3 * metrics["notes"]
+
+
 def test_paper_variants_get_the_code_metrics_without_sampling(run_dir):
     metrics = evaluator.evaluate(run_dir, out=run_dir / "code.json", write_media=False)
     assert "sample_pitch_accuracy" not in metrics and "group_kl_nats" not in metrics
+    check_judged_metrics(metrics, conditioned=False)
     assert metrics["novel_pitch_lsd_db"] == metrics["novel_pitch_lsd_db"]  # scored with the decoded partner code
     assert 0.0 <= metrics["family_probe_unseen_accuracy"] <= 1.0
     assert metrics["mfcc_pitch_probe_transfer_accuracy"] == metrics["mfcc_pitch_probe_transfer_accuracy"]

@@ -102,6 +102,45 @@ def test_latent_group_without_feature_is_the_prior():
     assert np.abs(to_numpy(warm) - to_numpy(out)).max() > 1e-4
 
 
+def test_latent_group_prior_mask_takes_a_prior_draw_at_each_examples_temperature():
+    group = LatentGroup(2, seed=0)
+    rng = np.random.default_rng(0)
+    h, feature = (rng.normal(size=(3, 8, 8, c)).astype("float32") for c in (4, 5))
+    posterior, _ = group(h, feature)  # the first call builds the posterior for the feature's channels
+    prior_mean, _ = group(h)
+    mask = np.array([1.0, 1.0, 0.0], "float32")
+    cold, _ = group(h, feature, prior_mask=mask)  # no temperature: the prior mean
+    assert_outputs_close(to_numpy(cold)[:2], to_numpy(prior_mean)[:2])
+    assert_outputs_close(to_numpy(cold)[2], to_numpy(posterior)[2])
+    drawn = to_numpy(group(h, feature, prior_mask=mask, prior_temperature=np.array([0.0, 1.0, 1.0]))[0])
+    assert_outputs_close(drawn[0], to_numpy(prior_mean)[0])  # temperature 0: the mean
+    assert np.abs(drawn[1] - to_numpy(prior_mean)[1]).max() > 1e-3  # temperature 1: a draw around it
+    assert_outputs_close(drawn[2], to_numpy(posterior)[2])  # unmasked: the posterior
+
+
+def test_decode_refuses_temperatures_the_model_was_not_trained_to_render():
+    model = HierarchicalTimbreVAE(**TINY)
+    code = np.zeros((1, 4), "float32")
+    assert model.max_temperature == 1.0
+    for bad in (-0.1, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="temperature must be a number from 0 to 1"):
+            model.decode(code, 60, 100, temperature=bad)
+    legacy = HierarchicalTimbreVAE.from_config({**model.get_config(), "prior_temperature": 0.0})
+    assert legacy.max_temperature == 0.0
+    with pytest.raises(ValueError, match="from 0 to 0 "):
+        legacy.decode(code, 60, 100, temperature=0.5)
+
+
+def test_a_config_without_the_new_settings_loads_as_it_was_trained():
+    config = HierarchicalTimbreVAE(**TINY).get_config()
+    assert (config["prior_temperature"], config["group_kernel_size"]) == (1.0, 1)
+    for key in ("prior_temperature", "group_kernel_size"):
+        config.pop(key)
+    old = HierarchicalTimbreVAE.from_config(config)
+    assert (old.prior_temperature, old.group_kernel_size) == (0.0, 3)
+    assert tuple(old.groups[0].prior_conv.kernel.shape[:2]) == (3, 3)
+
+
 def test_loss_falls_and_every_term_is_tracked():
     keras.utils.set_random_seed(0)
     model = HierarchicalTimbreVAE(**TINY)

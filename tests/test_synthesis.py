@@ -1,5 +1,7 @@
 """synthesize / transfer / interpolate --pitch on a pitch-conditioned run, their errors, and its SavedModel."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -8,39 +10,26 @@ import soundfile as sf
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.cli import main
-from keras_timbre.data import make_synthetic_dataset
 from keras_timbre.synthesis import audio_files
 from keras_timbre.models.hierarchical_vae import closest_velocity
 from keras_timbre.models.inference import decode_db
 from keras_timbre.models.timbre_vae import TimbreVAE
 from keras_timbre.training import run as runs
-from keras_timbre.training import trainer
-from testing import save_tiny_vocoder
+from testing import save_tiny_vocoder, train_tiny_hierarchical
 
 FRONTEND = FrontendConfig(n_mels=32, duration=0.5, n_fft=512, hop_length=250)  # features (32, 32), 8000 samples
 GL = ["--griffin-lim-iters", "2"]
 
 
 @pytest.fixture(scope="module")
-def notes_dir(tmp_path_factory):
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), notes=20, seed=0, progress=False)
+def run(tmp_path_factory):
+    """One tiny hierarchical run (1 epoch), loaded."""
+    return runs.load_run(train_tiny_hierarchical(tmp_path_factory, FRONTEND).path)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, notes_dir):
-    """One tiny hierarchical run (1 epoch), loaded."""
-    trained = trainer.train(
-        tmp_path_factory.mktemp("runs") / "hier",
-        data=notes_dir,
-        variant="hierarchical",
-        frontend=FRONTEND,
-        model_kwargs={"filters": (4, 8), "latent_dim": 4},
-        epochs=1,
-        batch_size=4,
-        val_fraction=0.5,
-        verbose=0,
-    )
-    return runs.load_run(trained.path)
+def notes_dir(run):
+    return Path(run.config["data"])
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +95,20 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
         randoms.append(rendered["db"])
     np.testing.assert_array_equal(randoms[0], randoms[1])
     assert not np.allclose(randoms[0], randoms[2])
+
+
+def test_a_note_beyond_the_training_notes_range_is_refused_and_not_written(run, tmp_path, monkeypatch):
+    assert run.stats.peak_db is not None  # training kept the notes' peak
+    pitch = run.model.pitch_range[0]
+    code = np.random.default_rng(0).standard_normal((1, run.model.latent_dim)).astype("float32")  # --seed 0's
+    rendered = decode_db(run.model, code, run.stats, pitch, run.model.default_velocity)
+    monkeypatch.setattr(run.stats, "peak_db", float(rendered.max()) - 7.0)  # 1 dB beyond the 6 dB margin
+    with pytest.raises(audio_files.RenderingError, match="outside the training notes' range.*lower --temperature"):
+        audio_files.synthesize_file(run, tmp_path / "loud.wav", pitch, seed=0, temperature=0.0)
+    assert not (tmp_path / "loud.wav").exists()
+    monkeypatch.setattr(run.stats, "peak_db", float(rendered.max()) - 5.0)  # within the margin: written
+    audio_files.synthesize_file(run, tmp_path / "ok.wav", pitch, seed=0, griffin_lim_iters=2, vocoder="griffin-lim")
+    assert (tmp_path / "ok.wav").is_file()
 
 
 def test_transfer_writes_the_note_at_another_pitch(run, wavs, tmp_path, capsys):

@@ -35,6 +35,29 @@ TINY_FRONTEND = FrontendConfig(n_mels=32, duration=1.0, n_fft=512, hop_length=25
 TINY_TRAIN_ARGS = ["--n-mels", "32", "--duration", "1.0", "--latent-dim", "4", "--batch-size", "4"]
 
 
+# Half-second notes of 32 mels: features (32, 32), 8000 samples.
+HALF_SECOND_FRONTEND = FrontendConfig(n_mels=32, duration=0.5, n_fft=512, hop_length=250)
+
+
+def train_tiny_hierarchical(tmp_path_factory, frontend: FrontendConfig = HALF_SECOND_FRONTEND):
+    """One tiny finished hierarchical run (1 epoch) on 20 synthetic notes; returns its `Run`."""
+    from keras_timbre.data import make_synthetic_dataset
+    from keras_timbre.training import trainer
+
+    notes = make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), notes=20, seed=0, progress=False)
+    return trainer.train(
+        tmp_path_factory.mktemp("runs") / "hier",
+        data=notes,
+        variant="hierarchical",
+        frontend=frontend,
+        model_kwargs={"filters": (4, 8), "latent_dim": 4},
+        epochs=1,
+        batch_size=4,
+        val_fraction=0.5,
+        verbose=0,
+    )
+
+
 def save_tiny_vocoder(path, frontend: FrontendConfig = None, channels: int = 8):
     """An untrained one-block `Vocoder` of `frontend`'s features saved at `path`: what renders, not how well."""
     from keras_timbre.vocoder import Vocoder

@@ -1,4 +1,4 @@
-"""FeatureStats: the per-mel mean and standard deviation that normalise log-mel."""
+"""FeatureStats: the per-mel mean and standard deviation that normalise log-mel, and the notes' peak."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ import numpy as np
 
 from keras_timbre import atomic
 
+# How far beyond the real notes' range (dB) a rendered note may reach before it is no note at all.
+BEYOND_RANGE_MARGIN_DB = 6.0
+
 
 @dataclasses.dataclass
 class FeatureStats:
-    """Per-mel-bin mean and standard deviation of log-mel, from the training split.
+    """Per-mel-bin mean and standard deviation of log-mel, from the training split, and its loudest bin.
+
+    `peak_db` is the loudest value of any training note (None in files
+    written before it was kept): what a rendered note may reach
+    (`beyond_range`).
 
     Example:
     >>> stats = FeatureStats(mean=np.zeros(128), std=np.ones(128))
@@ -24,6 +31,7 @@ class FeatureStats:
 
     mean: np.ndarray
     std: np.ndarray
+    peak_db: float | None = None
 
     def __post_init__(self):
         self.mean = np.asarray(self.mean, np.float32).reshape(-1)
@@ -32,6 +40,7 @@ class FeatureStats:
             raise ValueError(f"mean {self.mean.shape} and std {self.std.shape} differ in shape")
         # A constant bin (all-silent training data) must not divide by zero.
         self.std = np.maximum(self.std, 1e-3)
+        self.peak_db = None if self.peak_db is None else float(self.peak_db)
 
     @classmethod
     def from_features(cls, features: np.ndarray) -> "FeatureStats":
@@ -69,9 +78,29 @@ class FeatureStats:
         """Inverse of `normalize`."""
         return features * self.std[:, None] + self.mean[:, None]
 
+    def beyond_range(self, log_mel_db, floor_db: float, margin_db: float = BEYOND_RANGE_MARGIN_DB) -> np.ndarray:
+        """(notes,) bool: notes with a bin more than `margin_db` below `floor_db` or above `peak_db`.
+
+        Such a note is no note a real recording gives (the features of
+        silence are `floor_db`, the training notes peak at `peak_db`); with
+        no `peak_db` only the floor is checked.
+
+        Example:
+        >>> stats = FeatureStats(mean=np.zeros(2), std=np.ones(2), peak_db=30.0)
+        >>> notes = np.stack([np.full((2, 3), 20.0), np.full((2, 3), 5600.0), np.full((2, 3), -90.0)])
+        >>> stats.beyond_range(notes, floor_db=-70.0).tolist()
+        [False, True, True]
+        """
+        db = np.asarray(log_mel_db, np.float64).reshape(len(log_mel_db), -1)
+        beyond = db.min(axis=1) < floor_db - margin_db
+        if self.peak_db is not None:
+            beyond |= db.max(axis=1) > self.peak_db + margin_db
+        return beyond
+
     def save(self, path: str | os.PathLike) -> None:
+        peak = {} if self.peak_db is None else {"peak_db": np.float64(self.peak_db)}
         with atomic.atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, mean=self.mean, std=self.std)
+            np.savez(tmp, mean=self.mean, std=self.std, **peak)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
@@ -79,7 +108,8 @@ class FeatureStats:
         if not path.is_file():
             raise FileNotFoundError(f"No feature statistics at {path}")
         with np.load(path) as data:
-            return cls(mean=data["mean"], std=data["std"])
+            peak = float(data["peak_db"]) if "peak_db" in data.files else None
+            return cls(mean=data["mean"], std=data["std"], peak_db=peak)
 
 
 class FeatureStatsAccumulator:
@@ -104,6 +134,7 @@ class FeatureStatsAccumulator:
         self.sum_squares = np.zeros(self.n_mels, np.float64)
         self.notes = 0
         self.frames = 0
+        self.peak = -np.inf
 
     def add(self, features) -> None:
         """Adds `(notes, n_mels, n_frames[, 1])` features, or `(features, labels)`, or one `(n_mels, n_frames)` note."""
@@ -118,6 +149,7 @@ class FeatureStatsAccumulator:
             raise ValueError(f"expected features (notes, {self.n_mels}, frames[, 1]), got shape {np.shape(features)}")
         self.sum += x.sum(axis=(0, 2))
         self.sum_squares += np.square(x).sum(axis=(0, 2))
+        self.peak = max(self.peak, float(x.max())) if x.size else self.peak
         self.notes += x.shape[0]
         self.frames += x.shape[0] * x.shape[2]
 
@@ -131,4 +163,4 @@ class FeatureStatsAccumulator:
             raise ValueError("No features to compute statistics from: every note was skipped")
         mean = self.sum / self.frames
         std = np.sqrt(np.maximum(self.sum_squares / self.frames - np.square(mean), 0.0))
-        return FeatureStats(mean=mean, std=std)
+        return FeatureStats(mean=mean, std=std, peak_db=self.peak)

@@ -16,7 +16,7 @@ import sys
 from keras_timbre import _startup, atomic
 
 # Command-group modules, in the order `--help` lists them.
-_COMMAND_MODULES = ("data", "train", "vocoder", "evaluate", "synthesize", "explore", "search", "export")
+_COMMAND_MODULES = ("data", "train", "vocoder", "evaluate", "synthesize", "explore", "search", "export", "presets")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ def temperature(text: str) -> float:
     >>> temperature("inf")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    argparse.ArgumentTypeError: must be a number from 0 to 2 (0: each latent group at its prior mean, ...), got inf
+    argparse.ArgumentTypeError: must be a number from 0 to 1 (0: each latent group at its prior mean, ...), got inf
     """
     from keras_timbre.synthesis.audio_files import MAX_TEMPERATURE, TEMPERATURE_RULE
 
@@ -224,3 +224,11 @@ def add_vocoder_option(parser: argparse.ArgumentParser) -> None:
     from keras_timbre.vocoder.render import CHOICES_HELP, DEFAULT
 
     parser.add_argument("--vocoder", default=DEFAULT, metavar="PATH|griffin-lim", help=CHOICES_HELP)
+
+
+def add_run_argument(parser: argparse.ArgumentParser, what: str = "run directory written by `keras-timbre train`"):
+    """The RUN positional of the commands that read a run: a run directory, or the name of a shipped preset."""
+    from keras_timbre.training.run import preset_names
+
+    shipped = ", ".join(preset_names()) or "none installed"
+    parser.add_argument("run", help=f"{what}, or the name of a model shipped with the package ({shipped})")

@@ -16,6 +16,7 @@ import json
 
 from keras_timbre.cli.arguments import (
     add_overwrite_option,
+    add_run_argument,
     add_training_options,
     add_vocoder_option,
     positive_int,
@@ -48,11 +49,15 @@ def register(subparsers) -> None:
         "per instrument), or every note of --data DIR. The reconstructions are rendered by --vocoder and "
         "scored against the real notes' audio too. See docs/evaluation.md for the metrics.",
     )
-    evaluate.add_argument("run", help="run directory written by `keras-timbre train`")
+    add_run_argument(evaluate)
     evaluate.add_argument(
         "--data", help="score every note of this directory instead (not held-out notes: the model may know them)"
     )
-    evaluate.add_argument("--out", help="metrics JSON (default: RUN/metrics.json, replaced by each evaluation)")
+    evaluate.add_argument(
+        "--out",
+        help="metrics JSON (default: RUN/metrics.json, replaced by each evaluation; required for a shipped preset, "
+        "which is read-only, and then no figures or audio are written)",
+    )
     add_overwrite_option(evaluate)
     add_vocoder_option(evaluate)  # renders the audio metrics' audio and RUN/audio/*.wav
     evaluate.set_defaults(func=_evaluate)
@@ -63,7 +68,7 @@ def register(subparsers) -> None:
         description="Encode and decode one note; write the reconstruction as WAV (rendered by --vocoder) and a "
         "side-by-side spectrogram PNG next to it.",
     )
-    reconstruct.add_argument("run", help="run directory")
+    add_run_argument(reconstruct, "run directory")
     reconstruct.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     reconstruct.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")
     add_overwrite_option(reconstruct)
@@ -79,7 +84,7 @@ def register(subparsers) -> None:
         description="Decode points on the line between the latent means of notes A and B. A pitch-conditioned "
         "run (--variant hierarchical) renders every point at --pitch (required) and --velocity.",
     )
-    interpolate.add_argument("run", help="run directory")
+    add_run_argument(interpolate, "run directory")
     interpolate.add_argument("a", help="first audio file")
     interpolate.add_argument("b", help="second audio file")
     interpolate.add_argument(
@@ -116,8 +121,23 @@ def register(subparsers) -> None:
 
 def _evaluate(args) -> int:
     from keras_timbre.evaluation.evaluator import METRIC_KEYS, evaluate
+    from keras_timbre.training import run as runs
 
-    result = evaluate(args.run, data=args.data, out=args.out, overwrite=args.overwrite, vocoder=args.vocoder)
+    # A preset is read-only (inside the package): its metrics go to --out, and RUN/figures, RUN/audio are not made.
+    preset = runs.is_preset(runs.run_directory(args.run))
+    if preset and args.out is None:
+        raise ValueError(
+            f"{args.run} is a preset shipped with the package, which is read-only: "
+            "pass --out FILE.json for its metrics (its figures and audio are not written)"
+        )
+    result = evaluate(
+        args.run,
+        data=args.data,
+        out=args.out,
+        overwrite=args.overwrite,
+        vocoder=args.vocoder,
+        write_media=not preset,
+    )
     print(json.dumps({key: result[key] for key in (*METRIC_KEYS, "audio_renderer")}, indent=2))
     return 0
 

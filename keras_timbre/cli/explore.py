@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_timbre.cli.arguments import add_overwrite_option, add_vocoder_option, positive_int
+from keras_timbre.cli.arguments import add_overwrite_option, add_run_argument, add_vocoder_option, positive_int
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         "(hover names a note, click plays it and its reconstruction) and precomputed morphs between a few "
         "notes. Open it from disk in any browser. See docs/explore.md.",
     )
-    parser.add_argument("run", help="run directory written by `keras-timbre train`")
+    add_run_argument(parser)
     parser.add_argument("--data", help="map every note of this directory instead of the run's held-out notes")
     parser.add_argument("--out", required=True, help="HTML file to write, e.g. explore.html")
     add_overwrite_option(parser)

@@ -6,7 +6,7 @@ import argparse
 import datetime
 import sys
 
-from keras_timbre.cli.arguments import add_vocoder_option
+from keras_timbre.cli.arguments import add_run_argument, add_vocoder_option
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
             "backend whatever backend trained RUN."
         ),
     )
-    parser.add_argument("run", help="run directory (model.keras, frontend.json, stats.npz)")
+    add_run_argument(parser, "run directory (model.keras, frontend.json, stats.npz)")
     parser.add_argument("--out", required=True, help="numeric version folder to write, e.g. exported/timbre/1")
     parser.add_argument("--overwrite", action="store_true", help="replace a different model already in --out")
     parser.add_argument(

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from keras_timbre.cli.arguments import add_overwrite_option, add_vocoder_option, positive_int, seed, temperature
+from keras_timbre.cli.arguments import (
+    add_overwrite_option,
+    add_run_argument,
+    add_vocoder_option,
+    positive_int,
+    seed,
+    temperature,
+)
 
 
 def add_condition_options(parser: argparse.ArgumentParser, pitch_required: bool = True) -> None:
@@ -31,7 +38,7 @@ def register(subparsers) -> None:
         "(train --variant hierarchical): the code of an example note (--like) or a random one (--random). "
         "Writes --out (rendered by --vocoder) and a PNG of the same name.",
     )
-    synthesize.add_argument("run", help="run directory of a hierarchical model")
+    add_run_argument(synthesize, "run directory of a hierarchical model")
     code = synthesize.add_mutually_exclusive_group(required=True)
     code.add_argument("--like", metavar="NOTE", help="audio file whose timbre code (posterior mean) to render")
     code.add_argument("--random", action="store_true", help="draw the code from N(0, I), seeded by --seed")
@@ -40,7 +47,8 @@ def register(subparsers) -> None:
         "--temperature",
         type=temperature,
         default=0.0,
-        help="scale of the latent groups' prior std, 0 to 2; 0 puts each at its prior mean (default: %(default)s)",
+        help="scale of the latent groups' prior std, 0 to 1: 0 puts each at its prior mean, 1 draws from the "
+        "prior (default: %(default)s)",
     )
     synthesize.add_argument(
         "--seed", type=seed, default=0, help="seed of --random's code, 0 to 2**32-1 (default: %(default)s)"
@@ -59,7 +67,7 @@ def register(subparsers) -> None:
         description="Encode a note's timbre and synthesise it at --pitch (train --variant hierarchical). "
         "Writes --out (rendered by --vocoder) and a PNG of the input beside the output.",
     )
-    transfer.add_argument("run", help="run directory of a hierarchical model")
+    add_run_argument(transfer, "run directory of a hierarchical model")
     transfer.add_argument("audio", help="input audio file (wav, flac, ogg, mp3)")
     add_condition_options(transfer)
     transfer.add_argument("--out", required=True, help="output WAV; the PNG gets the same name")

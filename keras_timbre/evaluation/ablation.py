@@ -52,17 +52,41 @@ TABLE_METRICS = (
     ("skip_reliance", "skip reliance (dB)"),
     ("decode_code_lsd_db", "from the code alone: LSD (dB) ↓"),
 )
-# The code on its own (keras_timbre.evaluation.code_metrics): as a synthesiser, and as a description.
+# The code on its own (keras_timbre.evaluation.code_metrics): as a synthesiser, and as a description;
+# what it renders judged by classifiers fit on real notes, beside the judges' scores on real notes.
 CODE_METRICS = (
     ("decode_code_harmonic_contrast_ratio", "code alone: harm. contrast (→1)"),
     ("novel_pitch_lsd_db", "novel pitch LSD (dB) ↓"),
     ("nearest_pitch_copy_lsd_db", "nearest-pitch copy (dB)"),
     ("pitch_shift_lsd_db", "pitch-shifted copy (dB)"),
-    ("sample_pitch_accuracy", "sample pitch acc. ↑"),
+    ("sample_pitch_accuracy_t0", "sample pitch acc. t=0 ↑"),
     ("pitch_probe_transfer_accuracy", "pitch probe train→held-out ↓"),
     ("family_probe_unseen_accuracy", "family probe, unseen instruments ↑"),
     ("mfcc_pitch_probe_transfer_accuracy", "MFCC pitch probe"),
     ("mfcc_family_probe_unseen_accuracy", "MFCC family probe"),
+    ("pitch_judge_real_accuracy", "pitch judge, real held-out (ceiling)"),
+    ("family_judge_real_accuracy", "family judge, real held-out (ceiling)"),
+    ("real_family_fd", "family FD, real train→held-out (floor)"),
+    ("sample_pitch_accuracy", "sample pitch acc. t=1 ↑"),
+    ("sample_pitch_accuracy_t05", "sample pitch acc. t=0.5 ↑"),
+    ("sample_family_fd", "sample family FD t=1 ↓"),
+    ("sample_family_fd_t05", "sample family FD t=0.5 ↓"),
+    ("sample_max_db", "sample max t=1 (dB, ≤ real max)"),
+    ("sample_beyond_range_notes", "samples beyond real dB range ↓"),
+    ("rerender_t1_lsd_db", "re-render t=1 LSD (dB) ↓"),
+    ("rerender_t1_harmonic_contrast_ratio", "re-render t=1 harm. contrast (→1)"),
+    ("transfer_family_accuracy", "swap: family judge ↑"),
+    ("transfer_pitch_accuracy", "swap: pitch judge ↑"),
+    ("copy_pitch_accuracy", "copy: pitch judge"),
+    ("copy_family_accuracy", "copy: family judge"),
+    ("copy_family_fd", "copy: family FD"),
+    ("pitch_shift_pitch_accuracy", "pitch shift: pitch judge"),
+    ("pitch_shift_family_accuracy", "pitch shift: family judge"),
+    ("pitch_shift_family_fd", "pitch shift: family FD"),
+)
+# Code metrics only a conditioned model has (it renders at a pitch): absent from a paper variant's metrics.
+CONDITIONED_CODE_METRICS = frozenset(
+    key for key, _ in CODE_METRICS if key.startswith(("sample_", "rerender_", "transfer_"))
 )
 GRID_NOTES = 2
 _RUN_NAME = re.compile(r"[a-z_]+_seed-?\d+")  # run_name's
@@ -176,8 +200,10 @@ def _finished_metrics(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    # Metrics written before the code metrics existed are computed again.
-    current = all(key in metrics for key, _ in CODE_METRICS if key != "sample_pitch_accuracy")
+    # Metrics written before a code metric existed are computed again: every code metric for a conditioned
+    # run (it has group KLs), the others for a paper variant.
+    conditioned = "group_kl_nats" in metrics
+    current = all(key in metrics for key, _ in CODE_METRICS if conditioned or key not in CONDITIONED_CODE_METRICS)
     return metrics if current and metrics.get("notes") and metrics.get("held_out", True) else None
 
 

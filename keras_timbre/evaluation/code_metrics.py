@@ -7,8 +7,13 @@ Every metric here scores notes a fit never saw, by construction:
   the model-free rows (the nearest-pitch training note copied, and moved by
   `librosa.effects.pitch_shift`). A paper variant has no pitch input: it is
   scored with the decoded code of that nearest-pitch note.
-- `sample_pitch_accuracy`: prior samples at the held-out notes' pitches,
-  recognised by a `PitchClassifier` fit on the real training notes.
+- judged renderings (`keras_timbre.analysis.judges`, both judges fit on the
+  real training notes): prior samples at the held-out notes' pitches at
+  temperatures 1, 0.5 and 0 (`sample_pitch_accuracy`, `sample_family_fd`,
+  their dB range), each held-out note's code re-rendered at temperature 1,
+  and rendered at other trained pitches (`transfer_*`); beside them the
+  judges on real notes (`*_judge_real_accuracy`, `real_family_fd`) and on the
+  model-free copy and pitch-shift rows (`copy_*`, `pitch_shift_*`).
 - probes: pitch fit on the training split's codes and scored on the held-out
   split's; family by group k-fold over instruments (unseen instruments); the
   same on 20-MFCC statistics, which need no learning.
@@ -18,10 +23,12 @@ Every metric here scores notes a fit never saw, by construction:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
+from keras_timbre.analysis import judges as judges_lib
 from keras_timbre.analysis import metrics
 from keras_timbre.analysis import probes
 from keras_timbre.evaluation.novel_pitch import novel_pitch_pairs, pitch_shifted_log_mel
@@ -30,10 +37,22 @@ from keras_timbre.models.inference import decode_db, inputs_for, latent_means, r
 # Mean KL (nats) above which a group's dimension counts as active: it tells the decoder something
 # its prior did not (a group's prior mean varies with the state, so Burda's variance test does not apply).
 ACTIVE_KL = 0.01
+# Prior samples are drawn at these temperatures (0: the groups' prior means), each with its key suffix.
+SAMPLE_TEMPERATURES = ((1.0, ""), (0.5, "_t05"), (0.0, "_t0"))
+# A sample is beyond the real notes' range with a bin this far above their loudest, or below the floor.
+RANGE_SLACK_DB = 1.0
+# Swap and judge: each held-out note's code is rendered at this many other trained pitches.
+TRANSFER_PITCHES = 3
+NAN = float("nan")
 
 
 def code_metrics(run, train_records, train_db, held_records, held_db, batch_size: int = 32) -> dict[str, Any]:
-    """Probes, novel-pitch rows, prior-sample pitch and per-group KL of `run` (metrics.json keys)."""
+    """Probes, novel-pitch rows, judged renderings and per-group KL of `run` (metrics.json keys).
+
+    The judges (`fit_judges`) are fit once on the training notes. Every variant gets the probes, the
+    novel-pitch rows with their model-free references judged, and the judges' own scores on real notes; a
+    conditioned model also its prior samples, temperature-1 re-renders, swapped pitches and group KLs.
+    """
     model, stats = run.model, run.stats
     z_train, _ = latent_means(model, train_db, stats, batch_size, train_records)
     z_held, _ = latent_means(model, held_db, stats, batch_size, held_records)
@@ -43,9 +62,13 @@ def code_metrics(run, train_records, train_db, held_records, held_db, batch_size
             probes.mfcc_statistics(train_db), probes.mfcc_statistics(held_db), train_records, held_records, "mfcc_"
         )
     )
-    result.update(_novel_pitch(run, z_train, train_records, train_db, held_records, held_db, batch_size))
+    judges = fit_judges(train_db, train_records)
+    result.update(_real_notes(judges, train_db, held_records, held_db))
+    result.update(_novel_pitch(run, z_train, train_records, train_db, held_records, held_db, batch_size, judges))
     if model.is_conditioned:
-        result.update(_sample_pitch(run, train_records, train_db, held_records, held_db))
+        result.update(_samples(run, judges, held_records, held_db, batch_size))
+        result.update(_rerender(run, z_held, held_records, held_db, batch_size))
+        result.update(_transfer(run, judges, z_held, train_records, held_records, batch_size))
         result.update(group_metrics(model, stats, held_db, held_records, batch_size))
     return result
 
@@ -63,8 +86,70 @@ def _probe_metrics(train_features, held_features, train_records, held_records, p
     }
 
 
-def _novel_pitch(run, z_train, train_records, train_db, held_records, held_db, batch_size) -> dict[str, Any]:
-    """The model's novel-pitch LSD beside the nearest-pitch copy and its pitch shift, on the same notes."""
+# ---------------------------------------------------------------------------- the judges
+
+
+@dataclasses.dataclass(frozen=True)
+class Judges:
+    """The pitch and family judges fit on the training notes; None where the notes cannot fit one."""
+
+    pitch: judges_lib.PitchClassifier | None
+    family: judges_lib.FamilyJudge | None
+
+
+def fit_judges(train_db, train_records) -> Judges:
+    """`Judges` fit on the training notes' log-mels (dB), pitches and families (2 classes needed for each)."""
+    pitches = [r.pitch for r in train_records]
+    families = [r.family for r in train_records]
+    pitch = judges_lib.PitchClassifier().fit(train_db, pitches) if len(set(pitches)) > 1 else None
+    family = judges_lib.FamilyJudge().fit(train_db, families) if len(set(families)) > 1 else None
+    return Judges(pitch, family)
+
+
+def _judgeable(log_mel_db) -> np.ndarray:
+    """Rendered log-mel the judges can read: NaN as silence, infinities as +-1e6 dB (still beyond any note)."""
+    return np.nan_to_num(np.asarray(log_mel_db, np.float64), nan=-1e6, posinf=1e6, neginf=-1e6)
+
+
+def _accuracy(judge, log_mel_db, labels) -> float:
+    if judge is None or len(labels) == 0:
+        return NAN
+    return judge.accuracy(_judgeable(log_mel_db), labels)
+
+
+def _fd(judges: Judges, rendered_db, real_db) -> float:
+    if judges.family is None or min(len(rendered_db), len(real_db)) < 2:
+        return NAN
+    return judges_lib.family_fd(judges.family, _judgeable(rendered_db), real_db)
+
+
+def _judged(judges: Judges, prefix: str, rendered_db, records, real_db) -> dict[str, float]:
+    """`PREFIX_pitch_accuracy`, `PREFIX_family_accuracy` (asked: the records' pitch and family) and
+    `PREFIX_family_fd` (against `real_db`)."""
+    return {
+        f"{prefix}_pitch_accuracy": _accuracy(judges.pitch, rendered_db, [r.pitch for r in records]),
+        f"{prefix}_family_accuracy": _accuracy(judges.family, rendered_db, [r.family for r in records]),
+        f"{prefix}_family_fd": _fd(judges, rendered_db, real_db),
+    }
+
+
+def _real_notes(judges: Judges, train_db, held_records, held_db) -> dict[str, float]:
+    """The judges on real held-out notes (the ceilings), and the FD of real training vs held-out notes (the floor)."""
+    pitch_accuracy = _accuracy(judges.pitch, held_db, [r.pitch for r in held_records])
+    return {
+        "pitch_judge_real_accuracy": pitch_accuracy,
+        "pitch_classifier_real_accuracy": pitch_accuracy,  # its name before the family judge
+        "family_judge_real_accuracy": _accuracy(judges.family, held_db, [r.family for r in held_records]),
+        "real_family_fd": _fd(judges, train_db, held_db),
+    }
+
+
+# ---------------------------------------------------------------------------- the novel-pitch rows
+
+
+def _novel_pitch(run, z_train, train_records, train_db, held_records, held_db, batch_size, judges) -> dict[str, Any]:
+    """The model's novel-pitch LSD beside the nearest-pitch copy and its pitch shift, on the same notes;
+    the copy and the shift also judged (pitch and family asked: the held-out note's)."""
     pairs = novel_pitch_pairs(train_records, held_records)
     floor = run.frontend.floor_db
     if len(pairs) == 0:
@@ -79,27 +164,109 @@ def _novel_pitch(run, z_train, train_records, train_db, held_records, held_db, b
     else:  # no pitch input: the decoded code of the nearest-pitch training note
         partners = [train_records[j] for j in pairs.train_index]
         rendered = reconstruct_db(run.model, train_db[pairs.train_index], run.stats, batch_size, True, partners)
+    copy = train_db[pairs.train_index]
     shifted = pitch_shifted_log_mel(train_records, pairs, run.frontend)
     return {
         "novel_pitch_lsd_db": metrics.lsd_db(target, rendered, floor),
         "novel_pitch_harmonic_contrast_ratio": metrics.harmonic_contrast_ratio(target, rendered, floor),
-        "nearest_pitch_copy_lsd_db": metrics.lsd_db(target, train_db[pairs.train_index], floor),
+        "nearest_pitch_copy_lsd_db": metrics.lsd_db(target, copy, floor),
         "pitch_shift_lsd_db": metrics.lsd_db(target, shifted, floor),
+        **_judged(judges, "copy", copy, held, target),
+        **_judged(judges, "pitch_shift", shifted, held, target),
         "novel_pitch_notes": len(pairs),
         "novel_pitch_unscored": len(pairs.unscored),
     }
 
 
-def _sample_pitch(run, train_records, train_db, held_records, held_db, seed: int = 0) -> dict[str, float]:
-    """Prior samples (codes from N(0, I), groups at the prior mean) at each held-out note's pitch and velocity."""
-    classifier = probes.PitchClassifier().fit(train_db, [r.pitch for r in train_records])
+# ---------------------------------------------------------------------------- a conditioned model's renderings
+
+
+def _renderable(model, temperature: float) -> bool:
+    """Whether `model.decode` renders `temperature` (a model trained at lower temperatures refuses it)."""
+    return temperature <= getattr(model, "max_temperature", 1.0)
+
+
+def _samples(run, judges: Judges, held_records, held_db, batch_size: int, seed: int = 0) -> dict[str, float]:
+    """Prior samples (codes from N(0, I), seeded) at each held-out note's pitch and velocity, at each of
+    `SAMPLE_TEMPERATURES`, judged; the temperature-1 samples' dB range checked against the real notes'."""
     codes = np.random.default_rng(seed).standard_normal((len(held_records), run.model.latent_dim))
     pitches, velocities = [r.pitch for r in held_records], [r.velocity for r in held_records]
-    samples = decode_db(run.model, codes, run.stats, pitches, velocities)
+    result: dict[str, float] = {}
+    for temperature, suffix in SAMPLE_TEMPERATURES:
+        samples = None
+        if _renderable(run.model, temperature):
+            samples = decode_db(run.model, codes, run.stats, pitches, velocities, temperature, batch_size)
+        result[f"sample_pitch_accuracy{suffix}"] = NAN if samples is None else _accuracy(judges.pitch, samples, pitches)
+        result[f"sample_family_fd{suffix}"] = NAN if samples is None else _fd(judges, samples, held_db)
+        if temperature == 1.0:
+            result.update(_level_check(samples, held_db, run.frontend.floor_db))
+    return result
+
+
+def _level_check(samples, held_db, floor_db: float) -> dict[str, float]:
+    """`sample_max_db` and `sample_beyond_range_notes`: samples with a bin above the real notes' loudest
+    + `RANGE_SLACK_DB`, or below the frontend's floor − `RANGE_SLACK_DB` (NaN: no samples)."""
+    if samples is None or len(samples) == 0:
+        return {"sample_max_db": NAN, "sample_beyond_range_notes": NAN}
+    flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
+    high, low = float(np.max(held_db)) + RANGE_SLACK_DB, floor_db - RANGE_SLACK_DB
+    with np.errstate(invalid="ignore"):
+        beyond = ~np.all((flat <= high) & (flat >= low), axis=1)  # a NaN bin is beyond too
+    return {"sample_max_db": float(np.max(flat)), "sample_beyond_range_notes": int(beyond.sum())}
+
+
+def _rerender(run, z_held, held_records, held_db, batch_size: int) -> dict[str, float]:
+    """Each held-out note's own code rendered at its own pitch and velocity at temperature 1, against it."""
+    if not _renderable(run.model, 1.0):
+        return {"rerender_t1_lsd_db": NAN, "rerender_t1_harmonic_contrast_ratio": NAN}
+    pitches, velocities = [r.pitch for r in held_records], [r.velocity for r in held_records]
+    rendered = decode_db(run.model, z_held, run.stats, pitches, velocities, 1.0, batch_size)
+    floor = run.frontend.floor_db
     return {
-        "sample_pitch_accuracy": probes.sample_pitch_accuracy(classifier, samples, pitches),
-        # The instrument's own accuracy on real held-out notes: the ceiling the samples are read against.
-        "pitch_classifier_real_accuracy": classifier.accuracy(held_db, pitches),
+        "rerender_t1_lsd_db": metrics.lsd_db(held_db, rendered, floor),
+        "rerender_t1_harmonic_contrast_ratio": metrics.harmonic_contrast_ratio(held_db, rendered, floor),
+    }
+
+
+def transfer_pitches(train_records, held_records, pitch_range, count: int = TRANSFER_PITCHES, seed: int = 0):
+    """For each held-out note, up to `count` other pitches to render it at: drawn without replacement (a
+    seeded numpy generator) from the training notes' pitches within `pitch_range`, never the note's own.
+
+    Returns:
+        `(note_index, pitches)` int64 arrays, one entry per rendering.
+
+    Example:
+    >>> from keras_timbre.data.readers import NoteRecord
+    >>> train = [NoteRecord.from_path(f"flute_acoustic_000-{p:03d}-100.wav") for p in (40, 60, 62)]
+    >>> held = [NoteRecord.from_path("flute_acoustic_000-060-100.wav")]
+    >>> index, pitches = transfer_pitches(train, held, (50, 70), count=3)
+    >>> index.tolist(), pitches.tolist()
+    ([0], [62])
+    """
+    low, high = pitch_range
+    trained = sorted({r.pitch for r in train_records if low <= r.pitch <= high})
+    rng = np.random.default_rng(seed)
+    index, pitches = [], []
+    for i, record in enumerate(held_records):
+        others = [p for p in trained if p != record.pitch]
+        chosen = rng.choice(others, size=min(count, len(others)), replace=False) if others else []
+        index += [i] * len(chosen)
+        pitches += [int(p) for p in chosen]
+    return np.array(index, np.int64), np.array(pitches, np.int64)
+
+
+def _transfer(run, judges: Judges, z_held, train_records, held_records, batch_size: int) -> dict[str, float]:
+    """Swap and judge: each held-out note's code at other trained pitches (its own velocity, temperature 0);
+    the family judge should name the note's family, the pitch judge the asked pitch."""
+    index, pitches = transfer_pitches(train_records, held_records, run.model.pitch_range)
+    if len(index) == 0:
+        return {"transfer_family_accuracy": NAN, "transfer_pitch_accuracy": NAN, "transfer_renders": 0}
+    velocities = [held_records[i].velocity for i in index]
+    rendered = decode_db(run.model, z_held[index], run.stats, pitches, velocities, 0.0, batch_size)
+    return {
+        "transfer_family_accuracy": _accuracy(judges.family, rendered, [held_records[i].family for i in index]),
+        "transfer_pitch_accuracy": _accuracy(judges.pitch, rendered, pitches),
+        "transfer_renders": int(len(index)),
     }
 
 

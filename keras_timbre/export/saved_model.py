@@ -211,7 +211,7 @@ def export_run(
     `KERAS_BACKEND=tensorflow`.
 
     Args:
-        run_dir: The run directory.
+        run_dir: The run directory, or a shipped preset's name (`keras_timbre.training.run.run_directory`).
         out_dir: The version folder to write, e.g. `exported/timbre/1`.
         overwrite: Replace a different existing export at `out_dir`.
         griffin_lim_iters: Iterations of the waveform outputs' Griffin-Lim, where it renders them.
@@ -230,8 +230,8 @@ def export_run(
     """
     import keras
 
-    run_dir = Path(run_dir)
     out_dir = check_version_folder(out_dir)
+    run_dir = runs.run_directory(run_dir)  # a shipped preset's name: its folder, recorded as the source
     model, frontend, stats = load_run_for_export(run_dir)
     renderer = export_renderer(frontend, vocoder, griffin_lim_iters)
     fingerprint = model_fingerprint(model, frontend, stats)

@@ -34,6 +34,9 @@ from keras_timbre.models.legacy_weights import adopt_legacy_layout
 from keras_timbre.models.training_defaults import JIT_COMPILE, default_optimizer
 
 LOG_MEL = "log_mel"
+# The temperature of a latent group's prior draw: 0 its mean, 1 the prior itself. Above 1 the groups sit
+# where training never put them and the output stops being a note (+5,600 dB in 0.3), so it is refused.
+MAX_TEMPERATURE = 1.0
 CONDITION_KEYS = ("pitch", "velocity")
 
 
@@ -220,10 +223,34 @@ class TimbreModel(keras.Model):
 
         A conditioned model needs `pitch` and `velocity` (MIDI, scalars or
         (batch,)); its latent groups are at their prior means at `temperature`
-        0 and drawn with their prior std scaled by `temperature` above.
+        0 and drawn with their prior std scaled by `temperature` above, up to
+        the model's `max_temperature` (a higher one is refused).
         """
         labels = self._labels_for(code, pitch, velocity)
-        return self.render(ops.cast(ops.convert_to_tensor(code), "float32"), labels, temperature=float(temperature))
+        temperature = self.check_temperature(temperature)
+        return self.render(ops.cast(ops.convert_to_tensor(code), "float32"), labels, temperature=temperature)
+
+    @property
+    def max_temperature(self) -> float:
+        """The highest `decode` temperature the model renders (`MAX_TEMPERATURE`; a variant may say less)."""
+        return MAX_TEMPERATURE
+
+    def check_temperature(self, temperature) -> float:
+        """`temperature` as a float, or a ValueError unless it is a number from 0 to `max_temperature`.
+
+        Example:
+        >>> from keras_timbre.models.timbre_vae import TimbreVAE
+        >>> TimbreVAE(input_shape=(16, 16, 1), filters=(4,), latent_dim=2).check_temperature(1)
+        1.0
+        """
+        value = float(temperature)
+        if not 0.0 <= value <= self.max_temperature:  # NaN fails too
+            raise ValueError(
+                f"temperature must be a number from 0 to {self.max_temperature:g} for this {self.variant} model "
+                f"(0: the priors' means, {self.max_temperature:g}: the highest it was trained to render), "
+                f"got {temperature}"
+            )
+        return value
 
     def reconstruct(self, inputs, from_code: bool = False, use_skips: bool | None = None):
         """Deterministic reconstruction from the posterior means.

@@ -35,8 +35,18 @@ DEFAULT_GROUP_FREE_BITS = 8.0
 # The groups' KL weight relative to `beta`: the code is a beta-VAE bottleneck, the groups carry detail,
 # which at the code's beta (a nat costs as much as 1e-3 of the per-bin MSE) they would not.
 DEFAULT_GROUP_KL_SCALE = 0.01
-# Share of training examples decoded from the prior means of every group, as synthesis from the code does.
+# Share of training examples decoded from prior draws of every group, as synthesis from the code does.
 DEFAULT_PRIOR_DROPOUT = 0.5
+# Those examples draw each group at a temperature uniform in [0, DEFAULT_PRIOR_TEMPERATURE]: the decoder is
+# trained on every temperature synthesis may ask for (0 = the prior means, 1 = the priors themselves), and the
+# priors' spread is paid for in reconstruction, so a draw at temperature 1 renders a note.
+DEFAULT_PRIOR_TEMPERATURE = 1.0
+# Kernel of the groups' prior and posterior convolutions: 1x1, since oneDNN's cost of a 3x3 convolution grows
+# with its input channels, not its few outputs, and the groups' 3x3s took a third of a step
+# (benchmarks/results/hierarchical.json); the decoder blocks around them see the neighbourhood.
+DEFAULT_GROUP_KERNEL_SIZE = 1
+# What a file saved before these settings existed was trained with (its config lacks them).
+LEGACY_SETTINGS = {"prior_temperature": 0.0, "group_kernel_size": 3}
 # NSynth's range and velocity levels; a trained model stores the ones its training notes had.
 DEFAULT_PITCH_RANGE = (21, 108)
 DEFAULT_VELOCITIES = (25, 50, 75, 100, 127)
@@ -63,8 +73,9 @@ class HierarchicalTimbreVAE(TimbreModel):
     `group_free_bits` nats.
 
     In training, a share `prior_dropout` of the examples is decoded with
-    every group at its prior mean, the path `synthesize` takes, so that the
-    code, pitch and velocity alone decode well.
+    every group drawn from its prior, at a temperature uniform in
+    `[0, prior_temperature]`: the path `synthesize` takes, so that the code,
+    pitch and velocity alone decode well at every temperature it may ask for.
 
     Inputs are dicts `{"log_mel": (batch, n_mels, n_frames, 1), "pitch":
     (batch,), "velocity": (batch,)}`, MIDI numbers.
@@ -74,7 +85,9 @@ class HierarchicalTimbreVAE(TimbreModel):
         group_channels: latent channels of each group.
         group_free_bits: minimum KL per group, nats per example.
         group_kl_scale: weight of the groups' KL relative to the code's (`beta`).
-        prior_dropout: share of examples decoded from the prior means in training.
+        prior_dropout: share of examples decoded from prior draws in training.
+        prior_temperature: the highest temperature of those draws (0: the prior means).
+        group_kernel_size: kernel of the groups' prior and posterior convolutions.
         pitch_adversary_weight: weight of a pitch-confusion term on the code
             (a linear pitch classifier is trained on the code, and the encoder
             is pushed towards its uniform prediction); 0 disables it.
@@ -102,6 +115,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         "group_free_bits",
         "group_kl_scale",
         "prior_dropout",
+        "prior_temperature",
+        "group_kernel_size",
         "pitch_adversary_weight",
         "pitch_range",
         "velocities",
@@ -131,6 +146,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         group_free_bits: float = DEFAULT_GROUP_FREE_BITS,
         group_kl_scale: float = DEFAULT_GROUP_KL_SCALE,
         prior_dropout: float = DEFAULT_PRIOR_DROPOUT,
+        prior_temperature: float = DEFAULT_PRIOR_TEMPERATURE,
+        group_kernel_size: int = DEFAULT_GROUP_KERNEL_SIZE,
         pitch_adversary_weight: float = 0.0,
         pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
         velocities: tuple[int, ...] = DEFAULT_VELOCITIES,
@@ -140,6 +157,11 @@ class HierarchicalTimbreVAE(TimbreModel):
         **kwargs,
     ):
         _check_conditioning(group_channels, group_free_bits, group_kl_scale, prior_dropout, pitch_range, velocities)
+        if not 0.0 <= prior_temperature <= 1.0 or group_kernel_size < 1:
+            raise ValueError(
+                f"prior_temperature must be in [0, 1] and group_kernel_size >= 1, got {prior_temperature}, "
+                f"{group_kernel_size}"
+            )
         super().__init__(
             input_shape, latent_dim, filters, beta, grad_weight, normalization=normalization, seed=seed, **kwargs
         )
@@ -147,6 +169,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         self.group_free_bits = float(group_free_bits)
         self.group_kl_scale = float(group_kl_scale)
         self.prior_dropout = float(prior_dropout)
+        self.prior_temperature = float(prior_temperature)
+        self.group_kernel_size = int(group_kernel_size)
         self.pitch_adversary_weight = float(pitch_adversary_weight)
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
@@ -171,7 +195,11 @@ class HierarchicalTimbreVAE(TimbreModel):
         )
         self.groups = [
             LatentGroup(
-                self.group_channels, seed=None if seed is None else seed + 10 + i, name=f"group_{i}", dtype=dtype
+                self.group_channels,
+                self.group_kernel_size,
+                seed=None if seed is None else seed + 10 + i,
+                name=f"group_{i}",
+                dtype=dtype,
             )
             for i in range(len(self.filters) - 1)
         ]
@@ -223,7 +251,16 @@ class HierarchicalTimbreVAE(TimbreModel):
         return output
 
     def _decode_through_groups(
-        self, z, pitch, velocity, features=None, prior_mask=None, temperature=0.0, training=None, kl_maps=None
+        self,
+        z,
+        pitch,
+        velocity,
+        features=None,
+        prior_mask=None,
+        temperature=0.0,
+        training=None,
+        kl_maps=None,
+        prior_temperature=None,
     ):
         """The decoder from `[z, pitch, velocity]`, conditioned and through a group at each resolution.
 
@@ -240,7 +277,13 @@ class HierarchicalTimbreVAE(TimbreModel):
                 return h
             feature = None if features is None else features[-i]
             out = self.groups[i - 1](
-                h, feature, prior_mask, temperature=temperature, training=training, return_kl_map=kl_maps is not None
+                h,
+                feature,
+                prior_mask,
+                temperature=temperature,
+                training=training,
+                return_kl_map=kl_maps is not None,
+                prior_temperature=prior_temperature,
             )
             kls.append(out[1])
             if kl_maps is not None:
@@ -254,11 +297,17 @@ class HierarchicalTimbreVAE(TimbreModel):
         _, pitch, velocity = self.split_inputs(inputs)
         z_mean, z_log_var, features = self.encode_all(inputs, training=training)
         z = self.sampling([z_mean, z_log_var], training=training)
-        prior_mask = None
+        prior_mask = prior_temperature = None
         if training and self.prior_dropout > 0:
             draw = keras.random.uniform(ops.shape(pitch), seed=self.prior_seed_generator)
             prior_mask = ops.cast(draw < self.prior_dropout, "float32")
-        reconstruction, kls = self._decode_through_groups(z, pitch, velocity, features, prior_mask, training=training)
+            if self.prior_temperature > 0:
+                prior_temperature = self.prior_temperature * keras.random.uniform(
+                    ops.shape(pitch), seed=self.prior_seed_generator
+                )
+        reconstruction, kls = self._decode_through_groups(
+            z, pitch, velocity, features, prior_mask, training=training, prior_temperature=prior_temperature
+        )
         return {
             "reconstruction": reconstruction,
             "z_mean": z_mean,
@@ -280,6 +329,11 @@ class HierarchicalTimbreVAE(TimbreModel):
     def synthesize(self, code, pitch, velocity, temperature: float = 0.0):
         """Log-mel (normalised) of timbre `code` (batch, latent_dim) at `pitch` and `velocity`: `decode`."""
         return self.decode(code, pitch, velocity, temperature)
+
+    @property
+    def max_temperature(self) -> float:
+        """`prior_temperature`: the decoder renders the temperatures it was trained on (0 for a 0.3 file)."""
+        return self.prior_temperature
 
     @property
     def default_velocity(self) -> int:
@@ -349,6 +403,11 @@ class HierarchicalTimbreVAE(TimbreModel):
     def variant(self) -> str:
         return "hierarchical"
 
+    @classmethod
+    def from_config(cls, config):
+        """A saved model; one saved before `LEGACY_SETTINGS` existed keeps what it was trained with."""
+        return super().from_config({**LEGACY_SETTINGS, **config})
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -357,6 +416,8 @@ class HierarchicalTimbreVAE(TimbreModel):
                 "group_free_bits": self.group_free_bits,
                 "group_kl_scale": self.group_kl_scale,
                 "prior_dropout": self.prior_dropout,
+                "prior_temperature": self.prior_temperature,
+                "group_kernel_size": self.group_kernel_size,
                 "pitch_adversary_weight": self.pitch_adversary_weight,
                 "pitch_range": list(self.pitch_range),
                 "velocities": list(self.velocities),

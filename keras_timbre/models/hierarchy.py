@@ -113,9 +113,11 @@ class LatentGroup(keras.layers.Layer):
     `group(h, feature, prior_mask)`:
 
     - with `feature`, `z_l` is a posterior sample (its mean outside training),
-      except in the examples where `prior_mask` (batch,) is 1, which take the
-      prior mean (what synthesis from the code alone decodes); the KL(q || p)
-      of each example, summed over the group's dimensions, is returned too;
+      except in the examples where `prior_mask` (batch,) is 1, which take a
+      prior draw at that example's `prior_temperature` (batch,; 0, the prior
+      mean, when not given): what synthesis from the code alone decodes; the
+      KL(q || p) of each example, summed over the group's dimensions, is
+      returned too;
     - without `feature` (synthesis), `z_l = prior mean + temperature * prior std * noise`
       and the KL is zero.
 
@@ -157,11 +159,19 @@ class LatentGroup(keras.layers.Layer):
         self.merge = keras.layers.Conv2D(h_shape[-1], 1, name="merge", dtype=self.dtype_policy)
         self.merge.build(tuple(h_shape[:-1]) + (self.latent_channels,))
 
-    def call(self, h, feature=None, prior_mask=None, temperature=0.0, training=None, return_kl_map=False):
+    def call(
+        self,
+        h,
+        feature=None,
+        prior_mask=None,
+        temperature=0.0,
+        training=None,
+        return_kl_map=False,
+        prior_temperature=None,
+    ):
         p_mean, p_log_var = self._split(self.prior_conv(keras.activations.leaky_relu(h)))
         if feature is None:
-            noise = keras.random.normal(ops.shape(p_mean), seed=self.seed_generator) if temperature else 0.0
-            z = p_mean + float(temperature) * ops.exp(0.5 * p_log_var) * noise
+            z = self._prior_draw(p_mean, p_log_var, float(temperature) if temperature else None)
             kl_map = ops.zeros_like(p_mean)
         else:
             q = self.posterior_conv(ops.concatenate([h, ops.cast(feature, h.dtype)], axis=-1))
@@ -172,11 +182,20 @@ class LatentGroup(keras.layers.Layer):
                 z = z + ops.exp(0.5 * q_log_var) * keras.random.normal(ops.shape(q_mean), seed=self.seed_generator)
             if prior_mask is not None:
                 mask = ops.reshape(ops.cast(prior_mask, "float32"), (-1, 1, 1, 1))
-                z = z + mask * (p_mean - z)
+                z = z + mask * (self._prior_draw(p_mean, p_log_var, prior_temperature) - z)
             kl_map = gaussian_kl(q_mean, q_log_var, p_mean, p_log_var)
         kl = ops.sum(ops.reshape(kl_map, (ops.shape(kl_map)[0], -1)), axis=-1)
         h = h + self.merge(ops.cast(z, h.dtype))
         return (h, kl, kl_map) if return_kl_map else (h, kl)
+
+    def _prior_draw(self, p_mean, p_log_var, temperature):
+        """`p_mean + temperature * p_std * noise`; `temperature` a float, (batch,), or None for the mean."""
+        if temperature is None:
+            return p_mean
+        if not isinstance(temperature, float):
+            temperature = ops.reshape(ops.cast(temperature, "float32"), (-1, 1, 1, 1))
+        noise = keras.random.normal(ops.shape(p_mean), seed=self.seed_generator)
+        return p_mean + temperature * ops.exp(0.5 * p_log_var) * noise
 
     def _split(self, stats):
         # float32 statistics under a mixed-precision policy: the KL needs them.

@@ -38,16 +38,15 @@ from keras_timbre.audio.frontend import log_mel
 from keras_timbre.data import load_audio
 from keras_timbre.data.labels import estimate_pitch
 from keras_timbre.data.readers import NoteRecord
+from keras_timbre.models.family import MAX_TEMPERATURE
 from keras_timbre.vocoder.render import renderer_for, write_wavs
 
 MIN_STEPS = 2
 STEPS_RULE = "must be >= 2 (both ends, A and B)"
 # What `interpolate` writes: an output folder holding only these is an earlier morph, replaced whole.
 MORPH_FILE = re.compile(r"strip\.png|step_\d+\.wav")
-# Temperature scales the latent groups' prior std: 1 samples the prior itself; far above, the groups sit
-# where training never put them and the decoder's output stops being a note (inf gave NaN dB). The one
-# bound of the library and the CLI (`keras_timbre.cli.arguments.temperature`).
-MAX_TEMPERATURE = 2.0
+# The bound of the library and the CLI (`keras_timbre.cli.arguments.temperature`) is the model family's;
+# a model may render less (`TimbreModel.max_temperature`).
 TEMPERATURE_RULE = f"a number from 0 to {MAX_TEMPERATURE:g} (0: each latent group at its prior mean, 1: its prior)"
 # The velocity synthesis uses when none is given, if the run was trained on it (else the closest one).
 
@@ -214,7 +213,8 @@ def synthesize_file(
         target = read_log_mel(run, like)[None]
         code = note_codes(run, [like], target)
         label = like.name
-    synthesized = decode_db(run.model, code, run.stats, pitch, velocity, temperature)
+    synthesized = decode_db(run.model, code, run.stats, pitch, velocity, run.model.check_temperature(temperature))
+    check_renderable(run, synthesized, f"temperature {temperature:g}")
     write_wavs(renderer, [out], synthesized)
     _plot_rendering(figure, run, synthesized, target, label, f"pitch {pitch}, velocity {velocity}")
     return out, figure
@@ -267,6 +267,22 @@ def transfer_file(
         overwrite=overwrite,
         vocoder=vocoder,
     )
+
+
+class RenderingError(ValueError):
+    """A rendered note beyond what any real note reaches: refused, not written."""
+
+
+def check_renderable(run: runs.Run, log_mel_db, what: str) -> None:
+    """Raises `RenderingError` if a note of `log_mel_db` leaves the training notes' dB range (`beyond_range`)."""
+    beyond = run.stats.beyond_range(log_mel_db, run.frontend.floor_db)
+    if beyond.any():
+        peak = "unknown" if run.stats.peak_db is None else f"{run.stats.peak_db:.1f}"
+        raise RenderingError(
+            f"run {run.path} rendered {int(beyond.sum())} of {len(beyond)} notes at {what} outside the training "
+            f"notes' range ({run.frontend.floor_db:.1f} to {peak} dB; this one {np.min(log_mel_db):.0f} to "
+            f"{np.max(log_mel_db):.0f} dB): nothing was written; lower --temperature"
+        )
 
 
 def check_condition(run: runs.Run, pitch, velocity=None) -> tuple[int, int]:
@@ -371,7 +387,7 @@ def check_temperature(temperature) -> float:
     >>> check_temperature(float("inf"))
     Traceback (most recent call last):
     ...
-    ValueError: temperature must be a number from 0 to 2 (0: each latent group at its prior mean, 1: its prior), got inf
+    ValueError: temperature must be a number from 0 to 1 (0: each latent group at its prior mean, 1: its prior), got inf
     """
     value = float(temperature)
     if not 0.0 <= value <= MAX_TEMPERATURE:  # NaN fails too

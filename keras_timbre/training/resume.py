@@ -124,6 +124,15 @@ def read_state(path: str | os.PathLike, config: dict[str, Any], frontend: Fronte
     return state
 
 
+def finished_epochs(path: str | os.PathLike) -> int:
+    """Epochs the run directory `path` has finished, as `read_state` counts them, read without writing."""
+    path = Path(path)
+    latest = _latest_checkpoint(path / CHECKPOINT_DIR)
+    if latest is not None:
+        return int(json.loads(latest.read_text())["epoch"])
+    return completed_epochs(path / runs.HISTORY_FILE) if (path / runs.MODEL_FILE).is_file() else 0
+
+
 def _latest_checkpoint(folder: Path) -> Path | None:
     """The newest `epoch-NNNN.json` whose `.keras` is there too."""
     complete = [p for p in folder.glob("epoch-*.json") if _CHECKPOINT.fullmatch(p.name)]

@@ -14,7 +14,10 @@ The API is small:
   a different one is a clear error.
 - `save_model(path, model)` writes `model.keras` atomically.
 - `load_run(path)` returns `Run(path, model, frontend, stats, config)`, with a
-  clear error naming whatever is missing.
+  clear error naming whatever is missing. `path` may also be the name of a
+  preset, a trained run shipped with the package (`preset_names()`, in
+  `keras_timbre/pretrained/NAME/`, written by `keras_timbre.training.presets`):
+  an existing directory of that name wins. A preset is read-only.
 - `run_config(...)` builds the `config.json` dict (variant, hyperparameters,
   data source, split, seed, package versions). The data source is stored as
   an absolute path with a fingerprint of its notes (`notes_fingerprint`, of
@@ -26,6 +29,8 @@ Example:
 >>> run = load_run("runs/demo")  # doctest: +SKIP
 >>> run.frontend.feature_shape, run.config["variant"]  # doctest: +SKIP
 ((128, 256), 'skip+grad')
+>>> load_run("nsynth-mini").path  # a shipped preset  # doctest: +SKIP
+PosixPath('.../keras_timbre/pretrained/nsynth-mini')
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SUBDIRS = ("checkpoints", "logs", "figures", "audio")
 LOCK_FILE = ".train.lock"
+# What a preset folder holds: what inference needs of a run (the model without its optimizer state).
+PRESET_FILES = (MODEL_FILE, CONFIG_FILE, FRONTEND_FILE, STATS_FILE)
+PRESET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # `keras_timbre.atomic`'s temporary names: ".<stem>.<random>.tmp<suffix>".
 _TEMPORARY = re.compile(r"\.[^/]+\.tmp[^/]*")
 
@@ -175,6 +183,9 @@ def check_run_directory(path: str | os.PathLike, data: str | os.PathLike | None 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} is a file, not a run directory; give a directory")
+    root = atomic.PRESETS_ROOT.resolve()
+    if root == path.resolve() or root in path.resolve().parents:
+        raise ValueError(f"--out {path} is inside the package's shipped presets ({root}); train into another directory")
     if data is not None and _overlap(path, Path(data)):
         raise ValueError(f"--out {path} and the data {data} overlap; train into a directory outside the notes")
     if not path.is_dir() or is_run_directory(path):
@@ -211,19 +222,50 @@ def save_model(path: str | os.PathLike, model) -> Path:
     return target
 
 
+def preset_names() -> list[str]:
+    """The names of the presets installed with the package: the folders of `atomic.PRESETS_ROOT` with a run."""
+    root = atomic.PRESETS_ROOT
+    if not root.is_dir():
+        return []
+    folders = (p for p in root.iterdir() if p.is_dir() and PRESET_NAME.fullmatch(p.name))
+    return sorted(p.name for p in folders if all((p / name).is_file() for name in PRESET_FILES))
+
+
+def is_preset(path: str | os.PathLike) -> bool:
+    """Whether `path` is a shipped preset's folder (read-only: nothing but shipping writes there)."""
+    folder = atomic.preset_folder(path)
+    return folder is not None and folder.resolve() == Path(path).resolve()
+
+
+def run_directory(name_or_path: str | os.PathLike) -> Path:
+    """The run directory `name_or_path` names: an existing directory, else the shipped preset of that name.
+
+    Raises:
+        FileNotFoundError: neither; the message lists the installed presets.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    names = preset_names()
+    if len(path.parts) == 1 and path.name in names:
+        return atomic.PRESETS_ROOT / path.name
+    raise FileNotFoundError(
+        f"Run directory {path} does not exist, and no preset shipped with the package has that name "
+        f"(presets: {', '.join(names) or 'none installed'})"
+    )
+
+
 def load_run(path: str | os.PathLike, load_model: bool = True) -> Run:
-    """Loads a run directory written by `keras_timbre.training.train`.
+    """Loads a run directory written by `keras_timbre.training.train`, or a shipped preset by name.
 
     Args:
-        path: The run directory.
+        path: The run directory, or a preset's name (`preset_names()`); a directory of that name wins.
         load_model: Load `model.keras` too (needs the Keras backend).
 
     Raises:
-        FileNotFoundError: naming the missing directory or file.
+        FileNotFoundError: naming the missing directory (and the presets) or file.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"Run directory {path} does not exist")
+    path = run_directory(path)
     needed = [FRONTEND_FILE, STATS_FILE, CONFIG_FILE] + ([MODEL_FILE] if load_model else [])
     missing = [name for name in needed if not (path / name).is_file()]
     if missing:
