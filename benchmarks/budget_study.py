@@ -73,12 +73,21 @@ def train_stages(data: Path, root: Path, variant: str, seed: int, stages, durati
 
 
 def evaluate_copy(copy: Path) -> dict:
-    """The copy's metrics.json, evaluated once."""
-    from keras_timbre.evaluation.evaluator import evaluate
+    """The copy's metrics.json, evaluated once: `evaluate`'s spectrogram and code metrics, without its audio
+    metrics (pYIN and the vocoder over every copy would double the study; the budget moves the code)."""
+    from keras_timbre import atomic
+    from keras_timbre.evaluation.code_metrics import code_metrics
+    from keras_timbre.evaluation.evaluator import compute_metrics, notes_to_score
+    from keras_timbre.training import run as runs
 
     metrics_file = copy / "metrics.json"
     if not metrics_file.is_file():
-        evaluate(copy, write_media=False)
+        run = runs.load_run(copy)
+        notes = notes_to_score(run)
+        result = compute_metrics(run, notes.records, notes.log_mel_db)
+        result.update(code_metrics(run, notes.train_records, notes.train_db, notes.records, notes.log_mel_db))
+        result.update(variant=run.variant, run=str(run.path), scored=notes.label)
+        atomic.write_json(metrics_file, result)
     return json.loads(metrics_file.read_text())
 
 

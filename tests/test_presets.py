@@ -186,6 +186,17 @@ def test_commands_given_a_preset_write_only_where_out_says(shipped, tmp_path, ca
     assert snapshot(shipped) == before
 
 
+def test_the_library_evaluate_of_a_preset_name_writes_nothing_in_it_or_beside(shipped, tmp_path, monkeypatch):
+    from keras_timbre.evaluation.evaluator import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(shipped)
+    for kwargs in ({}, {"out": tmp_path / "m.json"}):  # the default out, or figures and audio, go into the run
+        with pytest.raises(ValueError, match="preset shipped with the package.*give out=FILE.json"):
+            evaluate("tiny", **kwargs)
+    assert snapshot(shipped) == before and not (tmp_path / "tiny").exists()
+
+
 def test_explore_of_a_preset_finds_its_notes_or_names_data(shipped, notes_dir, tmp_path, capsys, monkeypatch):
     page = tmp_path / "explore.html"
     argv = ["explore", "tiny", "--out", str(page), "--max-notes", "4", "--morph-notes", "0"] + GL

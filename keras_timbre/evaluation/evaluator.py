@@ -106,13 +106,18 @@ def evaluate(
         FrontendMismatchError: the vocoder `vocoder` was trained on other features than the run's
             (a ValueError naming each field; checked before the notes are read).
     """
+    run_path = run.path if isinstance(run, runs.Run) else runs.run_directory(run)
+    if runs.is_preset(run_path) and (out is None or write_media):
+        raise ValueError(
+            f"{run} is a preset shipped with the package, which evaluation does not write into: "
+            "give out=FILE.json and write_media=False (keras-timbre evaluate NAME --out FILE.json)"
+        )
     if out is None:
-        run_path = run.path if isinstance(run, runs.Run) else Path(run)
         out = check_output_file(run_path / runs.METRICS_FILE, "the run's metrics file", overwrite=True)
     else:
         out = check_output_file(out, overwrite=overwrite)
     if not isinstance(run, runs.Run):
-        run = runs.load_run(run)
+        run = runs.load_run(run_path)
     renderer = renderer_for(run.frontend, vocoder)
     started = time.perf_counter()
     notes = notes_to_score(run, data)

@@ -281,7 +281,7 @@ def check_renderable(run: runs.Run, log_mel_db, what: str) -> None:
         raise RenderingError(
             f"run {run.path} rendered {int(beyond.sum())} of {len(beyond)} notes at {what} outside the training "
             f"notes' range ({run.frontend.floor_db:.1f} to {peak} dB; this one {np.min(log_mel_db):.0f} to "
-            f"{np.max(log_mel_db):.0f} dB): nothing was written; lower --temperature"
+            f"{np.max(log_mel_db):.0f} dB): nothing was written; lower --temperature or draw another --seed"
         )
 
 
