@@ -258,3 +258,20 @@ def test_export_of_a_preset_records_its_folder_as_the_source(shipped, tmp_path):
     path = export_run("tiny", tmp_path / "exported" / "1", griffin_lim_iters=2)
     assert read_export_metadata(path)["source"] == str(shipped.resolve())
     assert snapshot(shipped) == before
+
+
+@pytest.mark.backend
+def test_the_shipped_nsynth_mini_preset_renders_notes_at_the_asked_pitch():
+    from keras_timbre.models.hierarchy import mel_centres
+
+    run = runs.load_run("nsynth-mini")  # the real one, in the package
+    assert run.variant == "hierarchical" and run.model.max_temperature == 1.0
+    codes = np.random.default_rng(0).standard_normal((16, run.model.latent_dim)).astype("float32")
+    centres = mel_centres(run.frontend.n_mels, run.frontend.fmin, run.frontend.fmax)
+    for pitch in (48, 72):
+        db = decode_db(run.model, codes, run.stats, pitch, 100, temperature=1.0)
+        assert db.shape == (16,) + run.frontend.feature_shape
+        assert run.stats.beyond_range(db, run.frontend.floor_db).sum() <= 4  # refused draws stay rare (0.3: all)
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        lowest_loud = [centres[np.flatnonzero(s.mean(axis=1) > s.mean(axis=1).max() - 20)[0]] for s in db]
+        assert np.median(np.abs(np.log2(np.array(lowest_loud) / f0))) < 0.25  # the fundamental where asked
