@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import environment  # noqa: E402
+
 BATCH = 16
 STEPS = 20
 
