@@ -11,7 +11,7 @@ import numpy as np
 
 from keras_timbre import atomic
 
-# How far beyond the real notes' range (dB) a rendered note may reach before it is no note at all.
+# How far above the training notes' peak (dB) a rendered note may reach before it is no note at all.
 BEYOND_RANGE_MARGIN_DB = 6.0
 
 
@@ -78,23 +78,24 @@ class FeatureStats:
         """Inverse of `normalize`."""
         return features * self.std[:, None] + self.mean[:, None]
 
-    def beyond_range(self, log_mel_db, floor_db: float, margin_db: float = BEYOND_RANGE_MARGIN_DB) -> np.ndarray:
-        """(notes,) bool: notes with a bin more than `margin_db` below `floor_db` or above `peak_db`.
+    def beyond_range(self, log_mel_db, margin_db: float = BEYOND_RANGE_MARGIN_DB) -> np.ndarray:
+        """(notes,) bool: notes louder than `peak_db` by more than `margin_db` somewhere, or not finite.
 
-        Such a note is no note a real recording gives (the features of
-        silence are `floor_db`, the training notes peak at `peak_db`); with
-        no `peak_db` only the floor is checked.
+        No real note goes there (the training notes peak at `peak_db`); a bin
+        below the frontend's floor is only silence, rendered as such. With no
+        `peak_db` only finiteness is checked.
 
         Example:
         >>> stats = FeatureStats(mean=np.zeros(2), std=np.ones(2), peak_db=30.0)
         >>> notes = np.stack([np.full((2, 3), 20.0), np.full((2, 3), 5600.0), np.full((2, 3), -90.0)])
-        >>> stats.beyond_range(notes, floor_db=-70.0).tolist()
-        [False, True, True]
+        >>> stats.beyond_range(notes).tolist()
+        [False, True, False]
         """
         db = np.asarray(log_mel_db, np.float64).reshape(len(log_mel_db), -1)
-        beyond = db.min(axis=1) < floor_db - margin_db
+        beyond = ~np.isfinite(db).all(axis=1)
         if self.peak_db is not None:
-            beyond |= db.max(axis=1) > self.peak_db + margin_db
+            with np.errstate(invalid="ignore"):
+                beyond |= np.nanmax(np.where(np.isfinite(db), db, -np.inf), axis=1) > self.peak_db + margin_db
         return beyond
 
     def save(self, path: str | os.PathLike) -> None:

@@ -275,13 +275,13 @@ class RenderingError(ValueError):
 
 def check_renderable(run: runs.Run, log_mel_db, what: str) -> None:
     """Raises `RenderingError` if a note of `log_mel_db` leaves the training notes' dB range (`beyond_range`)."""
-    beyond = run.stats.beyond_range(log_mel_db, run.frontend.floor_db)
+    beyond = run.stats.beyond_range(log_mel_db)
     if beyond.any():
-        peak = "unknown" if run.stats.peak_db is None else f"{run.stats.peak_db:.1f}"
+        peak = "unknown" if run.stats.peak_db is None else f"{run.stats.peak_db:.1f} dB"
         raise RenderingError(
-            f"run {run.path} rendered {int(beyond.sum())} of {len(beyond)} notes at {what} outside the training "
-            f"notes' range ({run.frontend.floor_db:.1f} to {peak} dB; this one {np.min(log_mel_db):.0f} to "
-            f"{np.max(log_mel_db):.0f} dB): nothing was written; lower --temperature or draw another --seed"
+            f"run {run.path} rendered {int(beyond.sum())} of {len(beyond)} notes at {what} louder than any "
+            f"training note (their peak: {peak}; this one {np.max(log_mel_db):.0f} dB) or not finite: nothing "
+            "was written; lower --temperature or draw another --seed"
         )
 
 
