@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_timbre.analysis.probes import PitchClassifier, _notes, mfcc_statistics
+from keras_timbre.analysis.probes import PitchClassifier, _notes, judged_accuracy, mfcc_statistics
 
 __all__ = ["PitchClassifier", "FamilyJudge", "frechet_distance", "family_fd"]
 
@@ -141,13 +141,7 @@ class FamilyJudge:
 
     def accuracy(self, log_mel_db, families) -> float:
         """Fraction of notes whose predicted family is `families`; NaN for no notes."""
-        families = np.asarray(families).reshape(-1)
-        log_mel_db = _notes(log_mel_db)
-        if len(log_mel_db) != len(families):
-            raise ValueError(f"{len(log_mel_db)} notes but {len(families)} families")
-        if len(families) == 0:
-            return float("nan")
-        return float(np.mean(self.predict(log_mel_db) == families))
+        return judged_accuracy(self.predict, log_mel_db, families, "families")
 
     def embed(self, log_mel_db) -> np.ndarray:
         """(notes, hidden) float64: the hidden layer's ReLU activations, the judge's penultimate features."""

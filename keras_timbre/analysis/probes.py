@@ -215,13 +215,23 @@ class PitchClassifier:
 
     def accuracy(self, log_mel_db, pitches) -> float:
         """Fraction of notes whose predicted pitch is exactly `pitches`; NaN for no notes."""
-        pitches = np.asarray(pitches, np.int64).reshape(-1)
-        log_mel_db = _notes(log_mel_db)
-        if len(log_mel_db) != len(pitches):
-            raise ValueError(f"{len(log_mel_db)} notes but {len(pitches)} pitches")
-        if len(pitches) == 0:
-            return float("nan")
-        return float(np.mean(self.predict(log_mel_db) == pitches))
+        return judged_accuracy(self.predict, log_mel_db, np.asarray(pitches, np.int64), "pitches")
+
+
+def judged_accuracy(predict, log_mel_db, labels, name: str) -> float:
+    """Fraction of notes (notes, n_mels, n_frames) that `predict` labels exactly `labels`; NaN for no notes.
+
+    Example:
+    >>> judged_accuracy(lambda notes: np.zeros(len(notes)), np.zeros((4, 2, 3)), [0, 0, 1, 0], "labels")
+    0.75
+    """
+    labels = np.asarray(labels).reshape(-1)
+    log_mel_db = _notes(log_mel_db)
+    if len(log_mel_db) != len(labels):
+        raise ValueError(f"{len(log_mel_db)} notes but {len(labels)} {name}")
+    if len(labels) == 0:
+        return float("nan")
+    return float(np.mean(predict(log_mel_db) == labels))
 
 
 def sample_pitch_accuracy(classifier: PitchClassifier, samples_db, requested_pitches) -> float:

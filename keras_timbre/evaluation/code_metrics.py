@@ -183,7 +183,7 @@ def _novel_pitch(run, z_train, train_records, train_db, held_records, held_db, b
 
 def _renderable(model, temperature: float) -> bool:
     """Whether `model.decode` renders `temperature` (a model trained at lower temperatures refuses it)."""
-    return temperature <= getattr(model, "max_temperature", 1.0)
+    return temperature <= model.max_temperature
 
 
 def _samples(run, judges: Judges, held_records, held_db, batch_size: int, seed: int = 0) -> dict[str, float]:
