@@ -9,10 +9,13 @@ import keras
 import numpy as np
 import pytest
 
+from keras_timbre.models import hierarchy
 from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
 from keras_timbre.models.hierarchy import LatentGroup
 from keras_timbre.models.hierarchy import PitchConditioning
 from keras_timbre.models.hierarchy import RelativeSpectrum
+from keras_timbre.models.layers import pointwise_conv
+from keras_timbre.models.losses import LOG_VAR_RANGE
 from keras_timbre.models.variants import build_model
 from tests.testing import LayerTestCase
 from tests.testing import assert_outputs_close
@@ -57,14 +60,15 @@ class TestLayers(LayerTestCase):
 
     def test_latent_group(self):
         h, feature = np.ones((2, 8, 8, 4), "float32"), np.ones((2, 8, 8, 3), "float32")
-        self.run_layer_test(
-            LatentGroup,
-            {"latent_channels": 2, "seed": 0},
-            [h, feature],
-            expected_output_shape=((2, 8, 8, 4), (2,)),
-            expected_num_trainable_weights=6,
-            run_precision_check=False,
-        )
+        for kernel_size in (3, 1):  # 1: the convolutions run as matmuls
+            self.run_layer_test(
+                LatentGroup,
+                {"latent_channels": 2, "kernel_size": kernel_size, "seed": 0},
+                [h, feature],
+                expected_output_shape=((2, 8, 8, 4), (2,)),
+                expected_num_trainable_weights=6,
+                run_precision_check=False,
+            )
 
 
 def test_comb_marks_the_harmonics_of_the_pitch():
@@ -89,6 +93,23 @@ def test_relative_spectrum_puts_the_harmonics_of_every_pitch_on_the_same_rows():
     assert np.corrcoef(rows)[0, 1:].min() > 0.8  # the same pattern whatever the pitch (0.82-0.96)
     assert np.corrcoef(spectra[:, :, 0])[0, 1:].max() < 0.7  # on the mel axis they differ (0.38-0.66)
     assert relative[..., 1].min() == 0.0  # some grid points fall outside the mel range
+
+
+def test_a_1x1_group_computes_what_its_convolutions_would():
+    rng = np.random.default_rng(0)
+    h, feature = (rng.normal(size=(2, 8, 8, c)).astype("float32") for c in (4, 3))
+    group = LatentGroup(2, kernel_size=1, seed=0)
+    group(h, feature)
+    for conv in (group.prior_conv, group.posterior_conv, group.merge):
+        conv.kernel.assign(rng.normal(0.0, 3.0, conv.kernel.shape))  # log-variances beyond the clip range too
+        conv.bias.assign(rng.normal(size=conv.bias.shape))
+    mean, log_var = hierarchy._statistics(group.posterior_conv, [h, feature])
+    direct = to_numpy(group.posterior_conv(np.concatenate([h, feature], axis=-1)))
+    assert_outputs_close(mean, direct[..., :2])
+    assert_outputs_close(log_var, np.clip(direct[..., 2:], *LOG_VAR_RANGE))
+    assert np.abs(direct[..., 2:]).max() > LOG_VAR_RANGE[1]
+    z = h[..., :2]
+    assert_outputs_close(pointwise_conv(group.merge.kernel, group.merge.bias, [z], [2]), group.merge(z))
 
 
 def test_latent_group_without_feature_is_the_prior():
@@ -132,13 +153,31 @@ def test_decode_refuses_temperatures_the_model_was_not_trained_to_render():
 
 
 def test_a_config_without_the_new_settings_loads_as_it_was_trained():
-    config = HierarchicalTimbreVAE(**TINY).get_config()
-    assert (config["prior_temperature"], config["group_kernel_size"]) == (1.0, 1)
-    for key in ("prior_temperature", "group_kernel_size"):
+    model = HierarchicalTimbreVAE(**TINY)
+    config = model.get_config()
+    new_settings = ("prior_temperature", "group_kernel_size", "feature_width", "code_time_pool")
+    assert tuple(config[key] for key in new_settings) == (1.0, 1, 0.5, 2)
+    assert tuple(model.features.filters) == tuple(f // 2 for f in TINY["filters"][:-1])
+    for key in new_settings:
         config.pop(key)
     old = HierarchicalTimbreVAE.from_config(config)
-    assert (old.prior_temperature, old.group_kernel_size) == (0.0, 3)
+    assert (old.prior_temperature, old.group_kernel_size, old.feature_width, old.code_time_pool) == (0.0, 3, 1.0, 1)
     assert tuple(old.groups[0].prior_conv.kernel.shape[:2]) == (3, 3)
+    assert tuple(old.features.filters) == tuple(TINY["filters"][:-1])
+
+
+def test_the_code_reads_the_relative_spectrum_pooled_in_time():
+    notes = _notes(2)
+    pooled = HierarchicalTimbreVAE(**TINY)
+    assert pooled.encoder.blocks[0].conv.kernel.shape[2] == 2  # the relative spectrum and where it is defined
+    # Two frames averaged into one: a note whose frames alternate around their mean has the mean's code.
+    steady = {**notes, "log_mel": np.repeat(notes["log_mel"][:, :, ::2], 2, axis=2)}
+    wobbly = {**steady, "log_mel": steady["log_mel"] + np.tile([0.5, -0.5], TINY["input_shape"][1] // 2)[:, None]}
+    np.testing.assert_allclose(to_numpy(pooled.encode(steady)[0]), to_numpy(pooled.encode(wobbly)[0]), atol=1e-4)
+    unpooled = HierarchicalTimbreVAE(**TINY, code_time_pool=1)
+    assert np.abs(to_numpy(unpooled.encode(steady)[0]) - to_numpy(unpooled.encode(wobbly)[0])).max() > 1e-3
+    with pytest.raises(ValueError, match="multiple of code_time_pool"):
+        HierarchicalTimbreVAE(**{**TINY, "code_time_pool": 3})
 
 
 def test_loss_falls_and_every_term_is_tracked():

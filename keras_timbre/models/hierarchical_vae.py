@@ -45,8 +45,14 @@ DEFAULT_PRIOR_TEMPERATURE = 1.0
 # with its input channels, not its few outputs, and the groups' 3x3s took a third of a step
 # (benchmarks/results/hierarchical.json); the decoder blocks around them see the neighbourhood.
 DEFAULT_GROUP_KERNEL_SIZE = 1
+# The groups' feature encoder's channels, as a share of the code encoder's: they feed posteriors of
+# `group_channels` channels, and at full width that second encoder took an eighth of a training step.
+DEFAULT_FEATURE_WIDTH = 0.5
+# The code is read from the relative spectrum averaged over this many frames: a note's timbre code is
+# global, and the code encoder's first blocks, at full resolution, are the costliest convolutions of a step.
+DEFAULT_CODE_TIME_POOL = 2
 # What a file saved before these settings existed was trained with (its config lacks them).
-LEGACY_SETTINGS = {"prior_temperature": 0.0, "group_kernel_size": 3}
+LEGACY_SETTINGS = {"prior_temperature": 0.0, "group_kernel_size": 3, "feature_width": 1.0, "code_time_pool": 1}
 # NSynth's range and velocity levels; a trained model stores the ones its training notes had.
 DEFAULT_PITCH_RANGE = (21, 108)
 DEFAULT_VELOCITIES = (25, 50, 75, 100, 127)
@@ -88,6 +94,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         prior_dropout: share of examples decoded from prior draws in training.
         prior_temperature: the highest temperature of those draws (0: the prior means).
         group_kernel_size: kernel of the groups' prior and posterior convolutions.
+        feature_width: channels of the groups' feature encoder, as a share of `filters`.
+        code_time_pool: frames of the relative spectrum averaged into one before the code encoder.
         pitch_adversary_weight: weight of a pitch-confusion term on the code
             (a linear pitch classifier is trained on the code, and the encoder
             is pushed towards its uniform prediction); 0 disables it.
@@ -117,6 +125,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         "prior_dropout",
         "prior_temperature",
         "group_kernel_size",
+        "feature_width",
+        "code_time_pool",
         "pitch_adversary_weight",
         "pitch_range",
         "velocities",
@@ -148,6 +158,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         prior_dropout: float = DEFAULT_PRIOR_DROPOUT,
         prior_temperature: float = DEFAULT_PRIOR_TEMPERATURE,
         group_kernel_size: int = DEFAULT_GROUP_KERNEL_SIZE,
+        feature_width: float = DEFAULT_FEATURE_WIDTH,
+        code_time_pool: int = DEFAULT_CODE_TIME_POOL,
         pitch_adversary_weight: float = 0.0,
         pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
         velocities: tuple[int, ...] = DEFAULT_VELOCITIES,
@@ -157,11 +169,7 @@ class HierarchicalTimbreVAE(TimbreModel):
         **kwargs,
     ):
         _check_conditioning(group_channels, group_free_bits, group_kl_scale, prior_dropout, pitch_range, velocities)
-        if not 0.0 <= prior_temperature <= 1.0 or group_kernel_size < 1:
-            raise ValueError(
-                f"prior_temperature must be in [0, 1] and group_kernel_size >= 1, got {prior_temperature}, "
-                f"{group_kernel_size}"
-            )
+        _check_settings(prior_temperature, group_kernel_size, feature_width, code_time_pool, input_shape, filters)
         super().__init__(
             input_shape, latent_dim, filters, beta, grad_weight, normalization=normalization, seed=seed, **kwargs
         )
@@ -171,6 +179,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         self.prior_dropout = float(prior_dropout)
         self.prior_temperature = float(prior_temperature)
         self.group_kernel_size = int(group_kernel_size)
+        self.feature_width = float(feature_width)
+        self.code_time_pool = int(code_time_pool)
         self.pitch_adversary_weight = float(pitch_adversary_weight)
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
@@ -189,7 +199,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         self.encoder = CodeEncoder(self.filters, self.latent_dim, name="encoder", **options)
         self.sampling = Sampling(seed=seed, log_var_range=None, name="sampling", dtype=dtype)
         self.decoder = DecoderPath(self.spectrogram_shape, self.filters, name="decoder", **options)
-        self.features = FeatureEncoder(self.filters[:-1], name="features", **options)
+        feature_filters = [max(1, round(f * self.feature_width)) for f in self.filters[:-1]]
+        self.features = FeatureEncoder(feature_filters, name="features", **options)
         self.condition = PitchCondition(
             self.spectrogram_shape[0], self.mel_range, self.filters, name="condition", dtype=dtype
         )
@@ -242,7 +253,10 @@ class HierarchicalTimbreVAE(TimbreModel):
         """`(z_mean, z_log_var, features)`: the code, read relative to f0, and the groups' features."""
         x, pitch, _ = self.split_inputs(inputs, self.ENCODE_KEYS)
         self.check_input_shape(x.shape)
-        z_mean, z_log_var, _ = self.encoder(self.relative_spectrum(x, pitch), training=training)
+        relative = self.relative_spectrum(x, pitch)
+        if self.code_time_pool > 1:
+            relative = ops.average_pool(relative, (1, self.code_time_pool), (1, self.code_time_pool))
+        z_mean, z_log_var, _ = self.encoder(relative, training=training)
         return z_mean, z_log_var, self.features(x, training=training)
 
     def render(self, code, labels, temperature: float = 0.0):
@@ -418,6 +432,8 @@ class HierarchicalTimbreVAE(TimbreModel):
                 "prior_dropout": self.prior_dropout,
                 "prior_temperature": self.prior_temperature,
                 "group_kernel_size": self.group_kernel_size,
+                "feature_width": self.feature_width,
+                "code_time_pool": self.code_time_pool,
                 "pitch_adversary_weight": self.pitch_adversary_weight,
                 "pitch_range": list(self.pitch_range),
                 "velocities": list(self.velocities),
@@ -439,6 +455,21 @@ def closest_velocity(velocities) -> int:
     (75, 110)
     """
     return int(min(velocities, key=lambda v: (abs(v - DEFAULT_VELOCITY), -v)))
+
+
+def _check_settings(prior_temperature, group_kernel_size, feature_width, code_time_pool, input_shape, filters):
+    if not 0.0 <= prior_temperature <= 1.0:
+        raise ValueError(f"prior_temperature must be in [0, 1], got {prior_temperature}")
+    if group_kernel_size < 1 or code_time_pool < 1 or not 0.0 < feature_width <= 1.0:
+        raise ValueError(
+            f"group_kernel_size and code_time_pool must be >= 1 and feature_width in (0, 1], got "
+            f"{group_kernel_size}, {code_time_pool}, {feature_width}"
+        )
+    frames, factor = input_shape[1], code_time_pool * 2 ** len(filters)
+    if frames % factor:
+        raise ValueError(
+            f"input_shape's {frames} frames must be a multiple of code_time_pool * 2 ** len(filters) = {factor}"
+        )
 
 
 def _check_conditioning(

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_timbre.models.losses import LOG_VAR_RANGE
+from keras_timbre.models.layers import pointwise_conv
+from keras_timbre.models.losses import clip_log_var
 
 _PACKAGE = "keras_timbre"
 # NSynth's velocity scale; the conditioning sees velocity / MAX_VELOCITY.
@@ -169,24 +170,33 @@ class LatentGroup(keras.layers.Layer):
         return_kl_map=False,
         prior_temperature=None,
     ):
-        p_mean, p_log_var = self._split(self.prior_conv(keras.activations.leaky_relu(h)))
+        p_mean, p_log_var = _statistics(self.prior_conv, [keras.activations.leaky_relu(h)])
         if feature is None:
             z = self._prior_draw(p_mean, p_log_var, float(temperature) if temperature else None)
             kl_map = ops.zeros_like(p_mean)
         else:
-            q = self.posterior_conv(ops.concatenate([h, ops.cast(feature, h.dtype)], axis=-1))
-            dq_mean, dq_log_var = self._split(q)
-            q_mean, q_log_var = p_mean + dq_mean, ops.clip(p_log_var + dq_log_var, *LOG_VAR_RANGE)
-            z = q_mean
-            if training:
-                z = z + ops.exp(0.5 * q_log_var) * keras.random.normal(ops.shape(q_mean), seed=self.seed_generator)
-            if prior_mask is not None:
-                mask = ops.reshape(ops.cast(prior_mask, "float32"), (-1, 1, 1, 1))
-                z = z + mask * (self._prior_draw(p_mean, p_log_var, prior_temperature) - z)
+            dq_mean, dq_log_var = _statistics(self.posterior_conv, [h, ops.cast(feature, h.dtype)])
+            q_mean, q_log_var = p_mean + dq_mean, clip_log_var(p_log_var + dq_log_var)
+            z = self._posterior_draw(q_mean, q_log_var, p_mean, p_log_var, training, prior_mask, prior_temperature)
             kl_map = gaussian_kl(q_mean, q_log_var, p_mean, p_log_var)
         kl = ops.sum(ops.reshape(kl_map, (ops.shape(kl_map)[0], -1)), axis=-1)
-        h = h + self.merge(ops.cast(z, h.dtype))
+        h = h + pointwise_conv(self.merge.kernel, self.merge.bias, [ops.cast(z, h.dtype)], [self.latent_channels])
         return (h, kl, kl_map) if return_kl_map else (h, kl)
+
+    def _posterior_draw(self, q_mean, q_log_var, p_mean, p_log_var, training, prior_mask, prior_temperature):
+        """A posterior sample (its mean outside training), or in the `prior_mask` examples a prior draw.
+
+        One noise map serves both: each example takes one of the two.
+        """
+        if not training and prior_mask is None:
+            return q_mean
+        mean, spread = q_mean, ops.exp(0.5 * q_log_var) if training else ops.zeros_like(q_mean)
+        if prior_mask is not None:
+            mask = ops.reshape(ops.cast(prior_mask, "float32"), (-1, 1, 1, 1))
+            temperature = 0.0 if prior_temperature is None else ops.reshape(prior_temperature, (-1, 1, 1, 1))
+            mean = mean + mask * (p_mean - mean)
+            spread = spread + mask * (ops.cast(temperature, "float32") * ops.exp(0.5 * p_log_var) - spread)
+        return mean + spread * keras.random.normal(ops.shape(q_mean), seed=self.seed_generator)
 
     def _prior_draw(self, p_mean, p_log_var, temperature):
         """`p_mean + temperature * p_std * noise`; `temperature` a float, (batch,), or None for the mean."""
@@ -197,12 +207,6 @@ class LatentGroup(keras.layers.Layer):
         noise = keras.random.normal(ops.shape(p_mean), seed=self.seed_generator)
         return p_mean + temperature * ops.exp(0.5 * p_log_var) * noise
 
-    def _split(self, stats):
-        # float32 statistics under a mixed-precision policy: the KL needs them.
-        # ops.split, not stats[..., :c]: TF's gradient of a strided slice is several times slower on CPU.
-        mean, log_var = ops.split(ops.cast(stats, "float32"), 2, axis=-1)
-        return mean, ops.clip(log_var, *LOG_VAR_RANGE)
-
     def compute_output_shape(self, h_shape, feature_shape=None):
         return tuple(h_shape), (h_shape[0],)
 
@@ -210,6 +214,25 @@ class LatentGroup(keras.layers.Layer):
         config = super().get_config()
         config.update({"latent_channels": self.latent_channels, "kernel_size": self.kernel_size, "seed": self.seed})
         return config
+
+
+def _statistics(conv, inputs):
+    """`(mean, log_var)`, float32 (the KL needs them under mixed precision): `conv` of the `inputs` concatenated.
+
+    A 1x1 `conv` runs as `pointwise_conv`, once for each half of its output channels.
+    """
+    if conv.kernel_size == (1, 1):
+        channels = [x.shape[-1] for x in inputs]
+        half = conv.filters // 2
+        mean, log_var = (
+            ops.cast(pointwise_conv(conv.kernel[..., part], conv.bias[part], inputs, channels), "float32")
+            for part in (slice(0, half), slice(half, None))
+        )
+    else:
+        stats = ops.cast(conv(ops.concatenate(inputs, axis=-1)), "float32")
+        # ops.split, not stats[..., :c]: TF's gradient of a strided slice is several times slower on CPU.
+        mean, log_var = ops.split(stats, 2, axis=-1)
+    return mean, clip_log_var(log_var)
 
 
 def gaussian_kl(q_mean, q_log_var, p_mean, p_log_var):

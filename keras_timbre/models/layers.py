@@ -6,6 +6,8 @@ is registered serializable so a `.keras` file loads under any backend.
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 from keras import ops
 
@@ -297,15 +299,7 @@ class SkipMix(keras.layers.Layer):
         self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias") if self.use_bias else None
 
     def call(self, inputs, skip=None):
-        kernel = ops.cast(ops.reshape(self.kernel, (-1, self.filters)), inputs.dtype)
-        inputs_kernel, skip_kernel = ops.split(kernel, [self.input_channels], axis=0)
-        spatial = [inputs.shape[i] if inputs.shape[i] is not None else ops.shape(inputs)[i] for i in (1, 2)]
-        y = ops.matmul(ops.reshape(inputs, (-1, self.input_channels)), inputs_kernel)
-        if skip is not None:
-            y = y + ops.matmul(ops.reshape(ops.cast(skip, inputs.dtype), (-1, self.skip_channels)), skip_kernel)
-        if self.bias is not None:
-            y = y + ops.cast(self.bias, inputs.dtype)
-        return ops.reshape(y, (-1, spatial[0], spatial[1], self.filters))
+        return pointwise_conv(self.kernel, self.bias, [inputs, skip], [self.input_channels, self.skip_channels])
 
     def compute_output_shape(self, inputs_shape, skip_shape=None):
         return tuple(inputs_shape[:-1]) + (self.filters,)
@@ -314,6 +308,37 @@ class SkipMix(keras.layers.Layer):
         config = super().get_config()
         config.update({"filters": self.filters, "skip_channels": self.skip_channels, "use_bias": self.use_bias})
         return config
+
+
+def pointwise_conv(kernel, bias, inputs: list, channels: list[int]):
+    """A 1x1 convolution (`kernel` (1, 1, sum(channels), filters)) of `inputs` concatenated along channels.
+
+    It runs as one matmul over channels per input: on TensorFlow's CPU that
+    spares the concatenated copy and its gradient's slices, and a 1x1
+    `Conv2D` and its gradient take 2-3x the time of the same matmuls. An
+    input of None adds nothing, exactly as concatenated zeros would; `bias`
+    may be None.
+
+    Example:
+    >>> import numpy as np
+    >>> kernel = np.ones((1, 1, 3, 2), "float32")
+    >>> y = pointwise_conv(kernel, None, [np.ones((1, 2, 2, 1), "float32"), np.ones((1, 2, 2, 2), "float32")], [1, 2])
+    >>> keras.ops.convert_to_numpy(y)[0, 0, 0].tolist()
+    [3.0, 3.0]
+    """
+    first = inputs[0]
+    filters = kernel.shape[-1]
+    kernel = ops.cast(ops.reshape(kernel, (-1, filters)), first.dtype)
+    kernels = ops.split(kernel, list(itertools.accumulate(channels))[:-1], axis=0) if len(channels) > 1 else [kernel]
+    spatial = [first.shape[i] if first.shape[i] is not None else ops.shape(first)[i] for i in (1, 2)]
+    y = None
+    for x, part, width in zip(inputs, kernels, channels):
+        if x is not None:
+            product = ops.matmul(ops.reshape(ops.cast(x, first.dtype), (-1, width)), part)
+            y = product if y is None else y + product
+    if bias is not None:
+        y = y + ops.cast(bias, first.dtype)
+    return ops.reshape(y, (-1, spatial[0], spatial[1], filters))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -21,6 +21,22 @@ MEL_AXIS = 1
 TIME_AXIS = 2
 
 
+def clip_log_var(log_var):
+    """`log_var` clipped to `LOG_VAR_RANGE`, written as two relus.
+
+    The values and the gradient are `ops.clip`'s; on TensorFlow's CPU the
+    gradient of a clip takes about 4x the time of two relus', and the latent
+    groups clip maps of a million values every step.
+
+    Example:
+    >>> import numpy as np
+    >>> keras.ops.convert_to_numpy(clip_log_var(np.array([-20.0, 0.5, 20.0]))).tolist()
+    [-10.0, 0.5, 10.0]
+    """
+    low, high = LOG_VAR_RANGE
+    return ops.relu(log_var - low) - ops.relu(log_var - high) + low
+
+
 def example_weights(sample_weight, batch_rank: int = 1):
     """`sample_weight` as a float32 tensor of shape `(batch,) + (1,) * (batch_rank - 1)`.
 

@@ -35,7 +35,7 @@ from keras import ops
 
 from keras_timbre.models.hierarchy import PitchConditioning
 from keras_timbre.models.layers import Conv2DTranspose, DecoderBlock, EncoderBlock
-from keras_timbre.models.losses import LOG_VAR_RANGE
+from keras_timbre.models.losses import clip_log_var
 
 _PACKAGE = "keras_timbre"
 
@@ -154,7 +154,7 @@ class CodeEncoder(_BlockStack):
         features = _run_blocks(self.blocks, x, training)
         flat = self.flatten(features[-1])
         z_mean = ops.cast(self.z_mean(flat), "float32")
-        z_log_var = ops.clip(ops.cast(self.z_log_var(flat), "float32"), *LOG_VAR_RANGE)
+        z_log_var = clip_log_var(ops.cast(self.z_log_var(flat), "float32"))
         return z_mean, z_log_var, features
 
     def compute_output_shape(self, input_shape):
