@@ -468,7 +468,8 @@ def _check_settings(prior_temperature, group_kernel_size, feature_width, code_ti
     frames, factor = input_shape[1], code_time_pool * 2 ** len(filters)
     if frames % factor:
         raise ValueError(
-            f"input_shape's {frames} frames must be a multiple of code_time_pool * 2 ** len(filters) = {factor}"
+            f"input_shape's {frames} frames must be a multiple of code_time_pool * 2 ** len(filters) = {factor}: "
+            "choose a note duration with such a frame count, or code_time_pool=1"
         )
 
 
