@@ -49,7 +49,7 @@ DEFAULT_GROUP_KERNEL_SIZE = 1
 # `group_channels` channels, and at full width that second encoder took an eighth of a training step.
 DEFAULT_FEATURE_WIDTH = 0.5
 # The code is read from the relative spectrum averaged over this many frames: a note's timbre code is
-# global, and the code encoder's first blocks, at full resolution, are the costliest convolutions of a step.
+# global, and at every frame the code encoder took a fifth of a training step (docs/report.md, 0.5).
 DEFAULT_CODE_TIME_POOL = 2
 # What a file saved before these settings existed was trained with (its config lacks them).
 LEGACY_SETTINGS = {"prior_temperature": 0.0, "group_kernel_size": 3, "feature_width": 1.0, "code_time_pool": 1}
