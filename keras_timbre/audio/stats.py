@@ -94,8 +94,7 @@ class FeatureStats:
         db = np.asarray(log_mel_db, np.float64).reshape(len(log_mel_db), -1)
         beyond = ~np.isfinite(db).all(axis=1)
         if self.peak_db is not None:
-            with np.errstate(invalid="ignore"):
-                beyond |= np.nanmax(np.where(np.isfinite(db), db, -np.inf), axis=1) > self.peak_db + margin_db
+            beyond |= np.where(np.isfinite(db), db, -np.inf).max(axis=1) > self.peak_db + margin_db
         return beyond
 
     def save(self, path: str | os.PathLike) -> None:
