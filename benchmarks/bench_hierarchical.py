@@ -2,10 +2,10 @@
 
 The models are built as `keras-timbre train` builds them (default 4 s features, batch 16, the
 backend's default precision) and trained with Keras' own train step (`train_on_batch`) on the same
-random batches, alternating rounds of `STEPS` steps so drifts in the machine's speed hit all alike.
-Each model's speed is the median over its steps (the shared machine's spikes fall outside it);
-reports samples/s and each model's ratio to skip+grad (issue 23's target for the hierarchical one: >= 0.8),
-with the machine. `MODELS` names the models timed.
+random batches, taking turns step by step so drifts in the machine's speed hit all alike.
+Each model's speed is the median over its steps (the shared machine's spikes fall outside it), and
+its ratio to skip+grad the median over turns of skip+grad's step time over its own (issue 23's target
+for the hierarchical one: >= 0.8); with the machine. `MODELS` names the models timed.
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_hierarchical.py   # ~5 min on 2 cores
 """
@@ -68,14 +68,25 @@ def _batches(variant: str) -> list:
     return batches
 
 
-def _round(model, batches) -> list[float]:
-    """Seconds of each training step."""
-    times = []
-    for x, y in batches:
-        started = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - started)
+def _round(models: dict, batches: dict) -> dict[str, list[float]]:
+    """Seconds of each model's training steps, the models taking turns step by step.
+
+    Turns of one step each put a drift of the shared machine's speed on every model alike.
+    """
+    times = {name: [] for name in models}
+    for i in range(STEPS):
+        names = list(models) if i % 2 == 0 else list(models)[::-1]  # neither goes first every time
+        for name in names:
+            x, y = batches[name][i]
+            started = time.perf_counter()
+            models[name].train_on_batch(x, y)
+            times[name].append(time.perf_counter() - started)
     return times
+
+
+def _pair_ratio(reference: list[float], times: list[float]) -> float:
+    """Median over turns of the reference's step time over the model's: adjacent steps share the machine's state."""
+    return statistics.median(r / t for r, t in zip(reference, times))
 
 
 def main() -> None:
@@ -90,17 +101,17 @@ def main() -> None:
     data = {v: _batches(MODELS[v][0]) for v in variants}
     steps = {v: [] for v in variants}
     for round_index in range(args.rounds + 1):  # round 0 compiles and warms up
-        for variant in variants:
-            times = _round(models[variant], data[variant])
-            if round_index:
-                steps[variant].extend(times)
+        times = _round(models, data)
+        if round_index:
+            for variant in variants:
+                steps[variant].extend(times[variant])
     speed = {v: BATCH / statistics.median(t) for v, t in steps.items()}
     result = {
         "backend": keras.backend.backend(),
         "precision": models["skip+grad"].dtype_policy.name,
         "samples_per_s": speed,
         "step_ms_quartiles": {v: [1000 * q for q in statistics.quantiles(t, n=4)] for v, t in steps.items()},
-        "ratio_to_skip_grad": {v: speed[v] / speed["skip+grad"] for v in variants},
+        "ratio_to_skip_grad": {v: _pair_ratio(steps["skip+grad"], steps[v]) for v in variants},
         "parameters": {v: int(m.count_params()) for v, m in models.items()},
         "machine": environment(),
     }

@@ -219,19 +219,15 @@ class LatentGroup(keras.layers.Layer):
 def _statistics(conv, inputs):
     """`(mean, log_var)`, float32 (the KL needs them under mixed precision): `conv` of the `inputs` concatenated.
 
-    A 1x1 `conv` runs as `pointwise_conv`, once for each half of its output channels.
+    A 1x1 `conv` runs as `pointwise_conv`, all its output channels at once: the
+    matmuls are memory-bound, so one per half had read each input twice.
     """
     if conv.kernel_size == (1, 1):
-        channels = [x.shape[-1] for x in inputs]
-        half = conv.filters // 2
-        mean, log_var = (
-            ops.cast(pointwise_conv(conv.kernel[..., part], conv.bias[part], inputs, channels), "float32")
-            for part in (slice(0, half), slice(half, None))
-        )
+        stats = pointwise_conv(conv.kernel, conv.bias, inputs, [x.shape[-1] for x in inputs])
     else:
-        stats = ops.cast(conv(ops.concatenate(inputs, axis=-1)), "float32")
-        # ops.split, not stats[..., :c]: TF's gradient of a strided slice is several times slower on CPU.
-        mean, log_var = ops.split(stats, 2, axis=-1)
+        stats = conv(ops.concatenate(inputs, axis=-1))
+    # ops.split, not stats[..., :c]: TF's gradient of a strided slice is several times slower on CPU.
+    mean, log_var = ops.split(ops.cast(stats, "float32"), 2, axis=-1)
     return mean, clip_log_var(log_var)
 
 
