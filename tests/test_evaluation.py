@@ -246,6 +246,8 @@ CONDITIONED_ACCURACIES = (
     "sample_pitch_accuracy_t0",
     "transfer_family_accuracy",
     "transfer_pitch_accuracy",
+    "transfer_pitch_shift_family_accuracy",
+    "transfer_pitch_shift_pitch_accuracy",
 )
 DISTANCES = ("real_family_fd", "copy_family_fd", "pitch_shift_family_fd")
 CONDITIONED_DISTANCES = ("sample_family_fd", "sample_family_fd_t05", "sample_family_fd_t0", "rerender_t1_lsd_db")

@@ -179,8 +179,10 @@ def test_the_level_check_counts_samples_beyond_the_real_range():
     samples = np.full((4, 4, 5), -30.0)
     samples[1, 2, 3] = -4.5  # within 1 dB above the loudest: in range
     samples[2, 0, 0] = 5600.0
-    samples[3, 1, 1] = -61.5  # below the floor - 1 dB
-    checked = code_metrics._level_check(samples, real, floor_db=-60.0)
-    assert checked == {"sample_max_db": 5600.0, "sample_beyond_range_notes": 2}
-    samples[1, 2, 3] = np.nan
-    assert code_metrics._level_check(samples, real, floor_db=-60.0)["sample_beyond_range_notes"] == 3
+    samples[3, 1, 1] = -75.0  # below the floor: silence, as the metrics and the vocoder read it
+    checked = code_metrics._level_check(samples, real)
+    assert checked == {"sample_max_db": 5600.0, "sample_beyond_range_notes": 1}
+    samples[1, 2, 3] = -3.5  # 1.5 dB above the loudest
+    assert code_metrics._level_check(samples, real)["sample_beyond_range_notes"] == 2
+    samples[3, 1, 1] = np.nan
+    assert code_metrics._level_check(samples, real)["sample_beyond_range_notes"] == 3

@@ -81,7 +81,8 @@ def test_pitch_shift_beats_the_copy_on_harmonic_tones(tmp_path: Path):
     assert row["nearest_pitch_copy_lsd_db"] > 5.0
     # Moved to the right pitch, the harmonics line up: much closer than the copy.
     assert row["pitch_shift_lsd_db"] < 0.6 * row["nearest_pitch_copy_lsd_db"]
-    shifted = novel_pitch.pitch_shifted_log_mel(train, novel_pitch.novel_pitch_pairs(train, held), FRONTEND)
+    pairs = novel_pitch.novel_pitch_pairs(train, held)
+    shifted = novel_pitch.pitch_shifted_log_mel(train, pairs.train_index, pairs.semitones, FRONTEND)
     assert shifted.shape == (2, *FRONTEND.feature_shape)
     assert lsd_db(held_db[[0, 1]], shifted, FRONTEND.floor_db) == pytest.approx(row["pitch_shift_lsd_db"], rel=1e-5)
 
@@ -102,3 +103,14 @@ def test_no_pairs_and_mismatched_inputs(tmp_path: Path):
     assert (row["notes"], row["unscored"]) == (0, 1)
     with pytest.raises(ValueError, match="must match"):
         novel_pitch.copy_and_shift_rows(train, train_db, held + held, train_db, FRONTEND)
+
+
+def test_pitch_shifted_log_mel_moves_each_listed_note_by_its_semitones(tmp_path: Path):
+    # Swap and judge's reference moves held-out notes themselves, one file to several pitches.
+    notes, notes_db = write_notes(tmp_path, ["guitar_acoustic_000-060-100", "guitar_acoustic_000-067-100"])
+    shifted = novel_pitch.pitch_shifted_log_mel(notes, [0, 0, 1], [4, -5, 0], FRONTEND)
+    for got, pitch in zip(shifted, (64, 55)):
+        target = numpy_log_mel(harmonic_tone(pitch), FRONTEND)
+        moved_wrong_way = numpy_log_mel(harmonic_tone(2 * 60 - pitch), FRONTEND)
+        assert lsd_db(target, got, FRONTEND.floor_db) < 0.6 * lsd_db(moved_wrong_way, got, FRONTEND.floor_db)
+    np.testing.assert_allclose(shifted[2], notes_db[1], atol=1e-4)  # 0 semitones: the note as it is

@@ -77,6 +77,8 @@ CODE_METRICS = (
     ("rerender_t1_harmonic_contrast_ratio", "re-render t=1 harm. contrast (→1)"),
     ("transfer_family_accuracy", "swap: family judge ↑"),
     ("transfer_pitch_accuracy", "swap: pitch judge ↑"),
+    ("transfer_pitch_shift_family_accuracy", "swap by pitch shift: family judge"),
+    ("transfer_pitch_shift_pitch_accuracy", "swap by pitch shift: pitch judge"),
     ("copy_pitch_accuracy", "copy: pitch judge"),
     ("copy_family_accuracy", "copy: family judge"),
     ("copy_family_fd", "copy: family FD"),

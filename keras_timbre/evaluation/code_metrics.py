@@ -12,8 +12,10 @@ Every metric here scores notes a fit never saw, by construction:
   temperatures 1, 0.5 and 0 (`sample_pitch_accuracy`, `sample_family_fd`,
   their dB range), each held-out note's code re-rendered at temperature 1,
   and rendered at other trained pitches (`transfer_*`); beside them the
-  judges on real notes (`*_judge_real_accuracy`, `real_family_fd`) and on the
-  model-free copy and pitch-shift rows (`copy_*`, `pitch_shift_*`).
+  judges on real notes (`*_judge_real_accuracy`, `real_family_fd`), on the
+  model-free copy and pitch-shift rows (`copy_*`, `pitch_shift_*`), and on
+  each swap's model-free reference, the held-out note itself pitch-shifted to
+  the asked pitch (`transfer_pitch_shift_*`).
 - probes: pitch fit on the training split's codes and scored on the held-out
   split's; family by group k-fold over instruments (unseen instruments); the
   same on 20-MFCC statistics, which need no learning.
@@ -43,6 +45,12 @@ SAMPLE_TEMPERATURES = ((1.0, ""), (0.5, "_t05"), (0.0, "_t0"))
 RANGE_SLACK_DB = 1.0
 # Swap and judge: each held-out note's code is rendered at this many other trained pitches.
 TRANSFER_PITCHES = 3
+TRANSFER_KEYS = (
+    "transfer_family_accuracy",
+    "transfer_pitch_accuracy",
+    "transfer_pitch_shift_family_accuracy",
+    "transfer_pitch_shift_pitch_accuracy",
+)
 NAN = float("nan")
 
 
@@ -165,7 +173,7 @@ def _novel_pitch(run, z_train, train_records, train_db, held_records, held_db, b
         partners = [train_records[j] for j in pairs.train_index]
         rendered = reconstruct_db(run.model, train_db[pairs.train_index], run.stats, batch_size, True, partners)
     copy = train_db[pairs.train_index]
-    shifted = pitch_shifted_log_mel(train_records, pairs, run.frontend)
+    shifted = pitch_shifted_log_mel(train_records, pairs.train_index, pairs.semitones, run.frontend)
     return {
         "novel_pitch_lsd_db": metrics.lsd_db(target, rendered, floor),
         "novel_pitch_harmonic_contrast_ratio": metrics.harmonic_contrast_ratio(target, rendered, floor),
@@ -199,19 +207,19 @@ def _samples(run, judges: Judges, held_records, held_db, batch_size: int, seed: 
         result[f"sample_pitch_accuracy{suffix}"] = NAN if samples is None else _accuracy(judges.pitch, samples, pitches)
         result[f"sample_family_fd{suffix}"] = NAN if samples is None else _fd(judges, samples, held_db)
         if temperature == 1.0:
-            result.update(_level_check(samples, held_db, run.frontend.floor_db))
+            result.update(_level_check(samples, held_db))
     return result
 
 
-def _level_check(samples, held_db, floor_db: float) -> dict[str, float]:
-    """`sample_max_db` and `sample_beyond_range_notes`: samples with a bin above the real notes' loudest
-    + `RANGE_SLACK_DB`, or below the frontend's floor − `RANGE_SLACK_DB` (NaN: no samples)."""
+def _level_check(samples, held_db) -> dict[str, float]:
+    """`sample_max_db` and `sample_beyond_range_notes`: samples with a bin above the real notes' loudest +
+    `RANGE_SLACK_DB`, or not finite (NaN: no samples). A bin below the frontend's floor is silence, as the
+    metrics and the vocoder read it, so it is not counted."""
     if samples is None or len(samples) == 0:
         return {"sample_max_db": NAN, "sample_beyond_range_notes": NAN}
     flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
-    high, low = float(np.max(held_db)) + RANGE_SLACK_DB, floor_db - RANGE_SLACK_DB
     with np.errstate(invalid="ignore"):
-        beyond = ~np.all((flat <= high) & (flat >= low), axis=1)  # a NaN bin is beyond too
+        beyond = ~np.all(np.isfinite(flat) & (flat <= float(np.max(held_db)) + RANGE_SLACK_DB), axis=1)
     return {"sample_max_db": float(np.max(flat)), "sample_beyond_range_notes": int(beyond.sum())}
 
 
@@ -257,15 +265,21 @@ def transfer_pitches(train_records, held_records, pitch_range, count: int = TRAN
 
 def _transfer(run, judges: Judges, z_held, train_records, held_records, batch_size: int) -> dict[str, float]:
     """Swap and judge: each held-out note's code at other trained pitches (its own velocity, temperature 0);
-    the family judge should name the note's family, the pitch judge the asked pitch."""
+    the family judge should name the note's family, the pitch judge the asked pitch. Beside it the same
+    judges on its model-free reference: the held-out note itself moved to the asked pitch by `pitch_shift`."""
     index, pitches = transfer_pitches(train_records, held_records, run.model.pitch_range)
     if len(index) == 0:
-        return {"transfer_family_accuracy": NAN, "transfer_pitch_accuracy": NAN, "transfer_renders": 0}
+        return {key: NAN for key in TRANSFER_KEYS} | {"transfer_renders": 0}
     velocities = [held_records[i].velocity for i in index]
+    families = [held_records[i].family for i in index]
     rendered = decode_db(run.model, z_held[index], run.stats, pitches, velocities, 0.0, batch_size)
+    semitones = pitches - np.array([held_records[i].pitch for i in index])
+    shifted = pitch_shifted_log_mel(held_records, index, semitones, run.frontend)
     return {
-        "transfer_family_accuracy": _accuracy(judges.family, rendered, [held_records[i].family for i in index]),
+        "transfer_family_accuracy": _accuracy(judges.family, rendered, families),
         "transfer_pitch_accuracy": _accuracy(judges.pitch, rendered, pitches),
+        "transfer_pitch_shift_family_accuracy": _accuracy(judges.family, shifted, families),
+        "transfer_pitch_shift_pitch_accuracy": _accuracy(judges.pitch, shifted, pitches),
         "transfer_renders": int(len(index)),
     }
 

@@ -106,29 +106,28 @@ def novel_pitch_pairs(train_records: Sequence[NoteRecord], held_records: Sequenc
     return NovelPitchPairs(held_index, train_index, semitones, unscored)
 
 
-def pitch_shifted_log_mel(
-    train_records: Sequence[NoteRecord], pairs: NovelPitchPairs, frontend: FrontendConfig
-) -> np.ndarray:
-    """Log-mel (dB, (pairs, n_mels, n_frames)) of each partner's waveform pitch-shifted to the held-out pitch.
+def pitch_shifted_log_mel(records: Sequence[NoteRecord], index, semitones, frontend: FrontendConfig) -> np.ndarray:
+    """Log-mel (dB, (len(index), n_mels, n_frames)) of each `records[index[k]]`'s waveform moved by `semitones[k]`.
 
-    Each partner's audio file is read once (`read_audio`, then `conform_audio`
-    to the frontend's rate and length), moved by `librosa.effects.pitch_shift`
-    (`n_steps` = the pair's semitones) and put through `numpy_log_mel`.
+    Each audio file is read once (`read_audio`, then `conform_audio` to the
+    frontend's rate and length), moved by `librosa.effects.pitch_shift` and put
+    through `numpy_log_mel`. The novel-pitch row moves each partner to its
+    held-out pitch; swap and judge moves each held-out note to the asked pitch.
     """
     import librosa
 
     waveforms: dict[int, np.ndarray] = {}
-    shifted = np.zeros((len(pairs), *frontend.feature_shape), np.float32)
-    for k, (train_index, semitones) in enumerate(zip(pairs.train_index.tolist(), pairs.semitones.tolist())):
-        if train_index not in waveforms:
-            path = train_records[train_index].path
+    shifted = np.zeros((len(index), *frontend.feature_shape), np.float32)
+    for k, (note, steps) in enumerate(zip(np.asarray(index).tolist(), np.asarray(semitones).tolist())):
+        if note not in waveforms:
+            path = records[note].path
             data, info = read_audio(path)
-            waveforms[train_index] = conform_audio(
+            waveforms[note] = conform_audio(
                 data, info.sample_rate, frontend.sample_rate, frontend.num_samples, name=str(path)
             )
-        waveform = waveforms[train_index]
-        if semitones != 0:
-            waveform = librosa.effects.pitch_shift(waveform, sr=frontend.sample_rate, n_steps=float(semitones))
+        waveform = waveforms[note]
+        if steps != 0:
+            waveform = librosa.effects.pitch_shift(waveform, sr=frontend.sample_rate, n_steps=float(steps))
         shifted[k] = numpy_log_mel(waveform, frontend)
     return shifted
 
@@ -177,7 +176,7 @@ def copy_and_shift_rows(
         return {"nearest_pitch_copy_lsd_db": float("nan"), "pitch_shift_lsd_db": float("nan"), **row}
     target = held_log_mel_db[pairs.held_index]
     copy = train_log_mel_db[pairs.train_index]
-    shifted = pitch_shifted_log_mel(train_records, pairs, frontend)
+    shifted = pitch_shifted_log_mel(train_records, pairs.train_index, pairs.semitones, frontend)
     return {
         "nearest_pitch_copy_lsd_db": lsd_db(target, copy, floor_db=frontend.floor_db),
         "pitch_shift_lsd_db": lsd_db(target, shifted, floor_db=frontend.floor_db),
