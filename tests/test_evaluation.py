@@ -227,6 +227,9 @@ def test_a_hierarchical_run_keeps_its_training_pitches_and_scores_its_code(hiera
         assert metrics[key] == metrics[key], key  # computed, not NaN
     assert 0.0 <= metrics["sample_pitch_accuracy"] <= 1.0
     check_judged_metrics(metrics, conditioned=True)
+    # The swaps' reference moves real notes to trained pitches the pitch judge was fit on: it names many
+    # (0.53 here; moved the wrong way, 0.0).
+    assert metrics["transfer_pitch_shift_pitch_accuracy"] >= 0.3
     assert len(metrics["group_kl_nats"]) == len(metrics["group_active_units"]) == 2
     assert all(0 <= au <= dims for au, dims in zip(metrics["group_active_units"], metrics["group_dims"]))
     assert metrics["novel_pitch_notes"] + metrics["novel_pitch_unscored"] == metrics["notes"]
