@@ -69,6 +69,7 @@ def test_a_shipped_preset_loads_by_name_and_renders_as_its_run(run_dir, root, sh
     assert sorted(p.name for p in shipped.iterdir()) == sorted([*runs.PRESET_FILES, presets.README_FILE])
     assert runs.preset_names() == ["tiny"]
     preset, run = keras_timbre.load_run("tiny"), runs.load_run(run_dir)
+    np.testing.assert_array_equal(preset.code_prior.sample(3, seed=0), run.code_prior.sample(3, seed=0))
     assert preset.path == shipped and runs.is_preset(preset.path) and not runs.is_preset(run_dir)
     assert preset.config["preset"] == {"name": "tiny", "source": str(run_dir.resolve()), "epochs": 1}
     assert preset.config["data"] == run.config["data"] and preset.config["data_fingerprint"]
@@ -158,6 +159,11 @@ def test_ship_refuses_a_run_that_is_not_finished_or_not_a_run(run_dir, root, tmp
     assert "missing does not exist" in error_line(capsys, "ship-preset")
     with pytest.raises(ValueError, match="preset name"):
         presets.save_preset(run_dir, "../escape")
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    (older / runs.CODE_PRIOR_FILE).unlink()  # trained before 0.7
+    with pytest.raises(ValueError, match="has no code_prior.npz .*run the same `keras-timbre train` command"):
+        presets.save_preset(older, "tiny")
     assert list(root.iterdir()) == []
 
 
@@ -266,7 +272,8 @@ def test_the_shipped_nsynth_mini_preset_renders_notes_at_the_asked_pitch():
 
     run = runs.load_run("nsynth-mini")  # the real one, in the package
     assert run.variant == "hierarchical" and run.model.max_temperature == 1.0
-    codes = np.random.default_rng(0).standard_normal((16, run.model.latent_dim)).astype("float32")
+    assert not run.code_prior.is_standard and run.code_prior.dim == run.model.latent_dim
+    codes = run.code_prior.sample(16, seed=0)  # what synthesize --random draws
     centres = mel_centres(run.frontend.n_mels, run.frontend.fmin, run.frontend.fmax)
     for pitch in (48, 72):
         db = decode_db(run.model, codes, run.stats, pitch, 100, temperature=1.0)

@@ -100,7 +100,7 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
 def test_a_note_beyond_the_training_notes_range_is_refused_and_not_written(run, tmp_path, monkeypatch):
     assert run.stats.peak_db is not None  # training kept the notes' peak
     pitch = run.model.pitch_range[0]
-    code = np.random.default_rng(0).standard_normal((1, run.model.latent_dim)).astype("float32")  # --seed 0's
+    code = run.code_prior.sample(1, seed=0)  # --seed 0's
     rendered = decode_db(run.model, code, run.stats, pitch, run.model.default_velocity)
     monkeypatch.setattr(run.stats, "peak_db", float(rendered.max()) - 7.0)  # 1 dB beyond the 6 dB margin
     with pytest.raises(audio_files.RenderingError, match="louder than any training note.*lower --temperature"):

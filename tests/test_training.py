@@ -48,8 +48,9 @@ def trained_run(tmp_path_factory, notes_dir):
 @pytest.mark.backend
 def test_train_then_evaluate_writes_a_complete_run(trained_run):
     run = trained_run
-    for name in ("model.keras", "frontend.json", "stats.npz", "config.json", "history.csv"):
+    for name in ("model.keras", "frontend.json", "stats.npz", "config.json", "history.csv", "code_prior.npz"):
         assert (run.path / name).is_file(), name
+    assert not run.code_prior.is_standard and run.code_prior.dim == 4  # fit to the training codes
     assert (run.path / "figures" / "reconstruction_epoch_002.png").is_file()
     assert (run.path / "figures" / "training_curves.png").is_file()
     assert any((run.path / "logs").rglob("events.out.tfevents*"))
@@ -106,6 +107,19 @@ def test_a_finished_run_asked_for_more_epochs_continues_from_its_model(tmp_path,
     reloaded = keras.saving.load_model(more.path / runs.MODEL_FILE)
     for continued, unbroken in zip(reloaded.get_weights(), unbroken_run.model.get_weights()):
         np.testing.assert_allclose(continued, unbroken, rtol=1e-3, atol=1e-5)
+
+
+def test_a_finished_run_without_its_code_prior_gets_it_back_without_training(tmp_path, trained_run, notes_dir):
+    out = tmp_path / "run"
+    shutil.copytree(trained_run.path, out)
+    (out / runs.CODE_PRIOR_FILE).unlink()
+    assert runs.load_run(out).code_prior.is_standard  # a run without one draws from N(0, I)
+    before = (out / runs.MODEL_FILE).stat().st_mtime_ns
+    tiny_train(out, notes_dir, variant="skip+grad")
+    assert (out / runs.MODEL_FILE).stat().st_mtime_ns == before  # nothing trained
+    restored, original = runs.load_run(out).code_prior, trained_run.code_prior
+    np.testing.assert_allclose(restored.means, original.means, atol=1e-4)  # the same codes, the same fit
+    np.testing.assert_allclose(restored.weights, original.weights, atol=1e-4)
 
 
 def test_the_model_trains_on_the_training_split_only(trained_run, notes_dir):

@@ -41,7 +41,11 @@ def register(subparsers) -> None:
     add_run_argument(synthesize, "run directory of a hierarchical model")
     code = synthesize.add_mutually_exclusive_group(required=True)
     code.add_argument("--like", metavar="NOTE", help="audio file whose timbre code (posterior mean) to render")
-    code.add_argument("--random", action="store_true", help="draw the code from N(0, I), seeded by --seed")
+    code.add_argument(
+        "--random",
+        action="store_true",
+        help="draw the code from the run's code prior (N(0, I) for a run without one), seeded by --seed",
+    )
     add_condition_options(synthesize)
     synthesize.add_argument(
         "--temperature",

@@ -195,9 +195,9 @@ def _renderable(model, temperature: float) -> bool:
 
 
 def _samples(run, judges: Judges, held_records, held_db, batch_size: int, seed: int = 0) -> dict[str, float]:
-    """Prior samples (codes from N(0, I), seeded) at each held-out note's pitch and velocity, at each of
+    """Prior samples (codes from the run's `code_prior`, seeded) at each held-out note's pitch and velocity, at each of
     `SAMPLE_TEMPERATURES`, judged; the temperature-1 samples' dB range checked against the real notes'."""
-    codes = np.random.default_rng(seed).standard_normal((len(held_records), run.model.latent_dim))
+    codes = run.code_prior.sample(len(held_records), seed)
     pitches, velocities = [r.pitch for r in held_records], [r.velocity for r in held_records]
     result: dict[str, float] = {}
     for temperature, suffix in SAMPLE_TEMPERATURES:

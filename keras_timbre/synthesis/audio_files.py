@@ -172,7 +172,7 @@ def synthesize_file(
     """Synthesises one note of a conditioned run at `pitch`: writes `out` (WAV, by `vocoder`) and a PNG beside it.
 
     The timbre code is the posterior mean of audio file `like`, or without it
-    a draw from N(0, I) seeded by `seed`. Every latent group sits at its prior
+    a draw from the run's code prior (`Run.code_prior`) seeded by `seed`. Every latent group sits at its prior
     mean at `temperature` 0; above, each is sampled with its prior's std scaled
     by `temperature` (that noise comes from the model's own seed generators,
     not from `seed`).
@@ -207,7 +207,7 @@ def synthesize_file(
     pitch, velocity = check_condition(run, pitch, velocity)
     if like is None:
         target = None
-        code = np.random.default_rng(seed).standard_normal((1, run.model.latent_dim)).astype(np.float32)
+        code = run.code_prior.sample(1, seed)
         label = f"random code (seed {seed})"
     else:
         target = read_log_mel(run, like)[None]

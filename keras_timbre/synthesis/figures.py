@@ -4,7 +4,7 @@ Three figures, each with audio of every panel (the run's renderer, `keras_timbre
 
 - a pitch ladder: one instrument's mean training code rendered across pitches,
   beside its real notes where they exist;
-- a grid of prior samples (codes from N(0, I)) at several pitches;
+- a grid of prior samples (codes from the run's code prior) at several pitches;
 - an interpolation between two instruments' codes at a fixed pitch.
 """
 
@@ -39,7 +39,7 @@ def write_synthesis_figures(run, out: Path, records, log_mel_db, held_records=()
     real = _real_notes(records, log_mel_db, held_records, held_db)
     written = [_ladder(run, out, real, z, instruments, velocity)]
     pitches = [p for p in SAMPLE_PITCHES if low <= p <= high] or [int((low + high) // 2)]
-    codes = np.random.default_rng(seed).standard_normal((SAMPLE_ROWS, run.model.latent_dim)).astype("float32")
+    codes = run.code_prior.sample(SAMPLE_ROWS, seed)
     cells = [
         list(decode_db(run.model, np.repeat(c[None], len(pitches), 0), run.stats, pitches, velocity)) for c in codes
     ]
@@ -51,7 +51,7 @@ def write_synthesis_figures(run, out: Path, records, log_mel_db, held_records=()
             cells,
             [f"sample {i + 1}" for i in range(SAMPLE_ROWS)],
             [f"MIDI {p}" for p in pitches],
-            "Prior samples (codes from N(0, I)), groups at the prior mean",
+            "Prior samples (codes from the code prior), groups at the prior mean",
         )
     )
     written.append(_interpolation(run, out, records, z, instruments, velocity))

@@ -8,7 +8,8 @@ NAME/
   model.keras    the model, weights only (no optimizer state: about a third of the run's file)
   config.json    the run's config.json (variant, hyperparameters, data + data_fingerprint, split,
                  seed, versions) plus "preset": its name, the run it came from and its epochs
-  frontend.json  stats.npz    README.md (what it is, generated)
+  frontend.json  stats.npz    code_prior.npz (what random codes are drawn from)
+  README.md      what it is, generated
 ```
 
 `keras_timbre.load_run("NAME")` and every command that takes a RUN load it
@@ -70,12 +71,17 @@ def save_preset(
         raise ValueError(f"preset {name} already exists at {target}; pass --overwrite to replace it")
     run_dir = Path(run_dir)
     run = check_finished(run_dir)
+    if not (run_dir / runs.CODE_PRIOR_FILE).is_file():
+        raise ValueError(
+            f"{run_dir} has no {runs.CODE_PRIOR_FILE} (trained before 0.7): run the same `keras-timbre train` command "
+            "on it again, which fits its code prior without training, then ship it"
+        )
     model = keras.saving.load_model(run_dir / runs.MODEL_FILE, compile=False)  # compile=False: no optimizer
     config = {**run.config, "preset": {"name": name, "source": str(run_dir.resolve()), "epochs": epochs(run)}}
     with atomic.atomic_directory(target, replace=overwrite) as tmp:
         # The temporary folder is already atomic; plain writes (atomic.* refuses paths under the presets).
         model.save(tmp / runs.MODEL_FILE)
-        for file in (runs.FRONTEND_FILE, runs.STATS_FILE):
+        for file in (runs.FRONTEND_FILE, runs.STATS_FILE, runs.CODE_PRIOR_FILE):
             shutil.copyfile(run_dir / file, tmp / file)
         (tmp / runs.CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / README_FILE).write_text(preset_readme(config))

@@ -219,7 +219,14 @@ def clear_run(path: str | os.PathLike) -> list[Path]:
     if not runs.is_run_directory(path):
         raise ValueError(f"--restart: {path} is not a keras-timbre run directory (no run config.json); nothing removed")
     removed = []
-    for name in (runs.MODEL_FILE, runs.FRONTEND_FILE, runs.STATS_FILE, runs.HISTORY_FILE, runs.METRICS_FILE):
+    for name in (
+        runs.MODEL_FILE,
+        runs.FRONTEND_FILE,
+        runs.STATS_FILE,
+        runs.HISTORY_FILE,
+        runs.METRICS_FILE,
+        runs.CODE_PRIOR_FILE,
+    ):
         removed += _unlink_file(path / name)
     for folder, pattern in _RUN_OUTPUTS.items():
         removed += [f for item in (path / folder).glob(pattern) for f in _unlink_file(item)]

@@ -48,17 +48,20 @@ from keras_timbre.audio.stats import FeatureStats
 from keras_timbre.audio.frontend import FrontendConfig
 from keras_timbre.data.readers import notes_fingerprint
 from keras_timbre.data.readers import read_notes
+from keras_timbre.models.code_prior import CodePrior
 
 MODEL_FILE = "model.keras"
 FRONTEND_FILE = "frontend.json"
 STATS_FILE = "stats.npz"
+# The code prior fit after training (models/code_prior.py); a run without one draws codes from N(0, I).
+CODE_PRIOR_FILE = "code_prior.npz"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SUBDIRS = ("checkpoints", "logs", "figures", "audio")
 LOCK_FILE = ".train.lock"
 # What a preset folder holds: what inference needs of a run (the model without its optimizer state).
-PRESET_FILES = (MODEL_FILE, CONFIG_FILE, FRONTEND_FILE, STATS_FILE)
+PRESET_FILES = (MODEL_FILE, CONFIG_FILE, FRONTEND_FILE, STATS_FILE, CODE_PRIOR_FILE)
 PRESET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # `keras_timbre.atomic`'s temporary names: ".<stem>.<random>.tmp<suffix>".
 _TEMPORARY = re.compile(r"\.[^/]+\.tmp[^/]*")
@@ -73,6 +76,12 @@ class Run:
     frontend: FrontendConfig
     stats: FeatureStats
     config: dict[str, Any]
+
+    @property
+    def code_prior(self) -> CodePrior:
+        """What random codes are drawn from: the run's `code_prior.npz`, or N(0, I) for a run without one."""
+        path = self.path / CODE_PRIOR_FILE
+        return CodePrior.load(path) if path.is_file() else CodePrior.standard(self.model.latent_dim)
 
     @property
     def variant(self) -> str:

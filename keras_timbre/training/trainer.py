@@ -36,7 +36,9 @@ from keras_timbre.data.split import DEFAULT_VAL_FRACTION
 from keras_timbre.models.training_defaults import resolve_precision
 from keras_timbre.models.variants import DEFAULT_VARIANT, check_variant, model_class
 from keras_timbre.training import run as runs
-from keras_timbre.data.split import split_data
+from keras_timbre.data.split import load_log_mel, split_data
+from keras_timbre.models.code_prior import CodePrior
+from keras_timbre.models.inference import latent_means
 from keras_timbre.training.data import TrainingData, training_data
 from keras_timbre.training.distribute import distribution_scope
 from keras_timbre.training.lock import lock_run
@@ -146,8 +148,7 @@ def train(
         # --restart clears the old run only once the new one's data, model and settings are known good (_fit).
         state = RunState(out, restart=runs.is_run_directory(out)) if restart else read_state(out, config, frontend)
         if state.done >= epochs:
-            print(f"{out} already has {state.done} finished epochs (asked for {epochs}); nothing to train.")
-            return runs.load_run(out)
+            return _already_trained(out, state.done, epochs, split.train)
         keras.utils.set_random_seed(seed)
         model_type = model_class(variant)
         model_settings = {**hyperparameters, **model_type.settings_from_notes(split.train, frontend)}
@@ -156,6 +157,7 @@ def train(
         _announce(variant, out, data_path, frontend, config, state.done, cache)
         extra = _callbacks(out, notes, frontend, (figure_every, epochs, warmup_epochs), vocoder) + list(callbacks or [])
         model = _fit(out, variant, config, state, notes, frontend, seed, model_settings, distribute, extra, verbose)
+        fit_code_prior(runs.Run(out, model, frontend, notes.stats, config), split.train)
     _plot_history(out)
     print(f"Trained {variant} in {time.perf_counter() - started:.0f} s; model at {out / runs.MODEL_FILE}")
     return runs.Run(path=out, model=model, frontend=frontend, stats=notes.stats, config=config)
@@ -181,6 +183,25 @@ def _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, di
             verbose=verbose,
         )
     return model
+
+
+def _already_trained(out: Path, done: int, epochs: int, train_records) -> runs.Run:
+    """The finished run; its code prior fit if it has none (interrupted after the last epoch, or older)."""
+    print(f"{out} already has {done} finished epochs (asked for {epochs}); nothing to train.")
+    run = runs.load_run(out)
+    if not (out / runs.CODE_PRIOR_FILE).is_file():
+        fit_code_prior(run, train_records)
+    return run
+
+
+def fit_code_prior(run: runs.Run, records) -> CodePrior:
+    """Fits the run's code prior to the posterior means of its training notes `records`; writes `code_prior.npz`."""
+    log_mel_db, kept = load_log_mel(records, run.frontend)
+    codes, _ = latent_means(run.model, log_mel_db, run.stats, records=kept)
+    prior = CodePrior.fit(codes)
+    prior.save(run.path / runs.CODE_PRIOR_FILE)
+    print(f"Code prior: {len(prior.weights)} Gaussians fit to {len(codes)} training codes ({runs.CODE_PRIOR_FILE})")
+    return prior
 
 
 def _announce(variant, out, data_path, frontend, config, done, cache) -> None:
