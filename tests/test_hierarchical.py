@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from keras_timbre.models import hierarchy
+from keras_timbre.models.hierarchy import mel_centres
 from keras_timbre.models.hierarchical_vae import HierarchicalTimbreVAE
+from keras_timbre.models.hierarchy import HarmonicEnvelope
 from keras_timbre.models.hierarchy import LatentGroup
 from keras_timbre.models.hierarchy import PitchConditioning
 from keras_timbre.models.hierarchy import RelativeSpectrum
@@ -58,6 +60,15 @@ class TestLayers(LayerTestCase):
             run_training_check=False,
         )
 
+    def test_harmonic_envelope(self):
+        self.run_layer_test(
+            HarmonicEnvelope,
+            {"n_mels": 32, "harmonics": 8, "units": 6},
+            [np.random.default_rng(0).normal(size=(2, 5)).astype("float32"), np.array([60.0, 72.0], "float32")],
+            expected_output_shape=(2, 32, 1, 1),
+            expected_num_trainable_weights=4,
+        )
+
     def test_latent_group(self):
         h, feature = np.ones((2, 8, 8, 4), "float32"), np.ones((2, 8, 8, 3), "float32")
         for kernel_size in (3, 1):  # 1: the convolutions run as matmuls
@@ -81,6 +92,22 @@ def test_comb_marks_the_harmonics_of_the_pitch():
     between = np.argmin(np.abs(centres - 330.0))  # halfway between harmonics 1 and 2
     assert comb[between] < 0.05
     assert to_numpy(layer(np.array([57.0]), np.array([100.0])))[0, 0, 0, 2] == 1.0  # below f0
+
+
+def test_the_envelope_puts_each_partials_level_where_that_partial_falls():
+    layer = HarmonicEnvelope(n_mels=128, harmonics=8)
+    layer(np.zeros((1, 3), "float32"), np.array([57.0]))
+    levels = np.array([0.0, 1.5, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0], "float32")  # partial 2 loud, partial 4 quiet
+    layer.levels.kernel.assign(np.zeros(layer.levels.kernel.shape))
+    layer.levels.bias.assign(2.0 * np.arctanh(levels / 2.0))  # what 2 tanh(x / 2) maps onto `levels`
+    centres = mel_centres(128, 20.0, 8000.0)
+    for pitch in (57.0, 64.0):  # A3 and E4: the same levels, at other bins
+        envelope = to_numpy(layer(np.zeros((1, 3), "float32"), np.array([pitch])))[0, :, 0, 0]
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        assert envelope[np.argmin(np.abs(centres - 2 * f0))] > 0.6  # 1.5 times the kernel at the nearest bin
+        assert envelope[np.argmin(np.abs(centres - 4 * f0))] < -0.4
+        assert abs(envelope[np.argmin(np.abs(centres - 2.5 * f0))]) < 0.1  # between partials: nothing
+        assert abs(envelope[np.argmin(np.abs(centres - 6000.0))]) < 1e-3  # above the 8th partial: nothing
 
 
 def test_relative_spectrum_puts_the_harmonics_of_every_pitch_on_the_same_rows():

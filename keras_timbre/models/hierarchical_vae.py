@@ -18,7 +18,7 @@ from keras import ops
 
 from keras_timbre.models import losses
 from keras_timbre.models.family import TimbreModel
-from keras_timbre.models.hierarchy import MAX_VELOCITY, LatentGroup, RelativeSpectrum
+from keras_timbre.models.hierarchy import MAX_VELOCITY, HarmonicEnvelope, LatentGroup, RelativeSpectrum
 from keras_timbre.models.layers import Sampling
 from keras_timbre.models.parts import CodeEncoder, DecoderPath, FeatureEncoder, PitchCondition
 from keras_timbre.models.timbre_vae import DEFAULT_FILTERS, DEFAULT_GRAD_WEIGHT, DEFAULT_INPUT_SHAPE
@@ -51,8 +51,17 @@ DEFAULT_FEATURE_WIDTH = 0.5
 # The code is read from the relative spectrum averaged over this many frames: a note's timbre code is
 # global, and at every frame the code encoder took a fifth of a training step (docs/report.md, 0.5).
 DEFAULT_CODE_TIME_POOL = 2
+# Partials whose levels the code sets through `HarmonicEnvelope` (0: none): the code-alone path renders
+# each partial's level where the pitch puts it instead of the decoder's blurred mean (docs/report.md, 0.7).
+DEFAULT_HARMONICS = 64
 # What a file saved before these settings existed was trained with (its config lacks them).
-LEGACY_SETTINGS = {"prior_temperature": 0.0, "group_kernel_size": 3, "feature_width": 1.0, "code_time_pool": 1}
+LEGACY_SETTINGS = {
+    "prior_temperature": 0.0,
+    "group_kernel_size": 3,
+    "feature_width": 1.0,
+    "code_time_pool": 1,
+    "harmonics": 0,
+}
 # NSynth's range and velocity levels; a trained model stores the ones its training notes had.
 DEFAULT_PITCH_RANGE = (21, 108)
 DEFAULT_VELOCITIES = (25, 50, 75, 100, 127)
@@ -72,8 +81,10 @@ class HierarchicalTimbreVAE(TimbreModel):
     blocks reads the log-mel itself for the groups' posteriors. Decoder: a
     dense layer from `[z, pitch, velocity]` to the smallest map, then at each
     resolution an up-sampling `DecoderBlock`, the pitch map
-    (`PitchConditioning`, folded onto that many mel bins) added through a 1x1
-    convolution, and a `LatentGroup` in place of the U-Net skip. The loss is TimbreVAE's
+    (`PitchConditioning`, and the levels `z` sets for the first `harmonics`
+    partials, placed where they fall: `HarmonicEnvelope`; folded onto that
+    many mel bins) added through a 1x1 convolution, and a `LatentGroup` in
+    place of the U-Net skip. The loss is TimbreVAE's
     (reconstruction, `beta` * KL, mel-gradient term) with the KL summed over
     the code and every group; each group's KL counts as at least
     `group_free_bits` nats.
@@ -99,6 +110,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         pitch_adversary_weight: weight of a pitch-confusion term on the code
             (a linear pitch classifier is trained on the code, and the encoder
             is pushed towards its uniform prediction); 0 disables it.
+        harmonics: partials whose levels the code sets (`HarmonicEnvelope`, one more channel of the
+            pitch map); 0 leaves the decoder to find them.
         pitch_range: `(low, high)` MIDI pitches the model was trained on.
         velocities: velocities the model was trained on.
         mel_range: `(fmin, fmax)` of the frontend's mel filters, Hz.
@@ -128,6 +141,7 @@ class HierarchicalTimbreVAE(TimbreModel):
         "feature_width",
         "code_time_pool",
         "pitch_adversary_weight",
+        "harmonics",
         "pitch_range",
         "velocities",
     )
@@ -161,6 +175,7 @@ class HierarchicalTimbreVAE(TimbreModel):
         feature_width: float = DEFAULT_FEATURE_WIDTH,
         code_time_pool: int = DEFAULT_CODE_TIME_POOL,
         pitch_adversary_weight: float = 0.0,
+        harmonics: int = DEFAULT_HARMONICS,
         pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
         velocities: tuple[int, ...] = DEFAULT_VELOCITIES,
         mel_range: tuple[float, float] = (20.0, 8000.0),
@@ -182,6 +197,7 @@ class HierarchicalTimbreVAE(TimbreModel):
         self.feature_width = float(feature_width)
         self.code_time_pool = int(code_time_pool)
         self.pitch_adversary_weight = float(pitch_adversary_weight)
+        self.harmonics = int(harmonics)
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
         self.mel_range = tuple(float(f) for f in mel_range)
@@ -202,8 +218,23 @@ class HierarchicalTimbreVAE(TimbreModel):
         feature_filters = [max(1, round(f * self.feature_width)) for f in self.filters[:-1]]
         self.features = FeatureEncoder(feature_filters, name="features", **options)
         self.condition = PitchCondition(
-            self.spectrogram_shape[0], self.mel_range, self.filters, name="condition", dtype=dtype
+            self.spectrogram_shape[0],
+            self.mel_range,
+            self.filters,
+            extra_channels=1 if self.harmonics else 0,
+            name="condition",
+            dtype=dtype,
         )
+        self.harmonic_envelope = None
+        if self.harmonics:
+            self.harmonic_envelope = HarmonicEnvelope(
+                self.spectrogram_shape[0],
+                *self.mel_range,
+                harmonics=self.harmonics,
+                name="harmonic_envelope",
+                dtype=dtype,
+            )
+            self.harmonic_envelope.build((None, self.latent_dim))
         self.groups = [
             LatentGroup(
                 self.group_channels,
@@ -305,6 +336,8 @@ class HierarchicalTimbreVAE(TimbreModel):
             return out[0]
 
         code = ops.concatenate([ops.cast(z, "float32"), scalars], axis=-1)
+        if self.harmonic_envelope is not None:
+            pitch_map = ops.concatenate([pitch_map, self.harmonic_envelope(ops.cast(z, "float32"), pitch)], axis=-1)
         return self.decoder.run(code, step, training=training), kls
 
     def call(self, inputs, training=False):
@@ -435,6 +468,7 @@ class HierarchicalTimbreVAE(TimbreModel):
                 "feature_width": self.feature_width,
                 "code_time_pool": self.code_time_pool,
                 "pitch_adversary_weight": self.pitch_adversary_weight,
+                "harmonics": self.harmonics,
                 "pitch_range": list(self.pitch_range),
                 "velocities": list(self.velocities),
                 "mel_range": list(self.mel_range),

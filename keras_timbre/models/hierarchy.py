@@ -104,6 +104,83 @@ class PitchConditioning(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class HarmonicEnvelope(keras.layers.Layer):
+    """`(code, pitch)` → `(batch, n_mels, 1, 1)`: a level for each partial of f0, set by the code, placed on mel.
+
+    A small MLP of the timbre code alone (not the pitch: the levels of the
+    partials are what the code says at every pitch) gives the level of each of
+    the first `harmonics` partials, bounded to ±2 (`2 tanh(x / 2)`, in the
+    normalised features' units, so that a code the MLP never saw cannot ask
+    for a partial far beyond the notes). Each mel bin takes the mean level of
+    the partials that fall in it, weighted by the comb's kernel
+    `exp(-2 (d / w) ** 2)`, and fades to 0 between resolved partials. The
+    code says how loud the k-th partial is; this layer, not the decoder's
+    convolutions, says where it lies at this pitch (DDSP's harmonic
+    distribution, on mel). The decoder reads it as one more channel of the
+    pitch map.
+
+    Args:
+        n_mels: mel bins of the features.
+        fmin: lowest mel frequency, Hz.
+        fmax: highest mel frequency, Hz.
+        harmonics: partials whose levels the code sets.
+        units: hidden units of the MLP.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = HarmonicEnvelope(n_mels=32, harmonics=8)
+    >>> tuple(layer(np.zeros((2, 5), "float32"), np.array([60.0, 72.0])).shape)
+    (2, 32, 1, 1)
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 128,
+        fmin: float = 20.0,
+        fmax: float = 8000.0,
+        harmonics: int = 64,
+        units: int = 128,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.n_mels, self.fmin, self.fmax = int(n_mels), float(fmin), float(fmax)
+        self.harmonics, self.units = int(harmonics), int(units)
+
+    def build(self, code_shape, pitch_shape=None):
+        self.hidden = keras.layers.Dense(self.units, activation="leaky_relu", name="hidden", dtype=self.dtype_policy)
+        self.hidden.build(tuple(code_shape))
+        self.levels = keras.layers.Dense(self.harmonics, name="levels", dtype=self.dtype_policy)
+        self.levels.build((None, self.units))
+
+    def call(self, code, pitch):
+        levels = 2.0 * ops.tanh(0.5 * ops.cast(self.levels(self.hidden(code)), "float32"))  # (batch, harmonics)
+        centres = mel_centres(self.n_mels, self.fmin, self.fmax)
+        width = ops.convert_to_tensor(np.gradient(centres)[None, :, None], "float32")
+        centres = ops.convert_to_tensor(centres[None, :, None], "float32")
+        partials = ops.reshape(midi_to_hz(pitch), (-1, 1, 1)) * ops.arange(1, self.harmonics + 1, dtype="float32")
+        weights = ops.exp(-2.0 * ops.square((centres - partials) / width))  # (batch, n_mels, harmonics)
+        envelope = ops.sum(weights * levels[:, None, :], axis=-1) / ops.maximum(ops.sum(weights, axis=-1), 1.0)
+        return ops.cast(envelope[:, :, None, None], self.compute_dtype)
+
+    def compute_output_shape(self, code_shape, pitch_shape=None):
+        return (code_shape[0], self.n_mels, 1, 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "n_mels": self.n_mels,
+                "fmin": self.fmin,
+                "fmax": self.fmax,
+                "harmonics": self.harmonics,
+                "units": self.units,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class LatentGroup(keras.layers.Layer):
     """One level of the top-down hierarchy: `h → h + merge(z_l)`, with `z_l` from the posterior or the prior.
 

@@ -285,6 +285,8 @@ class PitchCondition(keras.layers.Layer):
         n_mels: mel bins of the features.
         mel_range: `(fmin, fmax)` of the frontend's mel filters, Hz.
         filters: the encoder's filters; one projection per decoder resolution.
+        extra_channels: channels a variant appends to the pitch map (the hierarchical variant's
+            `HarmonicEnvelope`).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -295,8 +297,11 @@ class PitchCondition(keras.layers.Layer):
     (1, 4, 8, 8)
     """
 
-    def __init__(self, n_mels: int, mel_range: Sequence[float], filters: Sequence[int], **kwargs):
+    def __init__(
+        self, n_mels: int, mel_range: Sequence[float], filters: Sequence[int], extra_channels: int = 0, **kwargs
+    ):
         super().__init__(**kwargs)
+        self.extra_channels = int(extra_channels)
         self.n_mels = int(n_mels)
         self.mel_range = tuple(float(f) for f in mel_range)
         self.filters = tuple(int(f) for f in filters)
@@ -312,7 +317,9 @@ class PitchCondition(keras.layers.Layer):
         ]
         for i, projection in enumerate(self.projections):  # resolution i has n_mels / 2 ** (depth - i) rows
             rows = self.n_mels // 2 ** (len(self.filters) - i)
-            projection.build((None, rows, 1, PitchConditioning.CHANNELS * (self.n_mels // rows)))
+            projection.build(
+                (None, rows, 1, (PitchConditioning.CHANNELS + self.extra_channels) * (self.n_mels // rows))
+            )
 
     def pitch_map(self, pitch, velocity):
         return self.conditioning(pitch, velocity)
@@ -320,7 +327,7 @@ class PitchCondition(keras.layers.Layer):
     def call(self, h, pitch_map, resolution=0):
         n_bins = h.shape[1]
         fold = self.n_mels // n_bins
-        folded = ops.reshape(pitch_map, (-1, n_bins, 1, PitchConditioning.CHANNELS * fold))
+        folded = ops.reshape(pitch_map, (-1, n_bins, 1, pitch_map.shape[-1] * fold))
         return h + self.projections[resolution](folded)
 
     def compute_output_shape(self, h_shape, pitch_map_shape=None):
@@ -328,5 +335,12 @@ class PitchCondition(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"n_mels": self.n_mels, "mel_range": list(self.mel_range), "filters": list(self.filters)})
+        config.update(
+            {
+                "n_mels": self.n_mels,
+                "mel_range": list(self.mel_range),
+                "filters": list(self.filters),
+                "extra_channels": self.extra_channels,
+            }
+        )
         return config
