@@ -26,7 +26,7 @@ GL = ["--vocoder", "griffin-lim", "--griffin-lim-iters", "2"]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """One tiny finished hierarchical run (1 epoch)."""
+    """One tiny finished hierarchical run (3 epochs)."""
     return train_tiny_hierarchical(tmp_path_factory, FRONTEND).path
 
 
@@ -71,7 +71,7 @@ def test_a_shipped_preset_loads_by_name_and_renders_as_its_run(run_dir, root, sh
     preset, run = keras_timbre.load_run("tiny"), runs.load_run(run_dir)
     np.testing.assert_array_equal(preset.code_prior.sample(3, seed=0), run.code_prior.sample(3, seed=0))
     assert preset.path == shipped and runs.is_preset(preset.path) and not runs.is_preset(run_dir)
-    assert preset.config["preset"] == {"name": "tiny", "source": str(run_dir.resolve()), "epochs": 1}
+    assert preset.config["preset"] == {"name": "tiny", "source": str(run_dir.resolve()), "epochs": 3}
     assert preset.config["data"] == run.config["data"] and preset.config["data_fingerprint"]
     assert preset.frontend == run.frontend
     np.testing.assert_array_equal(preset.stats.mean, run.stats.mean)
@@ -146,9 +146,9 @@ def test_ship_refuses_a_run_that_is_not_finished_or_not_a_run(run_dir, root, tmp
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run_dir, unfinished)
     config = json.loads((unfinished / runs.CONFIG_FILE).read_text())
-    config["hyperparameters"]["epochs"] = 3
+    config["hyperparameters"]["epochs"] = 5
     (unfinished / runs.CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="is not finished: 1 of 3 epochs"):
+    with pytest.raises(ValueError, match="is not finished: 3 of 5 epochs"):
         presets.save_preset(unfinished, "tiny")
     training = tmp_path / "training"
     shutil.copytree(run_dir, training)

@@ -23,7 +23,7 @@ GL = ["--griffin-lim-iters", "2"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One tiny hierarchical run (1 epoch), loaded."""
+    """One tiny hierarchical run (3 epochs), loaded."""
     return runs.load_run(train_tiny_hierarchical(tmp_path_factory, FRONTEND).path)
 
 
