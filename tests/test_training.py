@@ -122,6 +122,18 @@ def test_a_finished_run_without_its_code_prior_gets_it_back_without_training(tmp
     np.testing.assert_allclose(restored.weights, original.weights, atol=1e-4)
 
 
+def test_the_code_prior_reads_a_bounded_number_of_notes(tmp_path, trained_run, notes_dir, monkeypatch, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained_run.path, out)
+    run = runs.load_run(out)
+    notes = read_notes(notes_dir)  # 20
+    assert len(training.fit_code_prior(run, notes).weights) == 10  # min(10 components, 20 codes // 2)
+    monkeypatch.setattr(training, "CODE_PRIOR_NOTES", 4)
+    assert len(training.fit_code_prior(run, notes).weights) == 2  # 4 evenly spaced notes read
+    assert "fit to 4 training codes" in capsys.readouterr().out
+    assert len(runs.load_run(out).code_prior.weights) == 2  # the file written last
+
+
 def test_the_model_trains_on_the_training_split_only(trained_run, notes_dir):
     records, _ = evaluation.held_out_notes(trained_run)
     everything = read_notes(notes_dir)

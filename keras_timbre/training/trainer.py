@@ -185,6 +185,10 @@ def _fit(out, variant, config, state, notes, frontend, seed, hyperparameters, di
     return model
 
 
+# The most training notes whose codes the code prior is fit to (about 0.5 GB of 4 s log-mels).
+CODE_PRIOR_NOTES = 4096
+
+
 def _already_trained(out: Path, done: int, epochs: int, train_records) -> runs.Run:
     """The finished run; its code prior fit if it has none (interrupted after the last epoch, or older)."""
     print(f"{out} already has {done} finished epochs (asked for {epochs}); nothing to train.")
@@ -195,7 +199,11 @@ def _already_trained(out: Path, done: int, epochs: int, train_records) -> runs.R
 
 
 def fit_code_prior(run: runs.Run, records) -> CodePrior:
-    """Fits the run's code prior to the posterior means of its training notes `records`; writes `code_prior.npz`."""
+    """Fits the run's code prior to the posterior means of its training notes `records`; writes `code_prior.npz`.
+
+    At most `CODE_PRIOR_NOTES` notes, evenly spaced, are read: a full NSynth would not fit in memory.
+    """
+    records = list(records)[:: -(-len(records) // CODE_PRIOR_NOTES) or 1]
     log_mel_db, kept = load_log_mel(records, run.frontend)
     codes, _ = latent_means(run.model, log_mel_db, run.stats, records=kept)
     prior = CodePrior.fit(codes)
