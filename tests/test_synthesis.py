@@ -95,6 +95,9 @@ def test_synthesize_file_renders_the_code_of_like_or_of_the_seed(run, wavs, tmp_
         randoms.append(rendered["db"])
     np.testing.assert_array_equal(randoms[0], randoms[1])
     assert not np.allclose(randoms[0], randoms[2])
+    assert not run.code_prior.is_standard  # the seed draws from the run's code prior, not N(0, I)
+    drawn = decode_db(run.model, run.code_prior.sample(1, seed=1), run.stats, pitch, run.model.default_velocity)
+    np.testing.assert_allclose(randoms[0], drawn[0], atol=1e-3)
 
 
 def test_a_note_beyond_the_training_notes_range_is_refused_and_not_written(run, tmp_path, monkeypatch):
