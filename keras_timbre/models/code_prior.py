@@ -49,8 +49,8 @@ class CodePrior:
         return cls(np.ones(1), np.zeros((1, latent_dim)), np.eye(latent_dim)[None])
 
     @classmethod
-    def fit(cls, codes, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> "CodePrior":
-        """A full-covariance mixture of up to `components` Gaussians fit to `codes` (notes, latent_dim).
+    def fit(cls, codes, components: int = DEFAULT_COMPONENTS) -> "CodePrior":
+        """A full-covariance mixture of up to `components` Gaussians fit to `codes` (notes, latent_dim), seeded.
 
         Raises:
             ValueError: `codes` is not a finite 2-D array of at least 2 codes.
@@ -64,7 +64,7 @@ class CodePrior:
             min(int(components), len(codes) // 2),
             covariance_type="full",
             reg_covar=COVARIANCE_FLOOR,
-            random_state=seed,
+            random_state=0,
         ).fit(codes)
         return cls(mixture.weights_, mixture.means_, np.linalg.cholesky(mixture.covariances_))
 

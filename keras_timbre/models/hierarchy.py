@@ -34,6 +34,18 @@ def mel_centres(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
 
 
+def comb_kernel(distance_hz, width_hz):
+    """How much a partial `distance_hz` from a mel bin's centre counts in that bin of width `width_hz`.
+
+    `exp(-2 (d / w) ** 2)`: the one kernel of the pitch map's comb and of `HarmonicEnvelope`.
+
+    Example:
+    >>> [round(float(k), 3) for k in keras.ops.convert_to_numpy(comb_kernel(np.array([0.0, 50.0]), 100.0))]
+    [1.0, 0.607]
+    """
+    return ops.exp(-2.0 * ops.square(distance_hz / width_hz))
+
+
 def midi_to_hz(pitch):
     """MIDI pitch (tensor) to Hz, A4 = MIDI 69 = 440 Hz."""
     return 440.0 * ops.power(2.0, (ops.cast(pitch, "float32") - 69.0) / 12.0)
@@ -87,7 +99,7 @@ class PitchConditioning(keras.layers.Layer):
         f0 = ops.reshape(midi_to_hz(pitch), (-1, 1))
         harmonic = centres / f0  # (batch, n_mels): bin frequency in harmonics of f0
         distance = ops.abs(harmonic - ops.maximum(ops.round(harmonic), 1.0)) * f0
-        comb = ops.where(f0 < width, 1.0, ops.exp(-2.0 * ops.square(distance / width)))
+        comb = ops.where(f0 < width, 1.0, comb_kernel(distance, width))
         octaves = ops.clip(ops.log2(harmonic), -2.0, 8.0) / 8.0
         below = ops.cast(harmonic < 0.75, "float32")
         loudness = ops.broadcast_to(ops.reshape(ops.cast(velocity, "float32"), (-1, 1)) / MAX_VELOCITY, ops.shape(comb))
@@ -159,7 +171,7 @@ class HarmonicEnvelope(keras.layers.Layer):
         width = ops.convert_to_tensor(np.gradient(centres)[None, :, None], "float32")
         centres = ops.convert_to_tensor(centres[None, :, None], "float32")
         partials = ops.reshape(midi_to_hz(pitch), (-1, 1, 1)) * ops.arange(1, self.harmonics + 1, dtype="float32")
-        weights = ops.exp(-2.0 * ops.square((centres - partials) / width))  # (batch, n_mels, harmonics)
+        weights = comb_kernel(centres - partials, width)  # (batch, n_mels, harmonics)
         envelope = ops.sum(weights * levels[:, None, :], axis=-1) / ops.maximum(ops.sum(weights, axis=-1), 1.0)
         return ops.cast(envelope[:, :, None, None], self.compute_dtype)
 
