@@ -230,6 +230,7 @@ def test_a_hierarchical_run_keeps_its_training_pitches_and_scores_its_code(hiera
     # The swaps' reference moves real notes to trained pitches the pitch judge was fit on: it names many
     # (0.53 here; moved the wrong way, 0.0).
     assert metrics["transfer_pitch_shift_pitch_accuracy"] >= 0.3
+    assert 0 < metrics["transfer_in_range_renders"] < metrics["transfer_renders"]  # some swaps leave the family
     assert len(metrics["group_kl_nats"]) == len(metrics["group_active_units"]) == 2
     assert all(0 <= au <= dims for au, dims in zip(metrics["group_active_units"], metrics["group_dims"]))
     assert metrics["novel_pitch_notes"] + metrics["novel_pitch_unscored"] == metrics["notes"]
@@ -251,6 +252,10 @@ CONDITIONED_ACCURACIES = (
     "transfer_pitch_accuracy",
     "transfer_pitch_shift_family_accuracy",
     "transfer_pitch_shift_pitch_accuracy",
+    "transfer_in_range_family_accuracy",
+    "transfer_in_range_pitch_accuracy",
+    "transfer_in_range_pitch_shift_family_accuracy",
+    "transfer_in_range_pitch_shift_pitch_accuracy",
 )
 DISTANCES = ("real_family_fd", "copy_family_fd", "pitch_shift_family_fd")
 CONDITIONED_DISTANCES = ("sample_family_fd", "sample_family_fd_t05", "sample_family_fd_t0", "rerender_t1_lsd_db")

@@ -15,7 +15,10 @@ Every metric here scores notes a fit never saw, by construction:
   judges on real notes (`*_judge_real_accuracy`, `real_family_fd`), on the
   model-free copy and pitch-shift rows (`copy_*`, `pitch_shift_*`), and on
   each swap's model-free reference, the held-out note itself pitch-shifted to
-  the asked pitch (`transfer_pitch_shift_*`).
+  the asked pitch (`transfer_pitch_shift_*`); the same four again on the
+  swaps whose asked pitch lies within the note's family's training pitches
+  (`transfer_in_range_*`: elsewhere no real note tells a judge what that
+  family sounds like).
 - probes: pitch fit on the training split's codes and scored on the held-out
   split's; family by group k-fold over instruments (unseen instruments); the
   same on 20-MFCC statistics, which need no learning.
@@ -51,6 +54,8 @@ TRANSFER_KEYS = (
     "transfer_pitch_shift_family_accuracy",
     "transfer_pitch_shift_pitch_accuracy",
 )
+# The same, on the swaps to a pitch within the note's family's training pitches.
+IN_RANGE_KEYS = tuple(key.replace("transfer_", "transfer_in_range_", 1) for key in TRANSFER_KEYS)
 NAN = float("nan")
 
 
@@ -269,19 +274,46 @@ def _transfer(run, judges: Judges, z_held, train_records, held_records, batch_si
     judges on its model-free reference: the held-out note itself moved to the asked pitch by `pitch_shift`."""
     index, pitches = transfer_pitches(train_records, held_records, run.model.pitch_range)
     if len(index) == 0:
-        return {key: NAN for key in TRANSFER_KEYS} | {"transfer_renders": 0}
+        return {key: NAN for key in TRANSFER_KEYS + IN_RANGE_KEYS} | {
+            "transfer_renders": 0,
+            "transfer_in_range_renders": 0,
+        }
     velocities = [held_records[i].velocity for i in index]
-    families = [held_records[i].family for i in index]
+    families = np.array([held_records[i].family for i in index])
     rendered = decode_db(run.model, z_held[index], run.stats, pitches, velocities, 0.0, batch_size)
     semitones = pitches - np.array([held_records[i].pitch for i in index])
     shifted = pitch_shifted_log_mel(held_records, index, semitones, run.frontend)
-    return {
-        "transfer_family_accuracy": _accuracy(judges.family, rendered, families),
-        "transfer_pitch_accuracy": _accuracy(judges.pitch, rendered, pitches),
-        "transfer_pitch_shift_family_accuracy": _accuracy(judges.family, shifted, families),
-        "transfer_pitch_shift_pitch_accuracy": _accuracy(judges.pitch, shifted, pitches),
-        "transfer_renders": int(len(index)),
-    }
+    ranges = family_pitch_ranges(train_records)
+    inside = np.array([ranges[f][0] <= p <= ranges[f][1] if f in ranges else False for f, p in zip(families, pitches)])
+    result = {}
+    for keys, kept in ((TRANSFER_KEYS, slice(None)), (IN_RANGE_KEYS, inside)):
+        result.update(_judge_swaps(judges, keys, rendered[kept], shifted[kept], families[kept], pitches[kept]))
+    return result | {"transfer_renders": int(len(index)), "transfer_in_range_renders": int(inside.sum())}
+
+
+def _judge_swaps(judges: Judges, keys, rendered, shifted, families, pitches) -> dict[str, float]:
+    """`keys` (family, pitch, and the pitch shift's family, pitch) of one set of swaps."""
+    pairs = ((judges.family, rendered, families), (judges.pitch, rendered, pitches))
+    pairs += ((judges.family, shifted, families), (judges.pitch, shifted, pitches))
+    return {key: _accuracy(judge, db, labels) for key, (judge, db, labels) in zip(keys, pairs)}
+
+
+def family_pitch_ranges(records) -> dict[str, tuple[int, int]]:
+    """Each family's lowest and highest labelled pitch among `records`.
+
+    Example:
+    >>> from keras_timbre.data.readers import NoteRecord
+    >>> notes = [NoteRecord.from_path(f"bass_synthetic_000-{p:03d}-100.wav") for p in (30, 45, 38)]
+    >>> family_pitch_ranges(notes)
+    {'bass': (30, 45)}
+    """
+    ranges: dict[str, tuple[int, int]] = {}
+    for record in records:
+        if record.pitch < 0:
+            continue
+        low, high = ranges.get(record.family, (record.pitch, record.pitch))
+        ranges[record.family] = (min(low, record.pitch), max(high, record.pitch))
+    return ranges
 
 
 def group_metrics(model, stats, log_mel_db, records, batch_size: int = 32) -> dict[str, Any]:
