@@ -68,13 +68,6 @@ class TestLayers(LayerTestCase):
             expected_output_shape=(2, 32, 1, 1),
             expected_num_trainable_weights=4,
         )
-        self.run_layer_test(
-            HarmonicEnvelope,
-            {"n_mels": 32, "harmonics": 8, "units": 6, "formants": 4},
-            [np.random.default_rng(0).normal(size=(2, 5)).astype("float32"), np.array([60.0, 72.0], "float32")],
-            expected_output_shape=(2, 32, 1, 1),
-            expected_num_trainable_weights=6,
-        )
 
     def test_latent_group(self):
         h, feature = np.ones((2, 8, 8, 4), "float32"), np.ones((2, 8, 8, 3), "float32")
@@ -115,27 +108,6 @@ def test_the_envelope_puts_each_partials_level_where_that_partial_falls():
         assert envelope[np.argmin(np.abs(centres - 4 * f0))] < -0.4
         assert abs(envelope[np.argmin(np.abs(centres - 2.5 * f0))]) < 0.1  # between partials: nothing
         assert abs(envelope[np.argmin(np.abs(centres - 6000.0))]) < 1e-3  # above the 8th partial: nothing
-
-
-def test_the_formant_envelope_sets_levels_by_frequency_not_by_partial():
-    layer = HarmonicEnvelope(n_mels=128, harmonics=64, formants=3)
-    layer(np.zeros((1, 3), "float32"), np.array([48.0]))
-    for dense in (layer.levels, layer.formant_levels):
-        dense.kernel.assign(np.zeros(dense.kernel.shape))
-        dense.bias.assign(np.zeros(dense.bias.shape))
-    layer.formant_levels.bias.assign(np.array([0.0, 1.5, -1.5], "float32"))  # loud mid-band, quiet top
-    centres = mel_centres(128, 20.0, 8000.0)
-    c3, c4 = (to_numpy(layer(np.zeros((1, 3), "float32"), np.array([p])))[0, :, 0, 0] for p in (48.0, 60.0))
-    f0 = 440.0 * 2 ** ((48 - 69) / 12)  # C3, 131 Hz; C4 is twice that
-    for partial in (2, 4, 6):  # partial k of C3 is partial k / 2 of C4: the same frequency, the same level
-        row = np.argmin(np.abs(centres - partial * f0))
-        assert abs(c3[row]) > 0.05
-        np.testing.assert_allclose(c3[row], c4[row], rtol=0.05)
-    middle, top = (np.argmin(np.abs(centres - k * f0)) for k in (13, 53))  # 1.7 kHz (the middle knot), 6.9 kHz
-    assert c3[middle] > 0.5 and c3[top] < -0.5
-    assert abs(c3[np.argmin(np.abs(centres - 2.5 * f0))]) < 0.1  # between partials: nothing
-    with pytest.raises(ValueError, match="formants"):
-        HarmonicEnvelope(formants=1)
 
 
 def test_relative_spectrum_puts_the_harmonics_of_every_pitch_on_the_same_rows():

@@ -54,7 +54,6 @@ DEFAULT_CODE_TIME_POOL = 2
 # Partials whose levels the code sets through `HarmonicEnvelope` (0: none): the code-alone path renders
 # each partial's level where the pitch puts it instead of the decoder's blurred mean (docs/report.md, 0.7).
 DEFAULT_HARMONICS = 64
-DEFAULT_FORMANTS = 0
 # What a file saved before these settings existed was trained with (its config lacks them).
 LEGACY_SETTINGS = {
     "prior_temperature": 0.0,
@@ -62,7 +61,6 @@ LEGACY_SETTINGS = {
     "feature_width": 1.0,
     "code_time_pool": 1,
     "harmonics": 0,
-    "formants": 0,
 }
 # NSynth's range and velocity levels; a trained model stores the ones its training notes had.
 DEFAULT_PITCH_RANGE = (21, 108)
@@ -114,8 +112,6 @@ class HierarchicalTimbreVAE(TimbreModel):
             is pushed towards its uniform prediction); 0 disables it.
         harmonics: partials whose levels the code sets (`HarmonicEnvelope`, one more channel of the
             pitch map); 0 leaves the decoder to find them.
-        formants: knots of a smooth envelope over absolute frequency the code adds to those levels
-            (`HarmonicEnvelope`'s source-filter split); 0: none.
         pitch_range: `(low, high)` MIDI pitches the model was trained on.
         velocities: velocities the model was trained on.
         mel_range: `(fmin, fmax)` of the frontend's mel filters, Hz.
@@ -146,7 +142,6 @@ class HierarchicalTimbreVAE(TimbreModel):
         "code_time_pool",
         "pitch_adversary_weight",
         "harmonics",
-        "formants",
         "pitch_range",
         "velocities",
     )
@@ -181,7 +176,6 @@ class HierarchicalTimbreVAE(TimbreModel):
         code_time_pool: int = DEFAULT_CODE_TIME_POOL,
         pitch_adversary_weight: float = 0.0,
         harmonics: int = DEFAULT_HARMONICS,
-        formants: int = DEFAULT_FORMANTS,
         pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
         velocities: tuple[int, ...] = DEFAULT_VELOCITIES,
         mel_range: tuple[float, float] = (20.0, 8000.0),
@@ -204,7 +198,6 @@ class HierarchicalTimbreVAE(TimbreModel):
         self.code_time_pool = int(code_time_pool)
         self.pitch_adversary_weight = float(pitch_adversary_weight)
         self.harmonics = int(harmonics)
-        self.formants = int(formants)
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
         self.mel_range = tuple(float(f) for f in mel_range)
@@ -238,7 +231,6 @@ class HierarchicalTimbreVAE(TimbreModel):
                 self.spectrogram_shape[0],
                 *self.mel_range,
                 harmonics=self.harmonics,
-                formants=self.formants,
                 name="harmonic_envelope",
                 dtype=dtype,
             )
@@ -477,7 +469,6 @@ class HierarchicalTimbreVAE(TimbreModel):
                 "code_time_pool": self.code_time_pool,
                 "pitch_adversary_weight": self.pitch_adversary_weight,
                 "harmonics": self.harmonics,
-                "formants": self.formants,
                 "pitch_range": list(self.pitch_range),
                 "velocities": list(self.velocities),
                 "mel_range": list(self.mel_range),

@@ -131,19 +131,12 @@ class HarmonicEnvelope(keras.layers.Layer):
     distribution, on mel). The decoder reads it as one more channel of the
     pitch map.
 
-    With `formants` > 0 the code also sets a smooth envelope over absolute
-    frequency (a source-filter split: real instruments keep their body's
-    resonances in Hz as the pitch moves): `formants` levels at knots evenly
-    spaced on the mel axis, linearly interpolated between them, added to the
-    level of every partial that falls there before the bound.
-
     Args:
         n_mels: mel bins of the features.
         fmin: lowest mel frequency, Hz.
         fmax: highest mel frequency, Hz.
         harmonics: partials whose levels the code sets.
         units: hidden units of the MLP.
-        formants: knots of the envelope over absolute frequency (0: none).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -160,44 +153,27 @@ class HarmonicEnvelope(keras.layers.Layer):
         fmax: float = 8000.0,
         harmonics: int = 64,
         units: int = 128,
-        formants: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if formants == 1 or formants < 0:
-            raise ValueError(f"formants must be 0 or at least 2 knots, got {formants}")
         self.n_mels, self.fmin, self.fmax = int(n_mels), float(fmin), float(fmax)
-        self.harmonics, self.units, self.formants = int(harmonics), int(units), int(formants)
+        self.harmonics, self.units = int(harmonics), int(units)
 
     def build(self, code_shape, pitch_shape=None):
         self.hidden = keras.layers.Dense(self.units, activation="leaky_relu", name="hidden", dtype=self.dtype_policy)
         self.hidden.build(tuple(code_shape))
         self.levels = keras.layers.Dense(self.harmonics, name="levels", dtype=self.dtype_policy)
         self.levels.build((None, self.units))
-        if self.formants:
-            self.formant_levels = keras.layers.Dense(self.formants, name="formant_levels", dtype=self.dtype_policy)
-            self.formant_levels.build((None, self.units))
 
     def call(self, code, pitch):
-        hidden = self.hidden(code)
-        levels = ops.cast(self.levels(hidden), "float32")[:, None, :]  # (batch, 1, harmonics)
-        if self.formants:
-            knots = ops.cast(self.formant_levels(hidden), "float32")  # (batch, formants)
-            levels = levels + ops.matmul(knots, self._knot_weights())[:, :, None]  # (batch, n_mels, harmonics)
-        levels = 2.0 * ops.tanh(0.5 * levels)
+        levels = 2.0 * ops.tanh(0.5 * ops.cast(self.levels(self.hidden(code)), "float32"))  # (batch, harmonics)
         centres = mel_centres(self.n_mels, self.fmin, self.fmax)
         width = ops.convert_to_tensor(np.gradient(centres)[None, :, None], "float32")
         centres = ops.convert_to_tensor(centres[None, :, None], "float32")
         partials = ops.reshape(midi_to_hz(pitch), (-1, 1, 1)) * ops.arange(1, self.harmonics + 1, dtype="float32")
         weights = comb_kernel(centres - partials, width)  # (batch, n_mels, harmonics)
-        envelope = ops.sum(weights * levels, axis=-1) / ops.maximum(ops.sum(weights, axis=-1), 1.0)
+        envelope = ops.sum(weights * levels[:, None, :], axis=-1) / ops.maximum(ops.sum(weights, axis=-1), 1.0)
         return ops.cast(envelope[:, :, None, None], self.compute_dtype)
-
-    def _knot_weights(self):
-        """`(formants, n_mels)`: each knot's share of each mel bin (linear interpolation; columns sum to 1)."""
-        position = np.linspace(0.0, self.formants - 1.0, self.n_mels)
-        weights = np.maximum(0.0, 1.0 - np.abs(position[None, :] - np.arange(self.formants)[:, None]))
-        return ops.convert_to_tensor(weights, "float32")
 
     def compute_output_shape(self, code_shape, pitch_shape=None):
         return (code_shape[0], self.n_mels, 1, 1)
@@ -211,7 +187,6 @@ class HarmonicEnvelope(keras.layers.Layer):
                 "fmax": self.fmax,
                 "harmonics": self.harmonics,
                 "units": self.units,
-                "formants": self.formants,
             }
         )
         return config
