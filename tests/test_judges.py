@@ -152,6 +152,17 @@ def test_family_fd_is_small_within_a_family_and_large_across(fitted):
     assert real < wrong < noise
 
 
+def test_the_same_size_floor_draws_as_many_training_notes_as_held_out_ones(fitted):
+    judge, (log_mel, _), (held, _) = fitted
+    both = code_metrics.Judges(pitch=None, family=judge)
+    every = code_metrics._fd(both, log_mel, held)
+    same_size = code_metrics._same_size_fd(both, log_mel, held)
+    assert len(log_mel) == 2 * len(held)
+    assert same_size > every  # fewer notes, a larger estimate: the floor a sample of len(held) notes can reach
+    assert same_size == code_metrics._same_size_fd(both, log_mel, held)  # seeded
+    assert code_metrics._same_size_fd(both, held, log_mel) == code_metrics._fd(both, held, log_mel)  # no fewer to draw
+
+
 # ---------------------------------------------------------------------------- the judged code metrics' pieces
 
 

@@ -67,6 +67,7 @@ CODE_METRICS = (
     ("pitch_judge_real_accuracy", "pitch judge, real held-out (ceiling)"),
     ("family_judge_real_accuracy", "family judge, real held-out (ceiling)"),
     ("real_family_fd", "family FD, real train→held-out (floor)"),
+    ("real_family_fd_same_size", "the same, as many train notes as held-out"),
     ("sample_pitch_accuracy", "sample pitch acc. t=1 ↑"),
     ("sample_pitch_accuracy_t05", "sample pitch acc. t=0.5 ↑"),
     ("sample_family_fd", "sample family FD t=1 ↓"),

@@ -12,7 +12,8 @@ Every metric here scores notes a fit never saw, by construction:
   temperatures 1, 0.5 and 0 (`sample_pitch_accuracy`, `sample_family_fd`,
   their dB range), each held-out note's code re-rendered at temperature 1,
   and rendered at other trained pitches (`transfer_*`); beside them the
-  judges on real notes (`*_judge_real_accuracy`, `real_family_fd`), on the
+  judges on real notes (`*_judge_real_accuracy`, `real_family_fd`, and
+  `real_family_fd_same_size` at the samples' size), on the
   model-free copy and pitch-shift rows (`copy_*`, `pitch_shift_*`), and on
   each swap's model-free reference, the held-out note itself pitch-shifted to
   the asked pitch (`transfer_pitch_shift_*`); the same four again on the
@@ -56,6 +57,8 @@ TRANSFER_KEYS = (
 )
 # The same, on the swaps to a pitch within the note's family's training pitches.
 IN_RANGE_KEYS = tuple(key.replace("transfer_", "transfer_in_range_", 1) for key in TRANSFER_KEYS)
+# Subsets of the training notes whose family FD against the held-out notes `real_family_fd_same_size` averages.
+SAME_SIZE_DRAWS = 5
 NAN = float("nan")
 
 
@@ -154,7 +157,20 @@ def _real_notes(judges: Judges, train_db, held_records, held_db) -> dict[str, fl
         "pitch_classifier_real_accuracy": pitch_accuracy,  # its name before the family judge
         "family_judge_real_accuracy": _accuracy(judges.family, held_db, [r.family for r in held_records]),
         "real_family_fd": _fd(judges, train_db, held_db),
+        "real_family_fd_same_size": _same_size_fd(judges, train_db, held_db),
     }
+
+
+def _same_size_fd(judges: Judges, train_db, held_db) -> float:
+    """The FD of as many real training notes as there are held-out notes, the mean over `SAME_SIZE_DRAWS`
+    seeded subsets: the floor for a sample of that size (FD's estimate grows as the sample shrinks)."""
+    if len(train_db) <= len(held_db):
+        return _fd(judges, train_db, held_db)
+    subsets = (
+        np.random.default_rng(seed).choice(len(train_db), len(held_db), replace=False)
+        for seed in range(SAME_SIZE_DRAWS)
+    )
+    return float(np.mean([_fd(judges, train_db[np.sort(subset)], held_db) for subset in subsets]))
 
 
 # ---------------------------------------------------------------------------- the novel-pitch rows
