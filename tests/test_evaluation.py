@@ -231,6 +231,10 @@ def test_a_hierarchical_run_keeps_its_training_pitches_and_scores_its_code(hiera
     # (0.53 here; moved the wrong way, 0.0).
     assert metrics["transfer_pitch_shift_pitch_accuracy"] >= 0.3
     assert 0 < metrics["transfer_in_range_renders"] < metrics["transfer_renders"]  # some swaps leave the family
+    # The run's decoder is bounded at its training notes' peak + 1 dB (FeatureStats.ceiling): no sample passes it.
+    stats = runs.load_run(hierarchical_run.path).stats
+    np.testing.assert_allclose(model.output_ceiling, stats.ceiling()[0], rtol=1e-6)
+    assert metrics["sample_max_db"] <= stats.peak_db + 1.0 + 1e-3
     assert len(metrics["group_kl_nats"]) == len(metrics["group_active_units"]) == 2
     assert all(0 <= au <= dims for au, dims in zip(metrics["group_active_units"], metrics["group_dims"]))
     assert metrics["novel_pitch_notes"] + metrics["novel_pitch_unscored"] == metrics["notes"]

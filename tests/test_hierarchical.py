@@ -193,6 +193,31 @@ def test_a_config_without_the_new_settings_loads_as_it_was_trained():
     assert tuple(old.features.filters) == tuple(TINY["filters"][:-1])
 
 
+def test_the_ceiling_bounds_every_rendering_and_travels_with_the_model(tmp_path):
+    from keras_timbre.audio.stats import FeatureStats
+
+    stats = FeatureStats(mean=np.linspace(-40.0, 0.0, SHAPE[0]), std=np.full(SHAPE[0], 10.0), peak_db=20.0)
+    settings = HierarchicalTimbreVAE.settings_from_stats(stats)
+    model = HierarchicalTimbreVAE(**TINY, **settings)
+    wild = np.random.default_rng(0).normal(0.0, 300.0, (4, 4)).astype("float32")  # codes no note has
+    unbounded = HierarchicalTimbreVAE(**TINY)
+    unbounded.set_weights(model.get_weights())
+    raw = stats.denormalize(to_numpy(unbounded.decode(wild, [40, 50, 60, 80], [100] * 4, temperature=1.0))[..., 0])
+    db = stats.denormalize(to_numpy(model.decode(wild, [40, 50, 60, 80], [100] * 4, temperature=1.0))[..., 0])
+    assert raw.max() > 21.0  # without it, these codes render louder than the peak + 1 dB
+    assert db.max() <= 21.0 + 1e-3 and not stats.beyond_range(db, margin_db=1.001).any()
+    quiet = raw < 15.0  # 6 dB below the ceiling the bound changes nothing that matters
+    np.testing.assert_allclose(db[quiet], raw[quiet], atol=0.05)
+    model.save(tmp_path / "bounded.keras")
+    loaded = keras.saving.load_model(tmp_path / "bounded.keras")
+    assert loaded.output_ceiling == model.output_ceiling and loaded.output_softness == model.output_softness
+    assert HierarchicalTimbreVAE.settings_from_stats(FeatureStats(stats.mean, stats.std)) == {}  # no peak: unbounded
+    legacy = {k: v for k, v in model.get_config().items() if k not in ("output_ceiling", "output_softness")}
+    assert HierarchicalTimbreVAE.from_config(legacy).output_ceiling is None
+    with pytest.raises(ValueError, match="one per mel bin"):
+        HierarchicalTimbreVAE(**TINY, output_ceiling=[1.0, 2.0], output_softness=[0.1, 0.1])
+
+
 def test_the_code_reads_the_relative_spectrum_pooled_in_time():
     notes = _notes(2)
     pooled = HierarchicalTimbreVAE(**TINY)

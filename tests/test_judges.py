@@ -192,7 +192,7 @@ def test_the_level_check_counts_samples_beyond_the_real_range():
     samples[2, 0, 0] = 5600.0
     samples[3, 1, 1] = -75.0  # below the floor: silence, as the metrics and the vocoder read it
     checked = code_metrics._level_check(samples, real)
-    assert checked == {"sample_max_db": 5600.0, "sample_beyond_range_notes": 1}
+    assert checked == {"sample_max_db": 5600.0, "sample_beyond_range_notes": 1, "sample_above_real_peak_notes": 2}
     samples[1, 2, 3] = -3.5  # 1.5 dB above the loudest
     assert code_metrics._level_check(samples, real)["sample_beyond_range_notes"] == 2
     samples[3, 1, 1] = np.nan

@@ -42,8 +42,8 @@ HALF_SECOND_FRONTEND = FrontendConfig(n_mels=32, duration=0.5, n_fft=512, hop_le
 def train_tiny_hierarchical(tmp_path_factory, frontend: FrontendConfig = HALF_SECOND_FRONTEND):
     """One tiny finished hierarchical run (3 epochs) on 20 synthetic notes; returns its `Run`.
 
-    3 epochs, not 1: after one, the harmonic envelope's untrained channel renders every note some
-    13 dB above the training notes' peak, which the synthesis commands rightly refuse.
+    3 epochs, not 1: after one, the harmonic envelope's untrained channel rendered every note some
+    13 dB above the training notes' peak (before the output ceiling bounded renders at peak + 1 dB).
     """
     from keras_timbre.data import make_synthetic_dataset
     from keras_timbre.training import trainer

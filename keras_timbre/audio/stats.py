@@ -13,6 +13,9 @@ from keras_timbre import atomic
 
 # How far above the training notes' peak (dB) a rendered note may reach before it is no note at all.
 BEYOND_RANGE_MARGIN_DB = 6.0
+# A bounded decoder's ceiling lies this far above the training peak, its knee this wide (dB).
+CEILING_MARGIN_DB = 1.0
+CEILING_SOFTNESS_DB = 1.0
 
 
 @dataclasses.dataclass
@@ -77,6 +80,20 @@ class FeatureStats:
     def denormalize(self, features):
         """Inverse of `normalize`."""
         return features * self.std[:, None] + self.mean[:, None]
+
+    def ceiling(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(ceiling, softness)` per mel bin in normalised units: the training peak + `CEILING_MARGIN_DB`, and a
+        knee `CEILING_SOFTNESS_DB` wide (`hierarchy.soft_ceiling`); None without `peak_db`.
+
+        Example:
+        >>> stats = FeatureStats(mean=np.array([0.0, 10.0]), std=np.array([10.0, 5.0]), peak_db=29.0)
+        >>> [v.tolist() for v in stats.ceiling()]
+        [[3.0, 4.0], [0.10000000149011612, 0.20000000298023224]]
+        """
+        if self.peak_db is None:
+            return None
+        ceiling = self.peak_db + CEILING_MARGIN_DB
+        return (ceiling - self.mean) / self.std, CEILING_SOFTNESS_DB / self.std
 
     def beyond_range(self, log_mel_db, margin_db: float = BEYOND_RANGE_MARGIN_DB) -> np.ndarray:
         """(notes,) bool: notes louder than `peak_db` by more than `margin_db` somewhere, or not finite.

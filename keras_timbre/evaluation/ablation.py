@@ -74,6 +74,7 @@ CODE_METRICS = (
     ("sample_family_fd_t05", "sample family FD t=0.5 ↓"),
     ("sample_max_db", "sample max t=1 (dB, ≤ real max)"),
     ("sample_beyond_range_notes", "samples beyond real dB range ↓"),
+    ("sample_above_real_peak_notes", "samples above the real peak"),
     ("rerender_t1_lsd_db", "re-render t=1 LSD (dB) ↓"),
     ("rerender_t1_harmonic_contrast_ratio", "re-render t=1 harm. contrast (→1)"),
     ("transfer_family_accuracy", "swap: family judge ↑"),

@@ -233,15 +233,23 @@ def _samples(run, judges: Judges, held_records, held_db, batch_size: int, seed: 
 
 
 def _level_check(samples, held_db) -> dict[str, float]:
-    """`sample_max_db` and `sample_beyond_range_notes`: samples with a bin above the real notes' loudest +
-    `RANGE_SLACK_DB`, or not finite (NaN: no samples). A bin below the frontend's floor is silence, as the
+    """`sample_max_db`, `sample_beyond_range_notes` (samples with a bin above the real notes' loudest +
+    `RANGE_SLACK_DB`, or not finite; NaN: no samples) and `sample_above_real_peak_notes` (above it at
+    all: a decoder bounded at the training peak + 1 dB has none beyond, and this counts those near its
+    ceiling). A bin below the frontend's floor is silence, as the
     metrics and the vocoder read it, so it is not counted."""
     if samples is None or len(samples) == 0:
-        return {"sample_max_db": NAN, "sample_beyond_range_notes": NAN}
+        return {"sample_max_db": NAN, "sample_beyond_range_notes": NAN, "sample_above_real_peak_notes": NAN}
     flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
+    peak = float(np.max(held_db))
     with np.errstate(invalid="ignore"):
-        beyond = ~np.all(np.isfinite(flat) & (flat <= float(np.max(held_db)) + RANGE_SLACK_DB), axis=1)
-    return {"sample_max_db": float(np.max(flat)), "sample_beyond_range_notes": int(beyond.sum())}
+        beyond = ~np.all(np.isfinite(flat) & (flat <= peak + RANGE_SLACK_DB), axis=1)
+        above = ~np.all(np.isfinite(flat) & (flat <= peak), axis=1)
+    return {
+        "sample_max_db": float(np.max(flat)),
+        "sample_beyond_range_notes": int(beyond.sum()),
+        "sample_above_real_peak_notes": int(above.sum()),
+    }
 
 
 def _rerender(run, z_held, held_records, held_db, batch_size: int) -> dict[str, float]:

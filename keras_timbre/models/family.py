@@ -125,6 +125,11 @@ class TimbreModel(keras.Model):
         """Constructor arguments the training notes decide (none here; a conditioned model's label ranges)."""
         return {}
 
+    @classmethod
+    def settings_from_stats(cls, stats) -> dict[str, Any]:
+        """Constructor arguments the training notes' `FeatureStats` decide (none here; the hierarchical ceiling)."""
+        return {}
+
     def run_settings(self) -> dict[str, Any]:
         """The `RUN_KEYS` of the model's config: what a run directory records of it."""
         config = self.get_config()

@@ -11,14 +11,15 @@ that pays its own KL against a prior learned from the top-down state
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_timbre.models import losses
 from keras_timbre.models.family import TimbreModel
-from keras_timbre.models.hierarchy import MAX_VELOCITY, HarmonicEnvelope, LatentGroup, RelativeSpectrum
+from keras_timbre.models.hierarchy import MAX_VELOCITY, HarmonicEnvelope, LatentGroup, RelativeSpectrum, soft_ceiling
 from keras_timbre.models.layers import Sampling
 from keras_timbre.models.parts import CodeEncoder, DecoderPath, FeatureEncoder, PitchCondition
 from keras_timbre.models.timbre_vae import DEFAULT_FILTERS, DEFAULT_GRAD_WEIGHT, DEFAULT_INPUT_SHAPE
@@ -61,6 +62,8 @@ LEGACY_SETTINGS = {
     "feature_width": 1.0,
     "code_time_pool": 1,
     "harmonics": 0,
+    "output_ceiling": None,
+    "output_softness": None,
 }
 # NSynth's range and velocity levels; a trained model stores the ones its training notes had.
 DEFAULT_PITCH_RANGE = (21, 108)
@@ -112,6 +115,10 @@ class HierarchicalTimbreVAE(TimbreModel):
             is pushed towards its uniform prediction); 0 disables it.
         harmonics: partials whose levels the code sets (`HarmonicEnvelope`, one more channel of the
             pitch map); 0 leaves the decoder to find them.
+        output_ceiling: per mel bin, the most the output may reach (normalised units), approached
+            smoothly (`soft_ceiling`); `train` sets it from the training notes' peak
+            (`FeatureStats.ceiling`). None: unbounded.
+        output_softness: per mel bin, the width of that ceiling's knee (normalised units).
         pitch_range: `(low, high)` MIDI pitches the model was trained on.
         velocities: velocities the model was trained on.
         mel_range: `(fmin, fmax)` of the frontend's mel filters, Hz.
@@ -176,6 +183,8 @@ class HierarchicalTimbreVAE(TimbreModel):
         code_time_pool: int = DEFAULT_CODE_TIME_POOL,
         pitch_adversary_weight: float = 0.0,
         harmonics: int = DEFAULT_HARMONICS,
+        output_ceiling: Sequence[float] | None = None,
+        output_softness: Sequence[float] | None = None,
         pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
         velocities: tuple[int, ...] = DEFAULT_VELOCITIES,
         mel_range: tuple[float, float] = (20.0, 8000.0),
@@ -198,6 +207,7 @@ class HierarchicalTimbreVAE(TimbreModel):
         self.code_time_pool = int(code_time_pool)
         self.pitch_adversary_weight = float(pitch_adversary_weight)
         self.harmonics = int(harmonics)
+        self.output_ceiling, self.output_softness = _ceiling(output_ceiling, output_softness, input_shape[0])
         self.pitch_range = tuple(int(p) for p in pitch_range)
         self.velocities = tuple(sorted(int(v) for v in velocities))
         self.mel_range = tuple(float(f) for f in mel_range)
@@ -270,6 +280,12 @@ class HierarchicalTimbreVAE(TimbreModel):
             "mel_range": [frontend.fmin, frontend.fmax],
         }
 
+    @classmethod
+    def settings_from_stats(cls, stats) -> dict[str, Any]:
+        """The output's ceiling: the training notes' peak + 1 dB (`FeatureStats.ceiling`); none without a peak."""
+        bound = stats.ceiling()
+        return {} if bound is None else {"output_ceiling": bound[0].tolist(), "output_softness": bound[1].tolist()}
+
     @property
     def parts(self):
         return {
@@ -338,7 +354,14 @@ class HierarchicalTimbreVAE(TimbreModel):
         code = ops.concatenate([ops.cast(z, "float32"), scalars], axis=-1)
         if self.harmonic_envelope is not None:
             pitch_map = ops.concatenate([pitch_map, self.harmonic_envelope(ops.cast(z, "float32"), pitch)], axis=-1)
-        return self.decoder.run(code, step, training=training), kls
+        output = self.decoder.run(code, step, training=training)
+        if self.output_ceiling is not None:
+            bound = [
+                ops.cast(np.reshape(v, (1, -1, 1, 1)), output.dtype)
+                for v in (self.output_ceiling, self.output_softness)
+            ]
+            output = soft_ceiling(output, *bound)
+        return output, kls
 
     def call(self, inputs, training=False):
         _, pitch, velocity = self.split_inputs(inputs)
@@ -469,6 +492,8 @@ class HierarchicalTimbreVAE(TimbreModel):
                 "code_time_pool": self.code_time_pool,
                 "pitch_adversary_weight": self.pitch_adversary_weight,
                 "harmonics": self.harmonics,
+                "output_ceiling": None if self.output_ceiling is None else list(self.output_ceiling),
+                "output_softness": None if self.output_softness is None else list(self.output_softness),
                 "pitch_range": list(self.pitch_range),
                 "velocities": list(self.velocities),
                 "mel_range": list(self.mel_range),
@@ -489,6 +514,19 @@ def closest_velocity(velocities) -> int:
     (75, 110)
     """
     return int(min(velocities, key=lambda v: (abs(v - DEFAULT_VELOCITY), -v)))
+
+
+def _ceiling(ceiling, softness, n_mels: int):
+    """`(ceiling, softness)` as float tuples of `n_mels` values (softness > 0), or `(None, None)`."""
+    if ceiling is None and softness is None:
+        return None, None
+    values = [tuple(float(v) for v in np.ravel(x)) if x is not None else () for x in (ceiling, softness)]
+    if any(len(v) != n_mels for v in values) or min(values[1]) <= 0:
+        raise ValueError(
+            f"output_ceiling and output_softness must both be {n_mels} values (one per mel bin), softness > 0; "
+            f"got {len(values[0])} and {len(values[1])}"
+        )
+    return values[0], values[1]
 
 
 def _check_settings(prior_temperature, group_kernel_size, feature_width, code_time_pool, input_shape, filters):

@@ -46,6 +46,20 @@ def comb_kernel(distance_hz, width_hz):
     return ops.exp(-2.0 * ops.square(distance_hz / width_hz))
 
 
+def soft_ceiling(x, ceiling, softness):
+    """`ceiling - softness * softplus((ceiling - x) / softness)`: `x` well below `ceiling`, never above it.
+
+    A smooth bound on the decoder's output (DDSP bounds its amplitudes with a
+    scaled sigmoid for the same reason): what the model renders stays within
+    what a real note reaches, and the gradient never vanishes.
+
+    Example:
+    >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(soft_ceiling(np.array([-5.0, 0.5, 5.0]), 1.0, 0.1))]
+    [-5.0, 0.5, 1.0]
+    """
+    return ceiling - softness * ops.softplus((ceiling - x) / softness)
+
+
 def midi_to_hz(pitch):
     """MIDI pitch (tensor) to Hz, A4 = MIDI 69 = 440 Hz."""
     return 440.0 * ops.power(2.0, (ops.cast(pitch, "float32") - 69.0) / 12.0)

@@ -153,6 +153,7 @@ def train(
         model_type = model_class(variant)
         model_settings = {**hyperparameters, **model_type.settings_from_notes(split.train, frontend)}
         notes = training_data(split.train, split.val, frontend, batch_size, seed, state.stats, cache, model_type)
+        model_settings.update(model_type.settings_from_stats(notes.stats))
         config["split"].update(notes.counts)  # notes read, skipped files left out
         _announce(variant, out, data_path, frontend, config, state.done, cache)
         extra = _callbacks(out, notes, frontend, (figure_every, epochs, warmup_epochs), vocoder) + list(callbacks or [])
