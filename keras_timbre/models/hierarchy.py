@@ -57,7 +57,8 @@ def soft_ceiling(x, ceiling, softness):
     >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(soft_ceiling(np.array([-5.0, 0.5, 5.0]), 1.0, 0.1))]
     [-5.0, 0.5, 1.0]
     """
-    return ceiling - softness * ops.softplus((ceiling - x) / softness)
+    # ops.* rather than operators: a backend array on the left of a symbolic tensor would not dispatch to Keras.
+    return ops.subtract(ceiling, ops.multiply(softness, ops.softplus(ops.divide(ops.subtract(ceiling, x), softness))))
 
 
 def midi_to_hz(pitch):
