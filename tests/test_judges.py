@@ -197,3 +197,36 @@ def test_the_level_check_counts_samples_beyond_the_real_range():
     assert code_metrics._level_check(samples, real)["sample_beyond_range_notes"] == 2
     samples[3, 1, 1] = np.nan
     assert code_metrics._level_check(samples, real)["sample_beyond_range_notes"] == 3
+
+
+class _FirstBinJudge:
+    """A stand-in judge: a rendering is "right" where its first bin is 1."""
+
+    def accuracy(self, log_mel_db, labels):
+        assert len(log_mel_db) == len(labels)
+        return float(np.mean(log_mel_db[:, 0, 0] == 1.0))
+
+
+def test_the_in_range_swaps_are_those_within_the_notes_familys_training_pitches(monkeypatch):
+    from types import SimpleNamespace
+
+    train = records(*(f"bass_synthetic_000-{p:03d}-100" for p in (30, 40)), "flute_synthetic_000-070-100")
+    held = records("bass_synthetic_000-035-100", "flute_synthetic_000-072-100")
+    ranges = code_metrics.family_pitch_ranges(train)
+    assert ranges == {"bass": (30, 40), "flute": (70, 70)}
+
+    def mark(index, pitches):  # 1 where the asked pitch lies in the note's family's range, else 0
+        inside = [ranges[held[i].family][0] <= p <= ranges[held[i].family][1] for i, p in zip(index, pitches)]
+        return np.array(inside, np.float64)[:, None, None] * np.ones((1, 2, 3))
+
+    asked = {}
+    monkeypatch.setattr(code_metrics, "decode_db", lambda m, z, s, p, v, t, b: asked.setdefault("db", mark(z, p)))
+    monkeypatch.setattr(code_metrics, "pitch_shifted_log_mel", lambda r, index, semis, f: asked["db"])
+    run = SimpleNamespace(model=SimpleNamespace(pitch_range=(20, 90)), stats=None, frontend=None)
+    both = code_metrics.Judges(pitch=_FirstBinJudge(), family=_FirstBinJudge())
+    result = code_metrics._transfer(run, both, np.arange(len(held)), train, held, batch_size=4)
+    inside = asked["db"][:, 0, 0]
+    assert result["transfer_renders"] == 6 and result["transfer_in_range_renders"] == inside.sum() == 3
+    assert result["transfer_family_accuracy"] == 0.5  # all swaps: 3 of 6 in range (bass at 30, 40; flute at 70)
+    for key in code_metrics.IN_RANGE_KEYS:
+        assert result[key] == 1.0, key  # the in-range keys score exactly the marked swaps
