@@ -164,13 +164,14 @@ def _real_notes(judges: Judges, train_db, held_records, held_db) -> dict[str, fl
 def _same_size_fd(judges: Judges, train_db, held_db) -> float:
     """The FD of as many real training notes as there are held-out notes, the mean over `SAME_SIZE_DRAWS`
     seeded subsets: the floor for a sample of that size (FD's estimate grows as the sample shrinks)."""
-    if len(train_db) <= len(held_db):
+    if len(train_db) <= len(held_db) or judges.family is None:
         return _fd(judges, train_db, held_db)
+    train, held = (judges.family.embed(db) for db in (train_db, held_db))  # once: each note's features are its own
     subsets = (
         np.random.default_rng(seed).choice(len(train_db), len(held_db), replace=False)
         for seed in range(SAME_SIZE_DRAWS)
     )
-    return float(np.mean([_fd(judges, train_db[np.sort(subset)], held_db) for subset in subsets]))
+    return float(np.mean([judges_lib.frechet_distance(train[np.sort(subset)], held) for subset in subsets]))
 
 
 # ---------------------------------------------------------------------------- the novel-pitch rows
